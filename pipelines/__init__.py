@@ -1,0 +1,1 @@
+"""The thin layer that runs the library stages as Ray jobs: command line, configs, files, Ray."""

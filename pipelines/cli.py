@@ -1,0 +1,54 @@
+"""``python -m pipelines <stage> ...``: one subcommand per stage.
+
+Each stage lives in a module of this package exposing ``NAME``, ``HELP``,
+``add_arguments(parser)`` and ``run(args) -> int`` (the exit status). Register a new stage by
+adding its module to ``STAGES``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+STAGES = [
+    "pipelines.extract",
+]
+
+
+def _stage_modules():
+    mods = []
+    for name in STAGES:
+        try:
+            mods.append(importlib.import_module(name))
+        except ImportError as e:  # a stage whose optional dependency is missing stays listed
+            print(f"warning: stage module {name} could not be imported: {e}", file=sys.stderr)
+    return mods
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pipelines",
+        description="Common Crawl to a trained language model (DeepSeek LLM recipe), one Ray job per stage. "
+        "Runs on an embedded local Ray instance, or on the cluster named by RAY_ADDRESS.",
+    )
+    sub = parser.add_subparsers(dest="stage", metavar="<stage>", required=True)
+    for mod in _stage_modules():
+        p = sub.add_parser(mod.NAME, help=mod.HELP, description=mod.HELP, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """The config options every stage with a config takes."""
+    parser.add_argument("--config", help="YAML file with this stage's settings (see the config dataclass for defaults)")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override one config value, e.g. --set timeout_s=5 (repeatable)",
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args._run(args) or 0)

@@ -1,0 +1,195 @@
+"""Files for every stage: resolving local paths and object-store URIs, expanding inputs, and the
+one way to write an output atomically (temporary name, then rename).
+
+A shard is complete when its final name exists; a writer never leaves a partial file under that
+name, so a re-run can skip complete outputs and redo the rest.
+"""
+
+from __future__ import annotations
+
+import glob as _glob
+import json
+import os
+import posixpath
+import uuid
+from typing import Any, BinaryIO, Iterable
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+PARQUET_COMPRESSION = "zstd"
+ROW_GROUP_SIZE = 10_000
+
+_URI_SCHEMES = ("s3://", "gs://", "gcs://", "hdfs://", "abfs://", "az://", "file://", "http://", "https://")
+
+
+def is_uri(path: str) -> bool:
+    return path.startswith(_URI_SCHEMES)
+
+
+def filesystem(path: str) -> tuple[pafs.FileSystem, str]:
+    """(filesystem, path inside it) for a local path or an object-store URI."""
+    if not is_uri(path):
+        return pafs.LocalFileSystem(), os.path.abspath(path)
+    if path.startswith(("http://", "https://")):
+        import fsspec
+
+        return pafs.PyFileSystem(pafs.FSSpecHandler(fsspec.filesystem("https"))), path
+    try:
+        return pafs.FileSystem.from_uri(path)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        import fsspec
+
+        fs, inner = fsspec.core.url_to_fs(path)
+        return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), inner
+
+
+def join(base: str, *parts: str) -> str:
+    return posixpath.join(base, *parts) if is_uri(base) else os.path.join(base, *parts)
+
+
+def exists(path: str) -> bool:
+    fs, p = filesystem(path)
+    return fs.get_file_info(p).type != pafs.FileType.NotFound
+
+
+def makedirs(path: str) -> None:
+    fs, p = filesystem(path)
+    fs.create_dir(p, recursive=True)
+
+
+def open_input(path: str) -> BinaryIO:
+    fs, p = filesystem(path)
+    return fs.open_input_stream(p)
+
+
+def expand_inputs(specs: Iterable[str], suffixes: tuple[str, ...]) -> tuple[list[str], dict[str, str]]:
+    """Expand files, globs and folders into a sorted list of input files.
+
+    Folders are searched recursively for names ending in one of ``suffixes``. Returns the files
+    and ``{spec: error}`` for every spec that matched nothing, so the stage can name them and
+    still process the rest.
+    """
+    found: set[str] = set()
+    missing: dict[str, str] = {}
+    for spec in specs:
+        fs, p = filesystem(spec)
+        if any(c in spec for c in "*?["):
+            if is_uri(spec):
+                import fsspec
+
+                ffs, inner = fsspec.core.url_to_fs(spec)
+                scheme = spec.split("://", 1)[0]
+                matches = [f"{scheme}://{m}" for m in ffs.glob(inner)]
+            else:
+                matches = _glob.glob(os.path.abspath(spec), recursive=True)
+            matches = [m for m in matches if not _is_dir(m)]
+            if not matches:
+                missing[spec] = "no file matches this pattern"
+            found.update(matches)
+            continue
+        info = fs.get_file_info(p)
+        if info.type == pafs.FileType.NotFound:
+            missing[spec] = "no such file or folder"
+        elif info.type == pafs.FileType.Directory:
+            selector = pafs.FileSelector(p, recursive=True)
+            hits = [
+                _rebuild(spec, p, i.path)
+                for i in fs.get_file_info(selector)
+                if i.type == pafs.FileType.File and i.path.endswith(suffixes)
+            ]
+            if not hits:
+                missing[spec] = f"folder holds no {'/'.join(suffixes)} files"
+            found.update(hits)
+        else:
+            found.add(p if not is_uri(spec) else spec)
+    return sorted(found), missing
+
+
+def _is_dir(path: str) -> bool:
+    fs, p = filesystem(path)
+    return fs.get_file_info(p).type == pafs.FileType.Directory
+
+
+def _rebuild(spec: str, root: str, found: str) -> str:
+    """Give a path found under a URI folder its scheme back."""
+    if not is_uri(spec):
+        return found
+    return spec.rstrip("/") + "/" + found[len(root.rstrip("/")) + 1 :]
+
+
+def _tmp_name(path: str) -> str:
+    head, tail = posixpath.split(path) if is_uri(path) else os.path.split(path)
+    return join(head, f".{tail}.tmp-{uuid.uuid4().hex[:12]}")
+
+
+def _commit(tmp: str, final: str) -> None:
+    fs, t = filesystem(tmp)
+    _, f = filesystem(final)
+    fs.move(t, f)
+
+
+def write_parquet(table: pa.Table, path: str, row_group_size: int = ROW_GROUP_SIZE) -> None:
+    """Write a zstd Parquet file atomically: temporary name in the same folder, then rename."""
+    fs, p = filesystem(path)
+    fs.create_dir(posixpath.dirname(p) if is_uri(path) else os.path.dirname(p), recursive=True)
+    tmp = _tmp_name(path)
+    _, tp = filesystem(tmp)
+    try:
+        pq.write_table(
+            table,
+            tp,
+            filesystem=fs,
+            compression=PARQUET_COMPRESSION,
+            row_group_size=row_group_size,
+            # Byte-identical outputs across runs: no wall-clock or host in the file.
+            write_statistics=True,
+        )
+        _commit(tmp, path)
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+
+
+def write_bytes(data: bytes, path: str) -> None:
+    """Write a small file atomically (stats, manifests, markers)."""
+    fs, p = filesystem(path)
+    fs.create_dir(posixpath.dirname(p) if is_uri(path) else os.path.dirname(p), recursive=True)
+    tmp = _tmp_name(path)
+    _, tp = filesystem(tmp)
+    try:
+        with fs.open_output_stream(tp) as f:
+            f.write(data)
+        _commit(tmp, path)
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+
+
+def write_json(obj: Any, path: str) -> None:
+    write_bytes((json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8"), path)
+
+
+def read_json(path: str) -> Any:
+    with open_input(path) as f:
+        return json.loads(f.read().decode("utf-8"))
+
+
+def read_parquet(path: str, columns: list[str] | None = None) -> pa.Table:
+    fs, p = filesystem(path)
+    return pq.read_table(p, filesystem=fs, columns=columns)
+
+
+def list_shards(folder: str, suffix: str = ".parquet") -> list[str]:
+    """Complete shards under a folder, sorted by path (temporary files are skipped)."""
+    files, _ = expand_inputs([folder], (suffix,))
+    return [f for f in files if not os.path.basename(f).startswith(".")]
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        fs, p = filesystem(path)
+        fs.delete_file(p)
+    except (OSError, FileNotFoundError):
+        pass

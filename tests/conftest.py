@@ -1,0 +1,32 @@
+"""Shared test fixtures: paths to the real data, and one Ray instance for the whole session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "data" / "sample"
+# The project's shared real data, beside the checkout (and beside CI's clone).
+SHARED = REPO.parent / "shared" / "data"
+
+
+def shared(*parts: str) -> Path:
+    """A path under ../shared/data, or skip the test where that folder is absent."""
+    p = SHARED.joinpath(*parts)
+    if not p.exists():
+        pytest.skip(f"{p} not present")
+    return p
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray instance for every test that needs one (ray.init costs ~10 s here)."""
+    import ray
+
+    from pipelines.runtime import init_ray
+
+    init_ray(num_cpus=2)
+    yield
+    ray.shutdown()
