@@ -1,0 +1,67 @@
+"""Compact trainer: a DeepSeek-LLM-style decoder, FSDP2, one training loop (issue 6).
+
+Plain library code: nothing here imports ``ray`` or ``pipelines``. The launchers live in
+``pipelines/pretrain.py``. Public API (kept stable; SFT/DPO build on it):
+
+Model (``training.model``)
+    ``ModelConfig`` (frozen dataclass), ``CONFIGS`` / ``model_config(name, **overrides)`` for
+    ``tiny``, ``125m``, ``1b``, ``7b``, ``67b``; ``Transformer(cfg)`` with
+    ``forward(input_ids, *, position_ids=None, segment_ids=None, padding_mask=None) -> logits``
+    of shape (B, T, cfg.padded_vocab_size); ``build_on_meta(cfg)``, ``num_params``,
+    ``flops_per_token(cfg, seq_len)``, ``report_flops_per_token``.
+
+Parallelism (``training.parallelize``)
+    ``init_distributed() -> DistEnv`` (rank, world size, device; gloo on CPU, NCCL on GPU; works
+    alone, under torchrun and inside a Ray Train worker), ``parallelize(model, env, cfg)``
+    applies activation checkpointing, ``torch.compile`` and FSDP2 ``fully_shard`` per block and
+    at the root (bf16 params + fp32 reduce on GPU, fp32 on CPU).
+
+Data (``training.data``)
+    ``TokenShardLoader(paths, seq_len, micro_batch, rank, world_size, seed)``: reads the tokenize
+    stage's Parquet shards (``id``, ``input_ids`` list<uint32>), packs documents into rows of
+    ``seq_len + 1`` tokens, shards rows by rank, shuffles deterministically from the seed.
+    ``next_batch() -> dict`` with ``input_ids`` and ``labels`` (B, T) int64 tensors
+    (``labels`` = -100 where no loss is taken); ``state_dict()`` / ``load_state_dict()``.
+    Any object with ``next_batch()``, ``state_dict()`` and ``load_state_dict()`` is a data source;
+    a batch dict may also carry ``position_ids``, ``segment_ids``, ``padding_mask`` (passed to the
+    model by the default loss) or anything a custom loss needs.
+
+Loss (``training.trainer``)
+    ``LossFn = Callable[[model, batch], tuple[loss_sum, weight] | tuple[loss_sum, weight, metrics]]``:
+    ``loss_sum`` is a scalar tensor summed over the micro-batch's units (tokens for LM, pairs for
+    DPO), ``weight`` their number (int or tensor). The loop divides by the total weight of the
+    whole global batch (all micro-batches, all ranks), so gradient accumulation and data
+    parallelism give the loss of one big batch. ``metrics`` (dict of floats, summed like
+    ``loss_sum``, divided by the weight) go to the log. Default: ``causal_lm_loss``
+    (cross-entropy on ``labels`` != -100).
+
+Training loop (``training.trainer``)
+    ``TrainConfig`` (typed dataclass, recipe defaults with sources: AdamW 0.9/0.95, wd 0.1 not on
+    norms/biases, clip 1.0, multi-step LR, batch in tokens, checkpoint/eval/log intervals,
+    ``init_from`` to start from a pre-trained checkpoint's weights).
+    ``train(cfg, *, loader=None, val_loader=None, loss_fn=None) -> dict`` runs in every process
+    (call ``init_distributed`` first or let ``train`` do it); it builds the model, applies
+    ``parallelize``, builds AdamW + the schedule, resumes from ``<run>/checkpoints/latest`` when
+    ``cfg.resume``, trains, evaluates, logs and checkpoints. ``main(config_dict)`` is the
+    per-worker entry the launchers call.
+
+Optimisation (``training.optim``)
+    ``build_optimizer(model, cfg)`` (AdamW, decay only on matrices),
+    ``lr_at(step, cfg)`` / ``build_scheduler(optimizer, cfg)`` for ``multi_step`` (default) and
+    ``cosine``.  ``training.scaling``: ``optimal_lr(C)``, ``optimal_batch_tokens(C)``,
+    ``optimal_model_data(C)``, ``choose_hyperparameters(...)`` for ``--lr auto --batch auto``.
+
+Checkpoints (``training.checkpoint``)
+    ``<run>/checkpoints/step-XXXXXXXX/`` written by ``torch.distributed.checkpoint`` (sharded) into
+    a temporary folder and renamed when complete; ``latest_checkpoint(run_dir)``;
+    ``save_checkpoint(dir, model, optimizer, scheduler, loader, step, extra)`` and
+    ``load_checkpoint(...)``; ``load_model_weights(model, ckpt_dir)`` loads only the weights
+    (any world size) - what SFT/DPO use to start from a pre-trained model;
+    ``training.export.export_hf(model_or_ckpt, out_dir, tokenizer_path)`` writes the Hugging
+    Face Llama format.
+
+Logs
+    ``<run>/log.jsonl``: one JSON object per step (step, tokens, loss, lr, grad_norm, tokens_per_s,
+    mfu) and per evaluation (val_loss); ``<run>/config.json``; ``python -m pipelines plot-run
+    <run>`` draws loss and LR as PNG.
+"""
