@@ -1,0 +1,119 @@
+"""Direct preference optimisation (Rafailov et al. 2023) as the DeepSeek LLM report uses it.
+
+    loss = -log sigmoid(beta * ((log pi(y_w|x) - log ref(y_w|x)) - (log pi(y_l|x) - log ref(y_l|x))))
+
+with summed log-probabilities over the answer tokens only (the prompt is masked out) and the
+reference model frozen at the starting (SFT) checkpoint. The reference log-probabilities are
+either computed once up front (``pipelines.dpo`` writes them beside the tokenised pairs) or on
+the fly with the frozen model; both go through :func:`pair_logps`, so they are the same numbers.
+
+Recipe (report section 5.2): 1 epoch, LR 5e-6, batch 512, warm-up then cosine decay, beta 0.1
+(the issue's default; the report does not state beta).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from training.chat import ChatBatch, TokenizedChat, pad_batch
+
+
+@dataclass
+class DPOConfig:
+    # DPO's usual temperature (Rafailov et al. 2023; the issue's default).
+    beta: float = 0.1
+    # Report section 5.2: "learning rate of 5e-6 and batch size of 512", one epoch.
+    lr: float = 5e-6
+    batch_size: int = 512
+    epochs: int = 1
+    # "warm-up then cosine decay": warm-up share of the steps (not stated; a common 10%).
+    warmup_fraction: float = 0.1
+    # AdamW as in pre-training (report section 2.3), gradient clipping 1.0.
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    # Pairs per forward pass (gradient accumulation makes up batch_size).
+    micro_batch: int = 4
+    max_seq_len: int = 1024
+    # "precomputed": a Ray job writes the reference log-probs beside the pairs once;
+    # "on_the_fly": the frozen reference runs in every step (one more forward per pair).
+    reference: str = "precomputed"
+    held_out_fraction: float = 0.1
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def sequence_logps(logits: torch.Tensor, input_ids: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
+    """Summed log-probability of the answer tokens of each row: (B,).
+
+    Token ``t`` is predicted from the logits at ``t-1``; only tokens with ``loss_mask`` count.
+    """
+    targets = input_ids[:, 1:]
+    mask = loss_mask[:, 1:].to(logits.dtype)
+    logp = -F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), reduction="none").view_as(targets)
+    return (logp * mask).sum(-1)
+
+
+def model_logps(model: torch.nn.Module, batch: ChatBatch, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Summed answer log-probs of each row of a padded batch (one conversation per row)."""
+    ids = torch.as_tensor(batch.input_ids, device=device)
+    mask = torch.as_tensor(batch.loss_mask, device=device)
+    seg = torch.as_tensor(batch.segment_ids, device=device)
+    pos = torch.as_tensor(batch.positions, device=device)
+    logits = model(ids, position_ids=pos, segment_ids=seg)
+    return sequence_logps(logits, ids, mask)
+
+
+def pair_batch(pairs: Sequence[tuple[TokenizedChat, TokenizedChat]], pad_id: int) -> ChatBatch:
+    """Chosen answers in rows ``0..n-1``, rejected in ``n..2n-1``: one forward pass for both."""
+    return pad_batch([c for c, _ in pairs] + [r for _, r in pairs], pad_id)
+
+
+def pair_logps(model: torch.nn.Module, pairs: Sequence[tuple[TokenizedChat, TokenizedChat]], pad_id: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """(chosen, rejected) summed answer log-probs, each (n,). The one place both the reference
+    precomputation and the training step get their numbers from."""
+    lp = model_logps(model, pair_batch(pairs, pad_id), device)
+    n = len(pairs)
+    return lp[:n], lp[n:]
+
+
+def dpo_loss(
+    policy_chosen: torch.Tensor,
+    policy_rejected: torch.Tensor,
+    ref_chosen: torch.Tensor,
+    ref_rejected: torch.Tensor,
+    beta: float = 0.1,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The sigmoid DPO loss (mean over pairs) and its metrics.
+
+    Metrics: ``loss``; ``reward_accuracy`` (share of pairs whose implicit reward
+    ``beta * (log pi - log ref)`` is higher for the chosen answer); ``reward_margin`` (mean
+    chosen-minus-rejected reward); ``chosen_reward``/``rejected_reward``; ``chosen_logps`` and
+    ``rejected_logps`` (mean summed policy log-probs).
+    """
+    chosen_reward = beta * (policy_chosen - ref_chosen.to(policy_chosen))
+    rejected_reward = beta * (policy_rejected - ref_rejected.to(policy_rejected))
+    margin = chosen_reward - rejected_reward
+    loss = -F.logsigmoid(margin).mean()
+    with torch.no_grad():
+        metrics = {
+            "loss": float(loss),
+            "reward_accuracy": float((margin > 0).float().mean()),
+            "reward_margin": float(margin.mean()),
+            "chosen_reward": float(chosen_reward.mean()),
+            "rejected_reward": float(rejected_reward.mean()),
+            "chosen_logps": float(policy_chosen.mean()),
+            "rejected_logps": float(policy_rejected.mean()),
+        }
+    return loss, metrics
+
+
+def summarize(metrics: Sequence[tuple[int, dict[str, float]]]) -> dict[str, float]:
+    """Pair-weighted mean of per-batch metrics ``[(n_pairs, metrics), ...]``."""
+    total = sum(n for n, _ in metrics)
+    keys = metrics[0][1].keys() if metrics else []
+    return {k: float(np.sum([n * m[k] for n, m in metrics]) / total) for k in keys}

@@ -1,0 +1,196 @@
+"""Talking to a checkpoint: greedy, temperature and top-p sampling with a KV cache, stopping at
+the end token, yielding tokens as they come; and the report's repetition ratio.
+
+The cache lives here, not in ``training.model``: :class:`KVCacheDecoder` runs the model's own
+submodules (embedding, norms, projections, rotary, SwiGLU, output) one new token at a time and
+keeps each layer's keys and values, so a step costs O(T) instead of re-running the prefix.
+Its logits equal ``model(ids)[:, -1]`` (checked in ``tests/test_generate.py``).
+
+Repetition (DeepSeek LLM report, section 5.5 / Table 13, "repetition ratio"): the share of
+responses that fall into endless repetition. We call a response endlessly repetitive when it
+runs to the token limit without emitting ``<end>`` and its tail is a loop: the last
+``tail_tokens`` tokens are covered by repeats of a period of at most ``max_period`` tokens
+(:func:`is_endless_repetition`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from training.model import Transformer, apply_rope, rope_cos_sin
+
+
+@dataclass
+class SamplingConfig:
+    # 0 is greedy decoding; DeepSeek's released chat demo samples at 0.7 / top-p 0.95 (assumed
+    # conventional values, the report does not state them).
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_new_tokens: int = 256
+    seed: int = 0
+
+
+class KVCacheDecoder:
+    """Incremental decoding over a :class:`training.model.Transformer` (batch size 1)."""
+
+    def __init__(self, model: Transformer):
+        self.model = model
+        self.cfg = model.cfg
+        self.k: list[torch.Tensor | None] = [None] * self.cfg.n_layers
+        self.v: list[torch.Tensor | None] = [None] * self.cfg.n_layers
+        self.length = 0
+
+    def reset(self) -> None:
+        self.k = [None] * self.cfg.n_layers
+        self.v = [None] * self.cfg.n_layers
+        self.length = 0
+
+    @torch.no_grad()
+    def step(self, ids: torch.Tensor) -> torch.Tensor:
+        """Feed ``ids`` (1, n) after what the cache holds; logits (1, n, vocab) come back."""
+        m, cfg = self.model, self.cfg
+        B, n = ids.shape
+        pos = torch.arange(self.length, self.length + n, device=ids.device).expand(B, n)
+        h = m.tok_embeddings(ids)
+        cos, sin = rope_cos_sin(pos, cfg.head_dim, cfg.rope_theta, h.dtype)
+        total = self.length + n
+        # Query i (absolute position length+i) sees keys 0..length+i.
+        mask = torch.ones(n, total, dtype=torch.bool, device=ids.device).tril(self.length)
+        for li, layer in enumerate(m.layers.values()):
+            att = layer.attention
+            x = layer.attention_norm(h)
+            q = att.wq(x).view(B, n, att.n_heads, att.head_dim).transpose(1, 2)
+            k = att.wk(x).view(B, n, att.n_kv_heads, att.head_dim).transpose(1, 2)
+            v = att.wv(x).view(B, n, att.n_kv_heads, att.head_dim).transpose(1, 2)
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+            if self.k[li] is not None:
+                k = torch.cat([self.k[li], k], dim=2)
+                v = torch.cat([self.v[li], v], dim=2)
+            self.k[li], self.v[li] = k, v
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=att.n_kv_heads != att.n_heads)
+            h = h + att.wo(y.transpose(1, 2).reshape(B, n, -1))
+            h = h + layer.feed_forward(layer.ffn_norm(h))
+        self.length = total
+        return m.output(m.norm(h))
+
+
+def sample_next(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None, vocab_size: int | None = None) -> int:
+    """One token id from last-position logits (vocab,): greedy at temperature 0, else
+    temperature-scaled nucleus sampling (the smallest set of tokens whose probability reaches
+    ``top_p``). Padding rows of the embedding (ids >= ``vocab_size``) are never chosen."""
+    logits = logits.float()
+    if vocab_size is not None and vocab_size < logits.shape[-1]:
+        logits = logits.clone()
+        logits[vocab_size:] = float("-inf")
+    if temperature <= 0:
+        return int(torch.argmax(logits))
+    probs = torch.softmax(logits / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_p, order = torch.sort(probs, descending=True)
+        keep = sorted_p.cumsum(-1) - sorted_p < top_p  # a token stays if the mass before it < top_p
+        sorted_p = torch.where(keep, sorted_p, torch.zeros_like(sorted_p))
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
+    return int(torch.multinomial(probs / probs.sum(), 1, generator=generator))
+
+
+def generate(
+    model: Transformer,
+    prompt_ids: Sequence[int],
+    end_id: int,
+    cfg: SamplingConfig = SamplingConfig(),
+    vocab_size: int | None = None,
+) -> Iterator[int]:
+    """Yield new token ids one at a time (streaming) until ``end_id`` (not yielded) or
+    ``max_new_tokens``. The context is capped at the model's ``max_seq_len``."""
+    model.eval()
+    device = next(model.parameters()).device
+    gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
+    dec = KVCacheDecoder(model)
+    limit = model.cfg.max_seq_len
+    ids = list(prompt_ids)[-(limit - 1):]
+    logits = dec.step(torch.tensor([ids], device=device))[0, -1]
+    for _ in range(cfg.max_new_tokens):
+        tok = sample_next(logits.cpu(), cfg.temperature, cfg.top_p, gen, vocab_size)
+        if tok == end_id:
+            return
+        yield tok
+        if dec.length >= limit:
+            return
+        logits = dec.step(torch.tensor([[tok]], device=device))[0, -1]
+
+
+@torch.no_grad()
+def generate_uncached(model: Transformer, prompt_ids: Sequence[int], end_id: int, max_new_tokens: int, vocab_size: int | None = None) -> list[int]:
+    """Greedy decoding by re-running the whole sequence each step (the cache's reference)."""
+    model.eval()
+    device = next(model.parameters()).device
+    ids = list(prompt_ids)
+    out: list[int] = []
+    for _ in range(max_new_tokens):
+        logits = model(torch.tensor([ids], device=device))[0, -1]
+        tok = sample_next(logits.cpu(), 0.0, 1.0, None, vocab_size)
+        if tok == end_id:
+            break
+        out.append(tok)
+        ids.append(tok)
+    return out
+
+
+def repeating_period(tokens: Sequence[int], tail_tokens: int = 64, max_period: int = 32) -> int | None:
+    """The shortest period p <= ``max_period`` such that the last ``tail_tokens`` tokens repeat
+    with period p (token t == token t-p throughout), or None."""
+    if len(tokens) < tail_tokens + 1:
+        return None
+    tail = list(tokens[-tail_tokens:])
+    for p in range(1, max_period + 1):
+        if all(tail[i] == tail[i - p] for i in range(p, len(tail))):
+            return p
+    return None
+
+
+def is_endless_repetition(tokens: Sequence[int], stopped: bool, tail_tokens: int = 64, max_period: int = 32) -> bool:
+    """A response that never stopped and whose tail loops with a short period."""
+    return not stopped and repeating_period(tokens, tail_tokens, max_period) is not None
+
+
+@dataclass
+class RepetitionResult:
+    prompts: int
+    repetitive: int
+    stopped: int
+    mean_new_tokens: float
+
+    @property
+    def repetition_ratio(self) -> float:
+        return self.repetitive / self.prompts if self.prompts else 0.0
+
+
+def repetition_ratio(
+    model: Transformer,
+    prompts: Sequence[Sequence[int]],
+    end_id: int,
+    cfg: SamplingConfig,
+    vocab_size: int | None = None,
+    tail_tokens: int = 64,
+    max_period: int = 32,
+    on_response: Callable[[int, list[int], bool], None] | None = None,
+) -> RepetitionResult:
+    """Generate a response per prompt and count those that fall into endless repetition."""
+    rep = stopped_n = total_new = 0
+    for i, p in enumerate(prompts):
+        out = []
+        stopped = False
+        for tok in generate(model, p, end_id, cfg, vocab_size):
+            out.append(tok)
+        # generate() returns early on <end>; it ran out of budget when it made max_new_tokens.
+        stopped = len(out) < cfg.max_new_tokens and len(p) + len(out) < model.cfg.max_seq_len
+        rep += is_endless_repetition(out, stopped, tail_tokens, max_period)
+        stopped_n += stopped
+        total_new += len(out)
+        if on_response:
+            on_response(i, out, stopped)
+    return RepetitionResult(len(prompts), rep, stopped_n, total_new / max(1, len(prompts)))
