@@ -1,0 +1,208 @@
+"""The tokenizer itself: pre-tokenizer, BPE training, special tokens, files on disk.
+
+Composed the Hugging Face ``tokenizers`` way, from small named parts: no normalizer (so any
+string round-trips byte for byte), the report's pre-tokenizer sequence, a BPE model over the 256
+byte symbols, a ByteLevel decoder, and a post-processor that puts BOS in front.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Sequence
+
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+# DeepSeek LLM's special-token spelling: full-width bar U+FF5C and U+2581 for spaces.
+BOS = "<｜begin▁of▁sentence｜>"
+EOS = "<｜end▁of▁sentence｜>"
+# The report: "the padding token is the end token".
+PAD = EOS
+USER = "<｜User｜>"
+ASSISTANT = "<｜Assistant｜>"
+SYSTEM = "<｜System｜>"
+# The report: 100,000 ordinary + 15 special tokens = 100,015.
+NUM_SPECIAL = 15
+SPECIAL_TOKENS: tuple[str, ...] = (BOS, EOS, USER, ASSISTANT, SYSTEM) + tuple(
+    f"<｜reserved▁{i}｜>" for i in range(NUM_SPECIAL - 5)
+)
+
+# The report's pre-tokenizer, in the order of the released tokenizer.json (DESIGN.md):
+# newlines alone; letter runs with one optional leading space; punctuation runs with one optional
+# leading space; trailing whitespace; CJK/Hangul runs; single digits; then byte-level mapping.
+# "Letters" are every alphabet (Latin, Greek, Cyrillic, Arabic, Devanagari...) with their combining
+# marks, minus the CJK scripts, which get their own run so a token never mixes CJK with Latin.
+# The report lists ASCII and full-width punctuation; we take all of Unicode's P* and S* classes
+# (a superset: curly quotes, CJK punctuation, symbols and emoji also stay out of letter tokens).
+_CJK = r"\p{Han}\p{Hangul}\p{Hiragana}\p{Katakana}\p{Bopomofo}"
+NEWLINE_PATTERN = r"[\r\n]"
+LETTERS_PATTERN = r"\s?[[\p{L}\p{M}]&&[^" + _CJK + r"]]+"
+PUNCTUATION_PATTERN = r"\s?[\p{P}\p{S}]+"
+TRAILING_SPACE_PATTERN = r"\s+$"
+CJK_PATTERN = r"[" + _CJK + r"]+"
+
+
+def pre_tokenizer() -> pre_tokenizers.PreTokenizer:
+    """The report's pre-tokenizer sequence (order matters: each split sees the previous pieces)."""
+    return pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(NEWLINE_PATTERN), behavior="isolated"),
+            pre_tokenizers.Split(Regex(LETTERS_PATTERN), behavior="isolated"),
+            pre_tokenizers.Split(Regex(PUNCTUATION_PATTERN), behavior="isolated"),
+            pre_tokenizers.Split(Regex(TRAILING_SPACE_PATTERN), behavior="isolated"),
+            pre_tokenizers.Split(Regex(CJK_PATTERN), behavior="isolated"),
+            pre_tokenizers.Digits(individual_digits=True),
+            # The splits above did the regex work; ByteLevel only maps bytes to symbols.
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+
+
+@dataclass
+class TokenizerConfig:
+    # The report: 100,000 ordinary tokens (ids 0..99,999); the specials follow at 100,000.
+    vocab_size: int = 100_000
+    # A pair seen once is noise, not a unit worth a token (tokenizers' own default is 0).
+    min_frequency: int = 2
+    # Text is fed to the trainer in batches of this many documents (bounded memory).
+    batch_size: int = 1_000
+    show_progress: bool = False
+
+    def __post_init__(self) -> None:
+        if self.vocab_size <= 256:
+            raise ValueError(f"vocab_size {self.vocab_size} must exceed the 256-byte alphabet")
+
+
+def _empty_tokenizer() -> Tokenizer:
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizer()
+    tok.decoder = decoders.ByteLevel()
+    return tok
+
+
+def _batches(texts: Iterable[str | Sequence[str]], size: int) -> Iterator[list[str]]:
+    batch: list[str] = []
+    for item in texts:
+        if isinstance(item, str):
+            batch.append(item)
+        else:
+            batch.extend(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def train(texts: Iterable[str | Sequence[str]], config: TokenizerConfig | None = None, length: int | None = None) -> Tokenizer:
+    """Train the byte-level BPE on an iterator of texts (or batches of texts); add the specials.
+
+    ``length`` (number of texts, if known) only drives the trainer's progress bar.
+    """
+    cfg = config or TokenizerConfig()
+    tok = _empty_tokenizer()
+    trainer = trainers.BpeTrainer(
+        vocab_size=cfg.vocab_size,
+        min_frequency=cfg.min_frequency,
+        show_progress=cfg.show_progress,
+        # All 256 bytes, seen in the text or not, so any input encodes.
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        special_tokens=[],
+    )
+    tok.train_from_iterator(_batches(texts, cfg.batch_size), trainer=trainer, length=length)
+    got = tok.get_vocab_size()
+    if got != cfg.vocab_size:
+        raise ValueError(
+            f"the training text filled only {got:,} of {cfg.vocab_size:,} ordinary tokens "
+            f"(min_frequency={cfg.min_frequency}); train on more text or lower vocab_size, since the "
+            "special tokens must sit at ids vocab_size.."
+        )
+    _add_specials(tok)
+    return tok
+
+
+def _add_specials(tok: Tokenizer) -> None:
+    n = tok.get_vocab_size()
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
+    assert tok.token_to_id(BOS) == n and tok.token_to_id(SPECIAL_TOKENS[-1]) == n + NUM_SPECIAL - 1
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, n)]
+    )
+
+
+def special_id(tok: Tokenizer, token: str) -> int:
+    i = tok.token_to_id(token)
+    if i is None:
+        raise KeyError(f"{token!r} is not a special token of this tokenizer")
+    return i
+
+
+def tokenizer_files(tok: Tokenizer) -> dict[str, bytes]:
+    """The files of a saved tokenizer folder, by name (written by ``save`` or atomically by a stage)."""
+    from tokenizer.chat import CHAT_TEMPLATE
+
+    n = special_id(tok, BOS)
+    specials = {
+        str(n + i): {"content": t, "lstrip": False, "normalized": False, "rstrip": False, "single_word": False, "special": True}
+        for i, t in enumerate(SPECIAL_TOKENS)
+    }
+    config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": BOS,
+        "eos_token": EOS,
+        "pad_token": PAD,
+        "unk_token": None,
+        "add_bos_token": True,
+        "add_eos_token": False,
+        # The report's context length.
+        "model_max_length": 4096,
+        "clean_up_tokenization_spaces": False,
+        "padding_side": "right",
+        "added_tokens_decoder": specials,
+        "additional_special_tokens": list(SPECIAL_TOKENS[2:]),
+        "chat_template": CHAT_TEMPLATE,
+    }
+    special_map = {"bos_token": BOS, "eos_token": EOS, "pad_token": PAD, "additional_special_tokens": list(SPECIAL_TOKENS[2:])}
+    return {
+        "tokenizer.json": tok.to_str(pretty=True).encode("utf-8"),
+        "tokenizer_config.json": (json.dumps(config, indent=2, ensure_ascii=False) + "\n").encode("utf-8"),
+        "special_tokens_map.json": (json.dumps(special_map, indent=2, ensure_ascii=False) + "\n").encode("utf-8"),
+    }
+
+
+def save(tok: Tokenizer, folder: str) -> None:
+    """Write the tokenizer folder (each file to a temporary name, then renamed)."""
+    os.makedirs(folder, exist_ok=True)
+    for name, data in tokenizer_files(tok).items():
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=folder)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, os.path.join(folder, name))
+
+
+def load(folder: str) -> Tokenizer:
+    """The saved tokenizer, with special tokens never matched inside ordinary text."""
+    path = folder if folder.endswith(".json") else os.path.join(folder, "tokenizer.json")
+    tok = Tokenizer.from_file(path)
+    # Text that spells "<｜end▁of▁sentence｜>" is data, not a control token.
+    tok.encode_special_tokens = True
+    return tok
+
+
+def load_hf(folder: str, **kwargs):
+    """The same folder as a ``transformers`` fast tokenizer (imported lazily: it is heavy)."""
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast.from_pretrained(folder, **kwargs)
+
+
+def encode_text(tok: Tokenizer, texts: Sequence[str]) -> list[list[int]]:
+    """Ids of ordinary texts: no BOS, no EOS (the tokenizer's own thread pool runs the batch)."""
+    return [e.ids for e in tok.encode_batch_fast(list(texts), add_special_tokens=False)]
+
+
+def encode_document(tok: Tokenizer, text: str) -> list[int]:
+    """A pre-training document as the tokenize stage writes it: its ids, then EOS."""
+    return tok.encode(text, add_special_tokens=False).ids + [special_id(tok, EOS)]
