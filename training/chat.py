@@ -5,11 +5,11 @@ The format (DeepSeek LLM report, and its released chat template)::
 
     <bos>{system}\\n\\nUser: {q1}\\n\\nAssistant: {a1}<end>User: {q2}\\n\\nAssistant: {a2}<end>
 
-A conversation is tokenised segment by segment, so the boundary between what the model reads
-(system, user turns, the ``Assistant:`` cue) and what it is trained to write (each answer and the
-``<end>`` token that stops it) is exact in token space. The space after ``Assistant:`` belongs to
-the answer segment: byte-level BPE attaches a leading space to the word that follows it, so the
-segmented ids are the ids of the whole text.
+The project's tokenizer owns that format (``tokenizer.format_chat`` / ``encode_chat``: each piece
+encoded on its own, so the boundary between what the model reads and the answer tokens it is
+trained to write, with the ``<end>`` that stops it, is exact in token space). This module owns
+what comes before and after: records of the public SFT and preference formats turned into
+messages, and tokenised conversations packed into rows that never attend across each other.
 
 Readers take one record at a time and return either an example or the name of the reason it was
 skipped; the pipeline counts those reasons in its ``StageStats``.
@@ -31,24 +31,14 @@ import gzip
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Protocol, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
+from tokenizers import Tokenizer
+
+from tokenizer import BOS, EOS, encode_chat, special_id
 
 ROLES = ("system", "user", "assistant")
-USER_PREFIX = "User: "
-ASSISTANT_CUE = "\n\nAssistant:"
-
-
-class ChatTokenizer(Protocol):
-    """What chat rendering needs from the project's tokenizer (see :func:`as_chat_tokenizer`)."""
-
-    bos_id: int
-    eos_id: int
-
-    def encode(self, text: str) -> list[int]: ...
-
-    def decode(self, ids: Sequence[int]) -> str: ...
 
 
 # --------------------------------------------------------------------------------------------
@@ -226,33 +216,7 @@ def iter_jsonl_records(stream) -> Iterator[Any]:
 
 
 # --------------------------------------------------------------------------------------------
-# Rendering and tokenisation
-
-
-def render_segments(messages: Sequence[dict[str, str]], end_token: str = "<end>", *, generation_prompt: bool = False) -> list[tuple[str, bool]]:
-    """The conversation as ``(text, is_answer)`` segments; ``end_token`` stands for the end id.
-
-    With ``generation_prompt`` the last message must be a user turn and the text ends with the
-    ``Assistant:`` cue, ready for the model to continue.
-    """
-    segs: list[tuple[str, bool]] = []
-    for i, m in enumerate(messages):
-        role, content = m["role"], m["content"]
-        if role == "system":
-            segs.append((content + "\n\n", False))
-        elif role == "user":
-            segs.append((USER_PREFIX + content + ASSISTANT_CUE, False))
-        else:
-            segs.append((" " + content, True))
-            segs.append((end_token, True))
-    if generation_prompt and (not messages or messages[-1]["role"] != "user"):
-        raise ValueError("a generation prompt ends with a user turn")
-    return segs
-
-
-def render(messages: Sequence[dict[str, str]], end_token: str = "<end>") -> str:
-    """The report's chat text: ``User: {q}\\n\\nAssistant: {a}<end>`` (system prompt first)."""
-    return "".join(t for t, _ in render_segments(messages, end_token))
+# Tokenisation: the project's tokenizer owns the chat format (``tokenizer.encode_chat``)
 
 
 @dataclass
@@ -261,23 +225,25 @@ class TokenizedChat:
     loss_mask: np.ndarray  # bool [T]: token t is an answer token (a training target)
 
 
-def tokenize_conversation(tok: ChatTokenizer, messages: Sequence[dict[str, str]], *, generation_prompt: bool = False) -> TokenizedChat:
+def special_ids(tok: Tokenizer) -> tuple[int, int]:
+    """(bos, eos) ids; the end token is also the padding id (DESIGN.md, "Tokenizer")."""
+    return special_id(tok, BOS), special_id(tok, EOS)
+
+
+def tokenize_conversation(tok: Tokenizer, messages: Sequence[dict[str, str]], *, generation_prompt: bool = False) -> TokenizedChat:
     """Token ids with ``bos`` first and the answer tokens (with their ``<end>``) marked."""
-    ids: list[int] = [tok.bos_id]
-    mask: list[bool] = [False]
-    for text, is_answer in render_segments(messages, generation_prompt=generation_prompt):
-        seg = [tok.eos_id] if text == "<end>" and is_answer else tok.encode(text)
-        ids.extend(seg)
-        mask.extend([is_answer] * len(seg))
+    ids, mask = encode_chat(tok, messages, add_generation_prompt=generation_prompt)
     return TokenizedChat(np.asarray(ids, dtype=np.int32), np.asarray(mask, dtype=bool))
 
 
-def tokenize_prompt(tok: ChatTokenizer, messages: Sequence[dict[str, str]]) -> list[int]:
-    """The ids of a prompt ending with ``Assistant:``, for generation."""
+def tokenize_prompt(tok: Tokenizer, messages: Sequence[dict[str, str]]) -> list[int]:
+    """The ids of a prompt ending with ``Assistant:``, ready for generation."""
+    if not messages or messages[-1]["role"] != "user":
+        raise ValueError("a generation prompt ends with a user turn")
     return tokenize_conversation(tok, messages, generation_prompt=True).input_ids.tolist()
 
 
-def tokenize_pair(tok: ChatTokenizer, pair: PreferencePair) -> tuple[TokenizedChat, TokenizedChat]:
+def tokenize_pair(tok: Tokenizer, pair: PreferencePair) -> tuple[TokenizedChat, TokenizedChat]:
     """The chosen and rejected conversations; they share every token before the answer."""
     c = tokenize_conversation(tok, [*pair.prompt, {"role": "assistant", "content": pair.chosen}])
     r = tokenize_conversation(tok, [*pair.prompt, {"role": "assistant", "content": pair.rejected}])
@@ -375,41 +341,3 @@ def block_causal_mask(segment_ids) -> Any:
 def batches(items: Sequence[Any], batch_size: int) -> Iterable[Sequence[Any]]:
     for i in range(0, len(items), batch_size):
         yield items[i : i + batch_size]
-
-
-def as_chat_tokenizer(tokenizer: Any, bos_id: int | None = None, eos_id: int | None = None) -> ChatTokenizer:
-    """Adapt a Hugging Face ``tokenizers.Tokenizer`` (or anything with ``encode``/``decode``)."""
-    return _HFChatTokenizer(tokenizer, bos_id, eos_id)
-
-
-class _HFChatTokenizer:
-    def __init__(self, tok: Any, bos_id: int | None, eos_id: int | None):
-        self.tok = tok
-        inner = getattr(tok, "tokenizer", None) or getattr(tok, "_tokenizer", None)
-        self._hf = tok if hasattr(tok, "encode_batch") else inner
-        self.bos_id = int(bos_id if bos_id is not None else _find_attr(tok, ("bos_id", "bos_token_id")))
-        self.eos_id = int(eos_id if eos_id is not None else _find_attr(tok, ("eos_id", "eos_token_id")))
-
-    def encode(self, text: str) -> list[int]:
-        if self._hf is not None and hasattr(self._hf, "encode_batch"):
-            return list(self._hf.encode(text, add_special_tokens=False).ids)
-        out = self.tok.encode(text)
-        return list(getattr(out, "ids", out))
-
-    def encode_many(self, texts: Sequence[str]) -> list[list[int]]:
-        if self._hf is not None and hasattr(self._hf, "encode_batch"):
-            return [list(e.ids) for e in self._hf.encode_batch(list(texts), add_special_tokens=False)]
-        return [self.encode(t) for t in texts]
-
-    def decode(self, ids: Sequence[int]) -> str:
-        if self._hf is not None and hasattr(self._hf, "encode_batch"):
-            return self._hf.decode(list(ids), skip_special_tokens=False)
-        return self.tok.decode(list(ids))
-
-
-def _find_attr(obj: Any, names: tuple[str, ...]) -> int:
-    for n in names:
-        v = getattr(obj, n, None)
-        if isinstance(v, int):
-            return v
-    raise ValueError(f"tokenizer has none of {names}; pass the id explicitly")

@@ -117,3 +117,113 @@ def summarize(metrics: Sequence[tuple[int, dict[str, float]]]) -> dict[str, floa
     total = sum(n for n, _ in metrics)
     keys = metrics[0][1].keys() if metrics else []
     return {k: float(np.sum([n * m[k] for n, m in metrics]) / total) for k in keys}
+
+
+# --------------------------------------------------------------------------------------------
+# On the trainer: a data source of pairs and a loss function (``training.trainer`` LossFn).
+
+
+class PairLoader:
+    """Tokenised pairs (with reference log-probs when precomputed) as a trainer data source.
+
+    A batch dict holds the ``2n`` rows of :func:`pair_batch` (chosen first) under the model's
+    argument names, ``n_pairs``, and ``ref_chosen``/``ref_rejected`` (n,) when known.
+    """
+
+    def __init__(self, pairs: Sequence[tuple[TokenizedChat, TokenizedChat]], micro_batch: int, pad_id: int,
+                 ref: tuple[np.ndarray, np.ndarray] | None = None, *, rank: int = 0, world_size: int = 1,
+                 seed: int = 0, shuffle: bool = True):
+        if not pairs:
+            raise ValueError("no preference pairs")
+        self.pairs, self.ref = list(pairs), ref
+        self.micro_batch, self.pad_id, self.rank, self.world, self.seed, self.shuffle = micro_batch, pad_id, rank, world_size, seed, shuffle
+        self.epoch = 0
+        self.cursor = 0
+
+    def _order(self, epoch: int) -> list[int]:
+        idx = np.arange(len(self.pairs))
+        if self.shuffle:
+            idx = np.random.default_rng([self.seed, epoch]).permutation(idx)
+        return idx[self.rank :: self.world].tolist() or idx[:1].tolist()
+
+    def _batch(self, which: Sequence[int]) -> dict[str, Any]:
+        b = pair_batch([self.pairs[i] for i in which], self.pad_id)
+        out: dict[str, Any] = {
+            "input_ids": torch.as_tensor(b.input_ids),
+            "loss_mask": torch.as_tensor(b.loss_mask),
+            "position_ids": torch.as_tensor(b.positions),
+            "segment_ids": torch.as_tensor(b.segment_ids),
+            "n_pairs": len(which),
+        }
+        if self.ref is not None:
+            out["ref_chosen"] = torch.as_tensor(self.ref[0][list(which)], dtype=torch.float32)
+            out["ref_rejected"] = torch.as_tensor(self.ref[1][list(which)], dtype=torch.float32)
+        return out
+
+    def next_batch(self) -> dict[str, Any]:
+        order = self._order(self.epoch)
+        take: list[int] = []
+        while len(take) < self.micro_batch:
+            if self.cursor >= len(order):
+                self.epoch += 1
+                self.cursor = 0
+                order = self._order(self.epoch)
+            take.append(order[self.cursor])
+            self.cursor += 1
+        return self._batch(take)
+
+    def __iter__(self):
+        order = list(range(self.rank, len(self.pairs), self.world))
+        for i in range(0, len(order), self.micro_batch):
+            yield self._batch(order[i : i + self.micro_batch])
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "cursor": self.cursor}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.cursor = int(state["epoch"]), int(state["cursor"])
+
+
+def batch_logps(model: torch.nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(chosen, rejected) summed answer log-probs of a :class:`PairLoader` batch."""
+    dev = next(model.parameters()).device
+    ids = batch["input_ids"].to(dev)
+    logits = model(ids, position_ids=batch["position_ids"].to(dev), segment_ids=batch["segment_ids"].to(dev))
+    lp = sequence_logps(logits, ids, batch["loss_mask"].to(dev))
+    n = int(batch["n_pairs"])
+    return lp[:n], lp[n:]
+
+
+def make_loss_fn(beta: float = 0.1, reference: torch.nn.Module | None = None):
+    """A trainer loss: ``(model, batch) -> (loss_sum, n_pairs, metric_sums)``.
+
+    Reference log-probs come from the batch (precomputed) or, when ``reference`` is given, from
+    that frozen model on the fly; the same :func:`batch_logps` computes both.
+    """
+
+    def loss_fn(model: torch.nn.Module, batch: dict[str, Any]):
+        pc, pr = batch_logps(model, batch)
+        if reference is not None:
+            with torch.no_grad():
+                rc, rr = batch_logps(reference, batch)
+        else:
+            rc, rr = batch["ref_chosen"].to(pc.device), batch["ref_rejected"].to(pc.device)
+        loss, m = dpo_loss(pc, pr, rc, rr, beta)
+        n = int(batch["n_pairs"])
+        return loss * n, n, {k: v * n for k, v in m.items() if k != "loss"}
+
+    return loss_fn
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, loader: PairLoader, beta: float = 0.1, reference: torch.nn.Module | None = None) -> dict[str, float]:
+    """Pair-weighted DPO metrics over one pass of ``loader`` (held-out pairs)."""
+    was = model.training
+    model.eval()
+    fn = make_loss_fn(beta, reference)
+    out = []
+    for b in loader:
+        loss_sum, n, m = fn(model, b)
+        out.append((n, {"loss": float(loss_sum) / n, **{k: v / n for k, v in m.items()}}))
+    model.train(was)
+    return summarize(out)
