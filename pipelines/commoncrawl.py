@@ -17,6 +17,7 @@ bytes in flight are held in memory.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gzip
 import io
 import logging
@@ -24,7 +25,6 @@ import os
 import re
 import time
 import zlib
-from dataclasses import dataclass
 from typing import BinaryIO, Callable
 
 from pipelines import io as pio
@@ -37,7 +37,7 @@ _CHUNK = 1 << 16
 _KIND = re.compile(r"^[a-z0-9-]+$")
 
 
-@dataclass
+@dataclasses.dataclass
 class CommonCrawlConfig:
     """Where Common Crawl is read from and how hard a cut transfer is retried.
 
@@ -116,14 +116,15 @@ def _join(base: str, relative: str) -> str:
 
 
 def open_remote(url: str, retries: int = 5, backoff_s: float = 1.0, timeout_s: float = 60) -> BinaryIO:
-    """A read-only, forward-streaming binary file for ``url``, retried as :class:`CommonCrawlConfig` says.
+    """A read-only, forward-streaming binary file of ``url``'s bytes (never decompressed).
 
     ``http(s)://``: streamed with ``requests``; a connection error, timeout, 5xx or 429 (on open
     or mid-body) is retried after a back-off and resumes at the current byte offset with a
-    ``Range`` request. Another 4xx fails at once. ``s3://``: pyarrow's anonymous S3 filesystem
-    (region us-east-1; ``AWS_ENDPOINT_URL`` points it at a mirror), with opening retried.
-    Anything else: the file through :func:`pipelines.io.filesystem`. Errors are :class:`RemoteFileError` naming
-    the URL. The returned object has ``retry_count``, the retries it has needed so far.
+    ``Range`` request; another 4xx fails at once. Such a stream has ``retry_count``, the retries
+    it has needed so far. ``s3://``: pyarrow's anonymous S3 filesystem (region us-east-1;
+    ``AWS_ENDPOINT_URL`` points it at a mirror), opening retried the same way. Anything else: the
+    file through :func:`pipelines.io.filesystem`. Failures raise :class:`RemoteFileError`, whose
+    message names the URL. ``retries``, ``backoff_s``, ``timeout_s``: see :class:`CommonCrawlConfig`.
     """
     if url.startswith(("http://", "https://")):
         return _HTTPStream(url, retries, backoff_s, timeout_s)
@@ -360,23 +361,24 @@ def add_cc_arguments(parser: argparse.ArgumentParser) -> None:
         "crawl, --cc-first/--cc-files a contiguous range of its warc.paths.gz listing (the same "
         "files on every run).",
     )
-    g.add_argument("--cc-dump", metavar="NAME", help="crawl to read, e.g. CC-MAIN-2024-22 (see commoncrawl.org/overview)")
+    g.add_argument("--cc-dump", metavar="NAME", help="crawl to read, e.g. CC-MAIN-2024-22 (list: commoncrawl.org/overview); None: no Common Crawl input")
     g.add_argument(
-        "--cc-base-url", metavar="URL", default=DEFAULT_BASE_URL,
-        help="where crawl-data/ lives: the public HTTPS endpoint, s3://commoncrawl/ (from AWS us-east-1), "
-        "or a local folder mirroring it",
+        "--cc-base-url", metavar="URL", default=None,
+        help="where crawl-data/ lives: https://data.commoncrawl.org/, s3://commoncrawl/ (from AWS us-east-1), "
+        "or a local folder mirroring it; None: the config's base_url, https://data.commoncrawl.org/ by default",
     )
     g.add_argument("--cc-first", metavar="N", type=_non_negative, default=0, help="index of the first file in the listing (0-based)")
     g.add_argument(
         "--cc-files", metavar="N", type=_non_negative, default=None,
-        help="number of files to read from --cc-first on (default: the rest of the dump, ~90,000 files of ~1 GB)",
+        help="number of files to read from --cc-first on; None: the rest of the listing (a whole dump is "
+        "tens of thousands of ~1 GB files)",
     )
 
 
 def config_from_args(args: argparse.Namespace, base: CommonCrawlConfig | None = None) -> CommonCrawlConfig:
     """The config with ``--cc-base-url`` applied over ``base`` (a stage config's section, or the defaults)."""
     cfg = base or CommonCrawlConfig()
-    return CommonCrawlConfig(args.cc_base_url or cfg.base_url, cfg.retries, cfg.backoff_s, cfg.timeout_s)
+    return dataclasses.replace(cfg, base_url=args.cc_base_url) if args.cc_base_url else cfg
 
 
 def urls_from_args(args: argparse.Namespace, config: CommonCrawlConfig | None = None) -> list[str] | None:

@@ -304,6 +304,8 @@ def test_cc_arguments_select_urls(server):
     fast = cc.CommonCrawlConfig(retries=1, backoff_s=0.01, timeout_s=5)
     assert cc.urls_from_args(args, fast) == [server.base_url + r for r in RELATIVE[1:3]]
     assert cc.config_from_args(args, fast).base_url == server.base_url
+    from_config = cc.CommonCrawlConfig(base_url="s3://commoncrawl/")  # no --cc-base-url: the config's wins
+    assert cc.config_from_args(parser.parse_args(["--cc-dump", DUMP]), from_config) == from_config
     assert cc.urls_from_args(parser.parse_args([])) is None
     assert cc.config_from_args(parser.parse_args([])).base_url == "https://data.commoncrawl.org/"
     with pytest.raises(SystemExit):
