@@ -208,7 +208,7 @@ class _HTTPStream(io.RawIOBase):
                 self._failures = 0
             return data
 
-    def tell(self) -> int:
+    def tell(self) -> int:  # FastWARC's ArchiveIterator asks for it before the first read
         return self._offset
 
     def close(self) -> None:
