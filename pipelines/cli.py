@@ -13,6 +13,8 @@ import sys
 
 STAGES = [
     "pipelines.extract",
+    "pipelines.train_tokenizer",
+    "pipelines.tokenize",
 ]
 
 

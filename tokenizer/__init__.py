@@ -26,6 +26,8 @@ Building and loading
   lists of strings (batches); memory is bounded by the number of distinct pre-tokens, not by
   the text size. Raises ``ValueError`` if the text cannot fill ``vocab_size`` ordinary tokens
   (the special-token ids must stay at ``vocab_size``..).
+- ``training_texts(batches_of_id_text, config, stats)``: the training-text selection (a hashed
+  ``sample_fraction`` of documents, stopping at ``max_bytes``), counted into a ``StageStats``.
 - ``save(tok, folder)``: writes ``tokenizer.json``, ``tokenizer_config.json``,
   ``special_tokens_map.json`` (BOS added, padding = EOS, the chat template below), loadable by
   ``tokenizers.Tokenizer.from_file`` and ``transformers.PreTrainedTokenizerFast.from_pretrained``
@@ -70,6 +72,7 @@ from tokenizer.bpe import (
     save,
     special_id,
     train,
+    training_texts,
 )
 from tokenizer.chat import CHAT_TEMPLATE, encode_chat, format_chat
 
@@ -93,4 +96,5 @@ __all__ = [
     "save",
     "special_id",
     "train",
+    "training_texts",
 ]

@@ -13,7 +13,10 @@ import tempfile
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Sequence
 
+import xxhash
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+from curation.stats import StageStats
 
 # DeepSeek LLM's special-token spelling: full-width bar U+FF5C and U+2581 for spaces.
 BOS = "<｜begin▁of▁sentence｜>"
@@ -68,11 +71,56 @@ class TokenizerConfig:
     min_frequency: int = 2
     # Text is fed to the trainer in batches of this many documents (bounded memory).
     batch_size: int = 1_000
+    # Training text selection (``training_texts``): keep a document with this probability, decided
+    # by a hash of (seed, document id) so the choice does not depend on order or worker count...
+    sample_fraction: float = 1.0
+    seed: int = 0
+    # ...and stop once this many UTF-8 bytes were kept (None: no limit).
+    max_bytes: int | None = None
     show_progress: bool = False
 
     def __post_init__(self) -> None:
         if self.vocab_size <= 256:
             raise ValueError(f"vocab_size {self.vocab_size} must exceed the 256-byte alphabet")
+        if not 0.0 < self.sample_fraction <= 1.0:
+            raise ValueError(f"sample_fraction {self.sample_fraction} must be in (0, 1]")
+
+
+def training_texts(
+    batches: Iterable[Sequence[tuple[str, str | None]]], config: TokenizerConfig, stats: StageStats
+) -> Iterator[list[str]]:
+    """Select training text from batches of (id, text): sampled, capped at ``max_bytes``.
+
+    Counts into ``stats`` (each document arriving here must already be counted as seen): kept,
+    or dropped as ``empty_text``, ``not_sampled`` or ``over_max_bytes``. Stops reading once the
+    byte budget is spent, so a small budget over a large corpus reads little of it.
+    """
+    budget = config.max_bytes
+    used = 0
+    threshold = int(config.sample_fraction * 2**64)
+    for batch in batches:
+        out: list[str] = []
+        for k, (doc_id, text) in enumerate(batch):
+            if not text:
+                stats.drop("empty_text")
+                continue
+            if config.sample_fraction < 1.0 and xxhash.xxh64_intdigest(f"{config.seed}\x00{doc_id}") >= threshold:
+                stats.drop("not_sampled")
+                continue
+            n = len(text.encode("utf-8"))
+            if budget is not None and used + n > budget:
+                # This one and the rest of the batch were read; later batches are not.
+                stats.drop("over_max_bytes", len(batch) - k)
+                stats.add("stopped_at_max_bytes")
+                if out:
+                    yield out
+                return
+            used += n
+            stats.kept()
+            stats.add("text_bytes", n)
+            out.append(text)
+        if out:
+            yield out
 
 
 def _empty_tokenizer() -> Tokenizer:

@@ -1,0 +1,245 @@
+"""``python -m pipelines tokenize``: text shards -> token shards, one Ray task per input shard.
+
+Input: Parquet shards with a ``text`` column (and ``id``; remix, extract and dedup shards all
+have both) or Dolma JSONL(.gz) files. Output: ``<output>/tokens-NNNNN.parquet``, one per input
+in sorted input order (so the names keep the shard order), zstd Parquet with one row per
+document: ``id`` (string) and ``input_ids`` (list<uint32>, the document's ids then EOS). The
+trainer reads these directly.
+
+Resumable: each shard carries, in its Parquet metadata, the input it came from, the SHA-256 of
+``tokenizer.json`` and its stats; a re-run keeps a shard whose input and tokenizer match and
+redoes the rest. Deterministic: a shard depends only on its input and the tokenizer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import posixpath
+import sys
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curation.schema import document_id
+from curation.stats import StageStats
+from pipelines import io
+
+NAME = "tokenize"
+HELP = "Turn text shards into token shards (id, input_ids list<uint32> with EOS) with the trained tokenizer."
+
+TEXT_SUFFIXES = (".parquet", ".jsonl", ".jsonl.gz")
+TOKEN_SCHEMA = pa.schema([pa.field("id", pa.string(), nullable=False), pa.field("input_ids", pa.list_(pa.uint32()), nullable=False)])
+_META_KEY = b"tokenize"
+
+
+@dataclass
+class TokenizeConfig:
+    # Documents per encode call: large enough to amortise the Python/Rust crossing, small enough
+    # that one batch of text and ids stays a few MB.
+    batch_size: int = 512
+    # Tokenizer threads per task; 1 matches the task's one reserved CPU (parallelism is across
+    # shards, as Ray schedules them).
+    threads_per_task: int = 1
+    # Tasks in flight at once; 0 = as many as the cluster has CPUs.
+    max_workers: int = 0
+
+
+# ---------------------------------------------------------------- text shards (shared with train-tokenizer)
+
+
+def iter_documents(path: str, stats: StageStats, batch_rows: int = 1024) -> Iterator[list[tuple[str, str | None]]]:
+    """Batches of (id, text) from a Parquet text shard or a Dolma JSONL file, counted into ``stats``.
+
+    Parquet is read one record batch at a time (only ``id`` and ``text``), so memory stays
+    bounded by the batch, not the shard. A Parquet shard without ``id`` gets ids derived from its
+    file name and row number.
+    """
+    name = posixpath.basename(path)
+    if path.endswith(".parquet"):
+        fs, p = io.filesystem(path)
+        with fs.open_input_file(p) as f:
+            pf = pq.ParquetFile(f)
+            names = pf.schema_arrow.names
+            if "text" not in names:
+                raise ValueError(f"{name}: no 'text' column (columns: {', '.join(names)})")
+            cols = ["id", "text"] if "id" in names else ["text"]
+            row = 0
+            for rb in pf.iter_batches(batch_size=batch_rows, columns=cols):
+                texts = rb.column("text").to_pylist()
+                ids = rb.column("id").to_pylist() if "id" in cols else [None] * len(texts)
+                ids = [i if i is not None else document_id(name, str(row + k)) for k, i in enumerate(ids)]
+                row += len(texts)
+                stats.seen(len(texts))
+                yield list(zip(ids, texts))
+        return
+    from curation.sources import read_dolma_jsonl
+
+    # The reader counts what it saw and dropped (bad JSON, no text) into its own stats; pass
+    # those on before each batch leaves, so a consumer that stops early leaves the sums right.
+    read = StageStats()
+    passed = StageStats()
+
+    def counted(batch: list[tuple[str, str | None]]) -> list[tuple[str, str | None]]:
+        stats.seen(read.input - passed.input)
+        for reason, n in read.dropped.items():
+            if n > passed.dropped[reason]:
+                stats.drop(reason, n - passed.dropped[reason])
+        passed.input, passed.dropped = read.input, read.dropped.copy()
+        return batch
+
+    batch: list[tuple[str, str | None]] = []
+    with io.open_input(path) as f:
+        for doc in read_dolma_jsonl(f, name, read):
+            batch.append((doc["id"], doc["text"]))
+            if len(batch) >= batch_rows:
+                yield counted(batch)
+                batch = []
+    counted([])
+    if batch:
+        yield batch
+
+
+# ---------------------------------------------------------------- the Ray task
+
+_TOKENIZERS: dict[str, Any] = {}
+
+
+def _tokenizer(tokenizer_json: str, sha: str, threads: int):
+    if sha not in _TOKENIZERS:
+        # Rayon's pool reads this once, on first use in the process.
+        os.environ.setdefault("RAYON_NUM_THREADS", str(threads))
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_str(tokenizer_json)
+        tok.encode_special_tokens = True  # text spelling a special token stays text
+        _TOKENIZERS.clear()
+        _TOKENIZERS[sha] = tok
+    return _TOKENIZERS[sha]
+
+
+def _shard_meta(path: str) -> dict[str, Any] | None:
+    try:
+        fs, p = io.filesystem(path)
+        with fs.open_input_file(p) as f:
+            meta = pq.ParquetFile(f).schema_arrow.metadata or {}
+        return json.loads(meta[_META_KEY]) if _META_KEY in meta else None
+    except (OSError, ValueError, pa.ArrowInvalid):
+        return None
+
+
+def tokenize_shard(item: tuple[str, str, str, TokenizeConfig], tokenizer_json: str) -> dict[str, Any]:
+    """Tokenize one text shard into one token shard; returns its stats (and whether it was skipped)."""
+    src, dst, sha, cfg = item
+    if io.exists(dst):
+        meta = _shard_meta(dst)
+        if meta and meta.get("input") == src and meta.get("tokenizer_sha256") == sha:
+            return {"stats": meta["stats"], "skipped": True}
+    tok = _tokenizer(tokenizer_json, sha, cfg.threads_per_task)
+    eos = tok.token_to_id("<｜end▁of▁sentence｜>")
+    stats = StageStats()
+    ids_out: list[str] = []
+    chunks: list[np.ndarray] = []
+    lengths: list[int] = []
+    n_bytes = 0
+    for batch in iter_documents(src, stats, cfg.batch_size):
+        keep = [(i, t) for i, t in batch if t]
+        if len(keep) < len(batch):
+            stats.drop("empty_text", len(batch) - len(keep))
+        if not keep:
+            continue
+        texts = [t for _, t in keep]
+        n_bytes += sum(len(t.encode("utf-8")) for t in texts)
+        for (doc_id, _), enc in zip(keep, tok.encode_batch_fast(texts, add_special_tokens=False)):
+            ids = enc.ids
+            ids.append(eos)
+            chunks.append(np.asarray(ids, dtype=np.uint32))
+            lengths.append(len(ids))
+            ids_out.append(doc_id)
+        stats.kept(len(keep))
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    values = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.uint32)
+    stats.add("tokens", int(offsets[-1]))
+    stats.add("text_bytes", n_bytes)
+    stats.add("shards")
+    stats.check()
+    meta = {"input": src, "tokenizer_sha256": sha, "stats": stats.to_dict()}
+    table = pa.Table.from_arrays(
+        [pa.array(ids_out, pa.string()), pa.LargeListArray.from_arrays(offsets, values).cast(pa.list_(pa.uint32()))],
+        schema=TOKEN_SCHEMA.with_metadata({_META_KEY: json.dumps(meta, sort_keys=True).encode()}),
+    )
+    io.write_parquet(table, dst)
+    return {"stats": stats.to_dict(), "skipped": False}
+
+
+# ---------------------------------------------------------------- the stage
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from pipelines import cli
+
+    parser.add_argument("--tokenizer", required=True, help="folder with tokenizer.json (from train-tokenizer)")
+    parser.add_argument("--input", nargs="+", required=True, help="text shards: folders, files or globs (.parquet, .jsonl[.gz])")
+    parser.add_argument("--output", required=True, help="folder for tokens-NNNNN.parquet and stats.json")
+    cli.add_config_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pipelines import config
+    from pipelines.runtime import Timer, TaskFailure, print_summary, run_tasks
+
+    cfg = config.load(TokenizeConfig, args.config, args.overrides)
+    with Timer() as timer:
+        stats, skipped = tokenize(args.tokenizer, args.input, args.output, cfg, run_tasks=run_tasks, failure_type=TaskFailure)
+    tokens = stats.counters.get("tokens", 0)
+    mb = stats.counters.get("text_bytes", 0) / 1e6
+    print_summary(
+        NAME,
+        stats,
+        timer.seconds,
+        {
+            "shards": stats.counters.get("shards", 0),
+            "shards skipped (done)": skipped,
+            "tokens out (incl. EOS)": tokens,
+            "text MB in": mb,
+            "tokens/s": tokens / timer.seconds if timer.seconds else 0,
+        },
+    )
+    if tokens:
+        print(f"  {'bytes per token':<24} {stats.counters['text_bytes'] / tokens:.3f}", file=sys.stderr)
+    return 1 if stats.failed_files else 0
+
+
+def tokenize(tokenizer: str, inputs: list[str], output: str, cfg: TokenizeConfig, *, run_tasks, failure_type) -> tuple[StageStats, int]:
+    """Run the stage; returns the merged stats (also written to ``<output>/stats.json``) and the
+    number of shards kept from an earlier run."""
+    tok_path = tokenizer if tokenizer.endswith(".json") else io.join(tokenizer, "tokenizer.json")
+    with io.open_input(tok_path) as f:
+        tokenizer_json = f.read().decode("utf-8")
+    sha = hashlib.sha256(tokenizer_json.encode("utf-8")).hexdigest()
+    files, missing = io.expand_inputs(inputs, TEXT_SUFFIXES)
+    files = [f for f in files if not posixpath.basename(f).startswith(".")]
+    stats = StageStats(failed_files=dict(missing))
+    items = [(src, io.join(output, f"tokens-{i:05d}.parquet"), sha, cfg) for i, src in enumerate(files)]
+    results = run_tasks(
+        tokenize_shard, items, desc=NAME, args=(tokenizer_json,), max_in_flight=cfg.max_workers or None
+    ) if items else []
+    skipped = 0
+    for (src, *_), res in zip(items, results):
+        if isinstance(res, failure_type):
+            stats.failed_files[src] = res.error
+            continue
+        stats.merge(StageStats.from_dict(res["stats"]))
+        skipped += bool(res["skipped"])
+    stats.check()
+    summary = stats.to_dict()
+    summary["tokenizer_sha256"] = sha
+    summary["shards"] = {posixpath.basename(dst): src for src, dst, *_ in items}
+    io.write_json(summary, io.join(output, "stats.json"))
+    return stats, skipped
