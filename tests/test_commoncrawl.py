@@ -6,8 +6,10 @@ from __future__ import annotations
 import argparse
 import gzip
 import hashlib
+import io
 import logging
 import shutil
+import sys
 import threading
 import time
 import tracemalloc
@@ -38,6 +40,10 @@ class _CrawlServer(ThreadingHTTPServer):
         self.faults: dict[str, list[str]] = {}
         self.requests: list[tuple[str, str, str | None]] = []  # (method, path, Range header)
         self.lock = threading.Lock()
+
+    def handle_error(self, request, client_address) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # a client closing early is expected
+            super().handle_error(request, client_address)
 
     @property
     def base_url(self) -> str:
@@ -181,6 +187,21 @@ def test_open_remote_streams_byte_identical_content(server, chunk):
     assert [(m, r) for m, _, r in server.requests] == [("GET", None)] * len(RELATIVE)
 
 
+def test_the_stream_is_a_standard_binary_file(server):
+    rel = RELATIVE[1]
+    expected = (server.root / rel).read_bytes()
+    with io.BufferedReader(cc.open_remote(server.base_url + rel, **FAST)) as f:  # readinto()
+        assert f.readable() and not f.seekable()
+        assert f.read(100) == expected[:100] and f.tell() == 100
+        assert f.read() == expected[100:] and f.read(10) == b""
+    with gzip.GzipFile(fileobj=cc.open_remote(server.base_url + rel, **FAST)) as f:
+        assert f.read() == gzip.decompress(expected)
+    stream = cc.open_remote(server.base_url + rel, **FAST)
+    stream.close()
+    with pytest.raises(ValueError):
+        stream.read(10)
+
+
 def test_fastwarc_iterates_records_over_the_stream(server):
     rel = RELATIVE[0]
     with cc.open_remote(server.base_url + rel, **FAST) as f:
@@ -288,6 +309,8 @@ def test_s3_urls_read_through_pyarrow(server, monkeypatch):
     assert paths == ["s3://commoncrawl/" + RELATIVE[1]]
     with cc.open_remote(paths[0], **FAST) as f:
         assert _read_in_chunks(f, 1 << 16) == (server.root / RELATIVE[1]).read_bytes()
+    with pytest.raises(cc.RemoteFileError, match="s3://commoncrawl/crawl-data/none.warc.gz: no such object"):
+        cc.open_remote("s3://commoncrawl/crawl-data/none.warc.gz", **FAST)
 
 
 # ---------------------------------------------------------------------------------------------
