@@ -41,8 +41,8 @@ _KIND = re.compile(r"^[a-z0-9-]+$")
 class CommonCrawlConfig:
     """Where Common Crawl is read from and how hard a cut transfer is retried.
 
-    Filled from ``--cc-base-url`` (:func:`config_from_args`) or from a stage config as a nested
-    section (``--set cc.retries=8``).
+    ``--cc-base-url`` overrides ``base_url`` (:func:`config_from_args`); a stage config may nest
+    this dataclass to make the rest settable with ``--set``.
     """
 
     # Common Crawl's public HTTPS endpoint, recommended for access from outside AWS
@@ -50,7 +50,7 @@ class CommonCrawlConfig:
     # holding ``crawl-data/`` for a mirror.
     base_url: str = DEFAULT_BASE_URL
     # Consecutive failed attempts (without a byte of progress in between) before giving up. With
-    # 1 s doubling, 5 retries wait 1+2+4+8+16 = 31 s, longer than the endpoint's usual 503 bursts.
+    # 1 s doubling, 5 retries ride out 1+2+4+8+16 = 31 s (+ jitter) of an endpoint shedding load.
     retries: int = 5
     # First back-off; attempt k waits backoff_s * 2**k plus up to 25% deterministic jitter.
     backoff_s: float = 1.0
