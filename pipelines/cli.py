@@ -15,6 +15,8 @@ STAGES = [
     "pipelines.extract",
     "pipelines.train_tokenizer",
     "pipelines.tokenize",
+    "pipelines.dedup",
+    "pipelines.dedup_stats",
 ]
 
 

@@ -1,0 +1,517 @@
+"""``python -m pipelines dedup``: exact + MinHash-LSH near-duplicate removal across dumps.
+
+Phases (each a set of Ray tasks; everything between them goes through files):
+
+1. ``dumps``: read the ``dump`` column of every shard, so every dump has an age rank.
+2. ``signatures`` (one task per shard): normalise, hash, MinHash, band keys. Writes the shard's
+   node table (id, dump, exact hash, signature; no text) and one band file per partition, each
+   sorted by (key, node) - the index of this generation.
+3. ``candidates`` (one task per partition): merge that partition's band files of every
+   generation (each checked sorted), emit star edges per group of equal keys.
+4. driver: connected components over the int64 edges (plus the index's removed->kept edges),
+   the keep rule, ``duplicates.parquet``, the new index generation's removed->kept table.
+5. ``write`` (one task per shard): the kept documents, with cluster fields added to metadata.
+
+A document's node id is ``gen << 48 | shard << 28 | row``: stable across re-runs, and unique
+across the generations of an incremental index. See ``curation/dedup`` for the algorithms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from curation.dedup import DedupConfig
+from curation.dedup import clusters as cl
+from curation.dedup import minhash as mh
+from curation.schema import validate
+from curation.stats import StageStats
+from pipelines import config as config_mod
+from pipelines import io
+from pipelines.cli import add_config_arguments
+from pipelines.runtime import TaskFailure, Timer, print_summary, run_tasks
+
+NAME = "dedup"
+HELP = "exact + MinHash-LSH near-duplicate removal across dumps (incremental against an index)"
+
+GEN_SHIFT, SHARD_SHIFT = 48, 28
+_BATCH = 2000  # documents per signature batch inside a task
+REASONS = {1: "exact_duplicate", 2: "near_duplicate"}
+
+NODE_SCHEMA = pa.schema(
+    [
+        ("node", pa.int64()),
+        ("id", pa.string()),
+        ("dump", pa.string()),
+        ("url", pa.string()),
+        ("exact_hash", pa.uint64()),
+        ("n_shingles", pa.int32()),
+        ("signature", pa.binary()),
+    ]
+)
+BAND_SCHEMA = pa.schema([("key", pa.uint64()), ("node", pa.int64()), ("dump_code", pa.uint16())])
+DUPLICATES_SCHEMA = pa.schema(
+    [
+        ("removed_id", pa.string()),
+        ("kept_id", pa.string()),
+        ("cluster_id", pa.string()),
+        ("removed_dump", pa.string()),
+        ("kept_dump", pa.string()),
+        ("removed_url", pa.string()),
+        ("kept_url", pa.string()),
+        ("reason", pa.string()),
+        ("similarity", pa.float32()),
+        ("cluster_size", pa.int32()),
+        # True for a document of an earlier run (the index) that this run's newer copy replaces.
+        ("retracted", pa.bool_()),
+    ]
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--input", nargs="+", required=True, help="folders (or files/globs) of extracted-document shards")
+    p.add_argument("--output", required=True, help="output folder")
+    p.add_argument("--index", help="persistent band-key index to dedup against and extend (default <output>/index)")
+    p.add_argument("--threshold", type=float, help="target Jaccard; picks bands x rows with datasketch's optimiser")
+    p.add_argument("--ngram", type=int, help="shingle size in words (default 5)")
+    p.add_argument("--bands", type=int, help="LSH bands (default 14)")
+    p.add_argument("--rows", type=int, help="rows per band (default 8)")
+    p.add_argument("--keep", choices=["newest", "oldest"], help="which copy of a cluster is kept (default newest)")
+    p.add_argument("--partitions", type=int, help="band-key partitions (default 16)")
+    p.add_argument("--verify", action="store_true", default=None, help="verify candidate pairs by true Jaccard")
+    p.add_argument("--line-repeat-min", type=int, help="remove lines repeated in at least this many documents (0 = off)")
+    add_config_arguments(p)
+
+
+def config_from_args(args: argparse.Namespace) -> DedupConfig:
+    overrides: dict[str, Any] = {}
+    for flag, key in [("threshold", "threshold"), ("ngram", "shingles.ngram"), ("bands", "minhash.bands"),
+                      ("rows", "minhash.rows"), ("keep", "keep"), ("partitions", "partitions"),
+                      ("verify", "verify"), ("line_repeat_min", "line_repeat_min")]:
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides[key] = value
+    cfg = config_mod.load(DedupConfig, getattr(args, "config", None), list(getattr(args, "overrides", []) or []))
+    for key, value in overrides.items():
+        node = cfg
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = getattr(node, part)
+        setattr(node, parts[-1], value)
+    return resolve(cfg)
+
+
+def resolve(cfg: DedupConfig) -> DedupConfig:
+    """Apply ``threshold``: choose bands x rows for it with the same number of permutations."""
+    if cfg.threshold is not None:
+        b, r = mh.bands_rows_for_threshold(cfg.threshold, cfg.minhash.num_perm)
+        cfg.minhash.bands, cfg.minhash.rows = b, r
+    if cfg.keep not in ("newest", "oldest"):
+        raise config_mod.ConfigError(f"keep: {cfg.keep!r} is not 'newest' or 'oldest'")
+    return cfg
+
+
+# ---------------------------------------------------------------------------------------------
+# Phase 1: dumps
+
+
+def _scan_dumps(path: str) -> list[str] | str:
+    try:
+        t = io.read_parquet(path, columns=["dump"])
+        return sorted({d for d in pc.unique(t.column("dump")).to_pylist() if d is not None} | ({""} if t.column("dump").null_count else set()))
+    except Exception as e:  # noqa: BLE001 - named in failed_files, the other shards go on
+        return f"{type(e).__name__}: {e}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Phase 2: signatures and band files
+
+
+def _signatures(task: dict[str, Any]) -> dict[str, Any]:
+    cfg: DedupConfig = task["cfg"]
+    nodes_path = task["nodes_path"]
+    if io.exists(nodes_path):
+        return {"skipped": True}
+    table = io.read_parquet(task["path"], columns=["id", "text", "dump", "url"])
+    validate_cols = {"id", "text", "dump", "url"} - set(table.column_names)
+    if validate_cols:
+        raise ValueError(f"missing columns {sorted(validate_cols)}")
+    n = table.num_rows
+    base = (task["gen"] << GEN_SHIFT) | (task["shard"] << SHARD_SHIFT)
+    nodes = base + np.arange(n, dtype=np.int64)
+    dump_code = np.array([task["dump_codes"][d or ""] for d in table.column("dump").to_pylist()], dtype=np.uint16)
+    texts = table.column("text").to_pylist()
+    K, B, R = cfg.minhash.num_perm, cfg.minhash.bands, cfg.minhash.rows
+    exact = np.zeros(n, dtype=np.uint64)
+    sigs = np.zeros((n, K), dtype=np.uint32)
+    nsh = np.zeros(n, dtype=np.int32)
+    for lo in range(0, n, _BATCH):
+        norm = [mh.normalize(t or "", cfg.shingles) for t in texts[lo : lo + _BATCH]]
+        exact[lo : lo + len(norm)] = [mh.exact_hash(s) for s in norm]
+        h, counts = mh.shingle_hashes(norm, cfg.shingles.ngram)
+        sigs[lo : lo + len(norm)] = mh.minhash_signatures(h, counts, K, cfg.minhash.seed)
+        nsh[lo : lo + len(norm)] = counts
+    band = mh.lsh_band_keys(sigs, B, R)
+    has = nsh > 0  # a text with no token has no shingle: only its exact key takes part
+    keys = np.concatenate([band[has].ravel(), mh.exact_band_key(exact)])
+    knodes = np.concatenate([np.repeat(nodes[has], B), nodes])
+    kdump = np.concatenate([np.repeat(dump_code[has], B), dump_code])
+    part = (keys % np.uint64(cfg.partitions)).astype(np.int64)
+    o = np.lexsort((knodes, keys, part))
+    keys, knodes, kdump, part = keys[o], knodes[o], kdump[o], part[o]
+    bounds = np.searchsorted(part, np.arange(cfg.partitions + 1))
+    for p in range(cfg.partitions):
+        sl = slice(bounds[p], bounds[p + 1])
+        t = pa.table([pa.array(keys[sl]), pa.array(knodes[sl]), pa.array(kdump[sl])], schema=BAND_SCHEMA)
+        io.write_parquet(t, io.join(task["bands_dir"], f"p={p:04d}", task["name"]))
+    sig_bytes = sigs.view(np.uint8).reshape(n, K * 4)
+    node_table = pa.table(
+        [
+            pa.array(nodes), table.column("id"), table.column("dump"), table.column("url"), pa.array(exact),
+            pa.array(nsh),
+            pa.array([row.tobytes() for row in sig_bytes], type=pa.binary()),
+        ],
+        schema=NODE_SCHEMA,
+    )
+    io.write_parquet(node_table, nodes_path)  # last: its existence marks the shard complete
+    return {"skipped": False, "docs": n}
+
+
+# ---------------------------------------------------------------------------------------------
+# Phase 3: candidate edges per partition
+
+
+def _candidates(task: dict[str, Any]) -> dict[str, Any]:
+    out = task["edges_path"]
+    if io.exists(out):
+        return {"skipped": True}
+    keys, nodes, ranks = [], [], []
+    for path, rank_of_code in task["files"]:
+        t = io.read_parquet(path)
+        k = t.column("key").to_numpy()
+        n = t.column("node").to_numpy()
+        if not cl.is_sorted(k, n):
+            raise ValueError(f"band file {path} is not sorted by (key, node)")
+        keys.append(k)
+        nodes.append(n)
+        ranks.append(np.asarray(rank_of_code, dtype=np.int32)[t.column("dump_code").to_numpy().astype(np.int64)])
+    k = np.concatenate(keys) if keys else np.zeros(0, np.uint64)
+    n = np.concatenate(nodes) if nodes else np.zeros(0, np.int64)
+    r = np.concatenate(ranks) if ranks else np.zeros(0, np.int32)
+    u, v = cl.star_edges(k, r, n)
+    # Edges between two documents of earlier generations are already in the index's
+    # removed->kept table; only edges that touch this generation are new.
+    gen = task["gen"]
+    new = ((u >> GEN_SHIFT) == gen) | ((v >> GEN_SHIFT) == gen)
+    u, v = cl.unique_edges(u[new], v[new])
+    un, first = np.unique(n, return_index=True)
+    ur = r[first][np.searchsorted(un, u)].astype(np.int32)
+    vr = r[first][np.searchsorted(un, v)].astype(np.int32)
+    io.write_parquet(pa.table({"u": u, "v": v, "u_rank": ur, "v_rank": vr}), out)
+    return {"skipped": False, "edges": len(u), "band_rows": len(k)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Phase 5: write kept documents
+
+
+def _write(task: dict[str, Any]) -> StageStats:
+    stats = StageStats()
+    table = io.read_parquet(task["path"])
+    validate(table.schema)
+    n = table.num_rows
+    stats.seen(n)
+    removed_rows = np.asarray(task["removed_rows"], dtype=np.int64)
+    reasons = np.asarray(task["removed_reasons"], dtype=np.int8)
+    for code, name in REASONS.items():
+        c = int((reasons == code).sum())
+        if c:
+            stats.drop(name, c)
+    keep = np.ones(n, dtype=bool)
+    keep[removed_rows] = False
+    stats.kept(int(keep.sum()))
+    for dump, c in Counter(table.column("dump").to_pylist()).items():
+        stats.add(f"input_docs:{dump}", c)
+    if io.exists(task["out"]):
+        return stats
+    cluster = [None] * n
+    size = [None] * n
+    for row, cid, csize in zip(task["cluster_rows"], task["cluster_ids"], task["cluster_sizes"]):
+        cluster[row], size[row] = cid, csize
+    meta = table.column("metadata").combine_chunks()
+    fields = [meta.type.field(i) for i in range(meta.type.num_fields)]
+    children = [meta.field(i) for i in range(meta.type.num_fields)]
+    names = [f.name for f in fields]
+    for name, values, typ in [("dedup_cluster_id", cluster, pa.string()), ("dedup_cluster_size", size, pa.int32())]:
+        arr = pa.array(values, type=typ)
+        if name in names:
+            children[names.index(name)] = arr
+        else:
+            children.append(arr)
+            fields.append(pa.field(name, typ))
+    meta = pa.StructArray.from_arrays(children, fields=fields, mask=meta.is_null())
+    table = table.set_column(table.column_names.index("metadata"), "metadata", meta).filter(pa.array(keep))
+    io.write_parquet(table, task["out"])
+    return stats
+
+
+# ---------------------------------------------------------------------------------------------
+# The driver
+
+
+def _index_layout(index: str) -> dict[str, str]:
+    return {
+        "config": io.join(index, "config.json"),
+        "generations": io.join(index, "generations.json"),
+    }
+
+
+def _compat(cfg: DedupConfig) -> dict[str, Any]:
+    """The settings an index's band keys depend on: a later run must use the same ones."""
+    return {
+        "shingles": dataclasses.asdict(cfg.shingles),
+        "minhash": dataclasses.asdict(cfg.minhash),
+        "partitions": cfg.partitions,
+    }
+
+
+def _read_nodes(paths_rows: dict[str, np.ndarray], columns: list[str]) -> pa.Table:
+    parts = []
+    for path, wanted in sorted(paths_rows.items()):
+        t = io.read_parquet(path, columns=columns)
+        mask = np.isin(t.column("node").to_numpy(), wanted)
+        parts.append(t.filter(pa.array(mask)))
+    if not parts:
+        return pa.table({c: pa.array([], type=NODE_SCHEMA.field(c).type) for c in columns})
+    return pa.concat_tables(parts)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    return dedup(args.input, args.output, cfg, index=args.index)
+
+
+def dedup(inputs: list[str], output: str, cfg: DedupConfig, index: str | None = None) -> int:
+    """Run the stage; returns the exit status (non-zero when an input could not be read)."""
+    cfg = resolve(cfg)
+    if cfg.verify:
+        raise NotImplementedError("verify: not built yet (see the README's dedup section)")
+    index = index or io.join(output, "index")
+    stats_path = io.join(output, "stats.json")
+    if io.exists(stats_path):
+        print(f"dedup: {output} is complete (stats.json exists); nothing to do", file=sys.stderr)
+        return 0 if not io.read_json(stats_path).get("failed_files") else 1
+    timer = Timer().__enter__()
+    stats = StageStats()
+
+    # The index: generations so far, and the settings its keys were made with.
+    lay = _index_layout(index)
+    if io.exists(lay["config"]):
+        have = io.read_json(lay["config"])
+        if have != _compat(cfg):
+            raise config_mod.ConfigError(f"index {index} was built with {have}, this run uses {_compat(cfg)}")
+    else:
+        io.write_json(_compat(cfg), lay["config"])
+    generations = io.read_json(lay["generations"]) if io.exists(lay["generations"]) else []
+    gen = len(generations)
+    gen_dir = f"gen={gen:03d}"
+
+    shards: list[str] = []
+    for spec in inputs:
+        found, missing = io.expand_inputs([spec], (".parquet",))
+        shards.extend(f for f in found if not os.path.basename(f).startswith("."))
+        stats.failed_files.update(missing)
+    if len(shards) >= 1 << (GEN_SHIFT - SHARD_SHIFT):
+        raise ValueError(f"{len(shards)} shards: at most {1 << (GEN_SHIFT - SHARD_SHIFT)} per run")
+
+    # 1. dumps
+    scanned = run_tasks(_scan_dumps, shards, desc="dedup: dumps")
+    good: list[int] = []
+    gen_dumps: set[str] = set()
+    for i, res in enumerate(scanned):
+        if isinstance(res, (str, TaskFailure)):
+            stats.failed_files[shards[i]] = res if isinstance(res, str) else res.error
+        else:
+            good.append(i)
+            gen_dumps.update(res)
+    gen_dump_list = sorted(gen_dumps)
+    all_dumps = sorted(set(gen_dump_list).union(*[g["dumps"] for g in generations]))
+    age_rank = {d: i for i, d in enumerate(all_dumps)}  # CC-MAIN-YYYY-WW names sort by age
+
+    # 2. signatures
+    tasks = [
+        {
+            "cfg": cfg, "path": shards[i], "shard": i, "gen": gen, "name": f"part-{i:05d}.parquet",
+            "dump_codes": {d: c for c, d in enumerate(gen_dump_list)},
+            "bands_dir": io.join(index, "bands", gen_dir),
+            "nodes_path": io.join(index, "nodes", gen_dir, f"part-{i:05d}.parquet"),
+        }
+        for i in good
+    ]
+    for t, res in zip(tasks, run_tasks(_signatures, tasks, desc="dedup: signatures")):
+        if isinstance(res, TaskFailure):
+            stats.failed_files[t["path"]] = res.error
+    ok = [t for t in tasks if t["path"] not in stats.failed_files]
+
+    # 3. candidates, one task per partition over every generation's band files
+    gens = generations + [{"gen": gen, "dumps": gen_dump_list}]
+    rank_of_code = {g["gen"]: [age_rank[d] for d in g["dumps"]] for g in gens}
+    ok_names = {t["name"] for t in ok}
+    part_tasks = []
+    for p in range(cfg.partitions):
+        files = []
+        for g in gens:
+            folder = io.join(index, "bands", f"gen={g['gen']:03d}", f"p={p:04d}")
+            if not io.exists(folder):
+                continue
+            for f in io.list_shards(folder):
+                if g["gen"] == gen and os.path.basename(f) not in ok_names:
+                    continue
+                files.append((f, rank_of_code[g["gen"]] or [0]))
+        part_tasks.append({"files": files, "gen": gen, "edges_path": io.join(output, "graph", f"edges-p={p:04d}.parquet")})
+    cand = run_tasks(_candidates, part_tasks, desc="dedup: candidates")
+    failed = [r for r in cand if isinstance(r, TaskFailure)]
+    if failed:
+        raise RuntimeError(f"candidate partitions failed: {failed[0].error}")
+
+    # 4. clusters and the keep rule
+    edges = [io.read_parquet(t["edges_path"]) for t in part_tasks]
+    u = np.concatenate([e.column("u").to_numpy() for e in edges])
+    v = np.concatenate([e.column("v").to_numpy() for e in edges])
+    u, v = cl.unique_edges(u, v)
+    stats.add("candidate_edges", len(u))
+    prev_reps = _read_reps(index, gen - 1) if gen else (np.zeros(0, np.int64), np.zeros(0, np.int64))
+    cu = np.concatenate([u, prev_reps[0]])
+    cv = np.concatenate([v, prev_reps[1]])
+    members, labels = cl.connected_components(cu, cv)
+    # Only clusters with a document of this run can change.
+    touched = np.unique(labels[(members >> GEN_SHIFT) == gen])
+    sel = np.isin(labels, touched)
+    members, labels = members[sel], np.unique(labels[sel], return_inverse=True)[1]
+    info = _member_info(index, members)
+    dump_rank = np.array([age_rank.get(d or "", -1) for d in info["dump"]], dtype=np.int64)
+    ids = np.array(info["id"], dtype=object).astype(str)
+    kept_idx = cl.choose_kept(labels, dump_rank, ids, cfg.keep)
+    # priority of each member under the keep rule (lower is better), for exact groups.
+    prio_order = np.lexsort((ids, -dump_rank if cfg.keep == "newest" else dump_rank))
+    priority = np.empty(len(members), dtype=np.int64)
+    priority[prio_order] = np.arange(len(members))
+    reasons = cl.removal_reasons(labels, info["exact"], kept_idx, priority)
+    kept_of = kept_idx[labels]
+    sizes = np.bincount(labels) if len(labels) else np.zeros(0, np.int64)
+    sim = mh.estimated_jaccard(info["sig"], info["sig"][kept_of]) if len(members) else np.zeros(0)
+
+    is_new = (members >> GEN_SHIFT) == gen
+    removed = reasons > 0
+    # Listed this run: this run's removed documents, and earlier documents kept until now.
+    listed = removed & (is_new | ~np.isin(members, prev_reps[0]))
+    retracted = listed & ~is_new
+    stats.add("clusters", len(kept_idx))
+    stats.add("retracted_from_index", int(retracted.sum()))
+    li = np.flatnonzero(listed)
+    dup = pa.table(
+        [
+            pa.array(ids[li]), pa.array(ids[kept_of[li]]), pa.array(ids[kept_of[li]]),
+            pa.array([info["dump"][i] for i in li], pa.string()), pa.array([info["dump"][i] for i in kept_of[li]], pa.string()),
+            pa.array([info["url"][i] for i in li], pa.string()), pa.array([info["url"][i] for i in kept_of[li]], pa.string()),
+            pa.array([REASONS[int(r)] for r in reasons[li]], pa.string()),
+            pa.array(sim[li].astype(np.float32)), pa.array(sizes[labels[li]].astype(np.int32)),
+            pa.array(retracted[li]),
+        ],
+        schema=DUPLICATES_SCHEMA,
+    )
+    # The index's removed->kept table after this run (cumulative over generations).
+    keep_prev = ~np.isin(prev_reps[0], members)
+    rep_nodes = np.concatenate([prev_reps[0][keep_prev], members[removed]])
+    rep_kept = np.concatenate([prev_reps[1][keep_prev], members[kept_of[removed]]])
+    o = np.argsort(rep_nodes, kind="stable")
+    io.write_parquet(pa.table({"node": rep_nodes[o], "rep": rep_kept[o]}), io.join(index, "reps", f"{gen_dir}.parquet"))
+
+    # 5. write the kept documents, shard by shard
+    shard_of = (members >> SHARD_SHIFT) & ((1 << (GEN_SHIFT - SHARD_SHIFT)) - 1)
+    row_of = members & ((1 << SHARD_SHIFT) - 1)
+    kept_mask = np.zeros(len(members), dtype=bool)
+    kept_mask[kept_idx] = True
+    wtasks = []
+    for t in ok:
+        mine = is_new & (shard_of == t["shard"])
+        rm = mine & removed
+        kc = mine & kept_mask
+        wtasks.append({
+            "path": t["path"], "out": io.join(output, "documents", t["name"]),
+            "removed_rows": row_of[rm], "removed_reasons": reasons[rm],
+            "cluster_rows": row_of[kc].tolist(), "cluster_ids": ids[kc].tolist(), "cluster_sizes": sizes[labels[kc]].tolist(),
+        })
+    for t, res in zip(wtasks, run_tasks(_write, wtasks, desc="dedup: write")):
+        if isinstance(res, TaskFailure):
+            stats.failed_files[t["path"]] = res.error
+        else:
+            stats.merge(res)
+    io.write_parquet(dup, io.join(output, "duplicates.parquet"))
+    stats.check()
+    per_dump = _per_dump(stats, members, is_new, info["dump"], reasons)
+    generations = generations + [{"gen": gen, "dumps": gen_dump_list, "output": output}]
+    io.write_json(generations, lay["generations"])
+    timer.__exit__()
+    stats.add("seconds", round(timer.seconds, 3))
+    summary = stats.to_dict()
+    summary["dedup"] = {
+        "config": dataclasses.asdict(cfg),
+        "index": index,
+        "generation": gen,
+        "dumps": all_dumps,
+        "per_dump": per_dump,
+        "lsh_curve": {f"{s:.2f}": round(float(mh.candidate_probability(s, cfg.minhash.bands, cfg.minhash.rows)), 4)
+                      for s in np.arange(0.5, 1.0001, 0.05)},
+    }
+    io.write_json(summary, stats_path)
+    print_summary(NAME, stats, timer.seconds, {"candidate edges": len(u), "clusters": len(kept_idx)})
+    return 1 if stats.failed_files else 0
+
+
+def _read_reps(index: str, gen: int) -> tuple[np.ndarray, np.ndarray]:
+    t = io.read_parquet(io.join(index, "reps", f"gen={gen:03d}.parquet"))
+    return t.column("node").to_numpy(), t.column("rep").to_numpy()
+
+
+def _member_info(index: str, members: np.ndarray) -> dict[str, Any]:
+    """id, dump, url, exact hash and signature of each cluster member, in member order."""
+    by_file: dict[str, list[int]] = {}
+    gens = members >> GEN_SHIFT
+    shards = (members >> SHARD_SHIFT) & ((1 << (GEN_SHIFT - SHARD_SHIFT)) - 1)
+    for g, s in sorted(set(zip(gens.tolist(), shards.tolist()))):
+        path = io.join(index, "nodes", f"gen={g:03d}", f"part-{s:05d}.parquet")
+        by_file[path] = members[(gens == g) & (shards == s)]
+    t = _read_nodes(by_file, ["node", "id", "dump", "url", "exact_hash", "signature"])
+    order = np.argsort(t.column("node").to_numpy(), kind="stable")
+    t = t.take(pa.array(order))
+    if not np.array_equal(t.column("node").to_numpy(), members):
+        raise RuntimeError("index node tables do not hold every cluster member")
+    sig = t.column("signature").to_pylist()
+    sig = np.frombuffer(b"".join(sig), dtype=np.uint32).reshape(len(members), -1) if sig else np.zeros((0, 1), np.uint32)
+    return {
+        "id": t.column("id").to_pylist(), "dump": t.column("dump").to_pylist(), "url": t.column("url").to_pylist(),
+        "exact": t.column("exact_hash").to_numpy(), "sig": sig,
+    }
+
+
+def _per_dump(stats: StageStats, members: np.ndarray, is_new: np.ndarray, dumps: list, reasons: np.ndarray) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for name, c in stats.counters.items():
+        if name.startswith("input_docs:"):
+            d = name.split(":", 1)[1]
+            out[d] = {"input": int(c), "exact_duplicate": 0, "near_duplicate": 0}
+    for i in np.flatnonzero(is_new & (reasons > 0)):
+        d = str(dumps[i])
+        out.setdefault(d, {"input": 0, "exact_duplicate": 0, "near_duplicate": 0})[REASONS[int(reasons[i])]] += 1
+    for d in out.values():
+        d["kept"] = d["input"] - d["exact_duplicate"] - d["near_duplicate"]
+    return dict(sorted(out.items()))
