@@ -60,8 +60,9 @@ def makedirs(path: str) -> None:
 
 
 def open_input(path: str) -> BinaryIO:
+    """The file's own bytes: no transparent gunzip (a .warc.gz keeps its per-record members)."""
     fs, p = filesystem(path)
-    return fs.open_input_stream(p)
+    return fs.open_input_stream(p, compression=None)
 
 
 def expand_inputs(specs: Iterable[str], suffixes: tuple[str, ...]) -> tuple[list[str], dict[str, str]]:
@@ -150,6 +151,54 @@ def write_parquet(table: pa.Table, path: str, row_group_size: int = ROW_GROUP_SI
     except BaseException:
         _remove_quietly(tmp)
         raise
+
+
+class ShardWriter:
+    """Write a Parquet shard in row groups as batches arrive; it appears under its final name
+    only when closed without error (temporary name, then rename), so memory stays bounded and a
+    crash never leaves a partial shard that looks complete."""
+
+    def __init__(self, path: str, schema: pa.Schema, row_group_size: int = ROW_GROUP_SIZE):
+        self.path, self.schema, self.row_group_size = path, schema, row_group_size
+        self.fs, p = filesystem(path)
+        self.fs.create_dir(posixpath.dirname(p) if is_uri(path) else os.path.dirname(p), recursive=True)
+        self.tmp = _tmp_name(path)
+        self._writer = pq.ParquetWriter(
+            filesystem(self.tmp)[1], schema, filesystem=self.fs, compression=PARQUET_COMPRESSION
+        )
+        self._pending: list[dict] = []
+        self.rows = 0
+
+    def add(self, row: dict) -> None:
+        self._pending.append(row)
+        if len(self._pending) >= self.row_group_size:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._writer.write_table(pa.Table.from_pylist(self._pending, schema=self.schema))
+            self.rows += len(self._pending)
+            self._pending = []
+
+    def close(self) -> None:
+        self._flush()
+        self._writer.close()
+        _commit(self.tmp, self.path)
+
+    def abort(self) -> None:
+        try:
+            self._writer.close()
+        finally:
+            _remove_quietly(self.tmp)
+
+    def __enter__(self) -> "ShardWriter":
+        return self
+
+    def __exit__(self, exc_type, *rest) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
 
 
 def write_bytes(data: bytes, path: str) -> None:
