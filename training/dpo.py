@@ -132,7 +132,8 @@ class PairLoader:
 
     def __init__(self, pairs: Sequence[tuple[TokenizedChat, TokenizedChat]], micro_batch: int, pad_id: int,
                  ref: tuple[np.ndarray, np.ndarray] | None = None, *, rank: int = 0, world_size: int = 1,
-                 seed: int = 0, shuffle: bool = True):
+                 seed: int = 0, shuffle: bool = True, loop: bool = True):
+        self.loop = loop
         if not pairs:
             raise ValueError("no preference pairs")
         self.pairs, self.ref = list(pairs), ref
@@ -165,6 +166,10 @@ class PairLoader:
         take: list[int] = []
         while len(take) < self.micro_batch:
             if self.cursor >= len(order):
+                if not self.loop:
+                    if take:
+                        break
+                    raise StopIteration
                 self.epoch += 1
                 self.cursor = 0
                 order = self._order(self.epoch)

@@ -29,20 +29,35 @@ IGNORE = -100
 
 @dataclass
 class SFTConfig:
+    run_dir: str = "runs/sft"
+    # The checkpoint (or run folder: its latest checkpoint) whose weights start SFT.
+    init_from: str = ""
     # Report section 5.1, the 7B model: "4 epochs", "learning rate 1e-5" (67B: 2 epochs, 5e-6).
     epochs: int = 4
     lr: float = 1e-5
-    # Conversations are packed into rows of this many tokens (block-diagonal attention).
-    seq_len: int = 2048
+    # The report names no SFT schedule; a short warm-up, then cosine decay to 10% (as its DPO).
+    schedule: str = "cosine"
+    warmup_steps: int = 10
+    min_lr_ratio: float = 0.1
+    # AdamW of pre-training (report section 2.3); weight decay 0.1, clipping 1.0.
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    # Conversations are packed into rows of this many tokens (block-diagonal attention);
+    # 0 is the model's context. packing=False gives each conversation a row of its own.
+    seq_len: int = 0
     packing: bool = True
-    # Rows per micro-batch and per optimizer step (accumulated); the report gives no SFT batch.
+    # Rows per micro-batch per rank, and rows per optimizer step over all ranks (accumulated).
+    # The report gives no SFT batch size.
     micro_batch: int = 4
     batch_rows: int = 32
-    # Short linear warm-up, then the trainer's schedule (the report names none for SFT).
-    warmup_steps: int = 10
-    # Held-out share of conversations for the before/after answer loss (deterministic by id).
+    # Held-out share of conversations for the before/after answer loss (decided by a hash).
     held_out_fraction: float = 0.05
+    checkpoint_every: int = 1000
+    eval_every: int = 100
+    eval_batches: int = 50
     seed: int = 0
+    dtype: str = "auto"
+    progress: bool = True
 
 
 def labels_for(batch: ChatBatch) -> np.ndarray:
@@ -77,8 +92,9 @@ class ChatLoader:
     """
 
     def __init__(self, examples: Sequence[TokenizedChat], seq_len: int, micro_batch: int, pad_id: int,
-                 *, rank: int = 0, world_size: int = 1, seed: int = 0, packing: bool = True, shuffle: bool = True):
+                 *, rank: int = 0, world_size: int = 1, seed: int = 0, packing: bool = True, shuffle: bool = True, loop: bool = True):
         self.rows = pack(examples, seq_len, pad_id, packing=packing)
+        self.loop = loop
         if not self.rows:
             raise ValueError("no conversations to train on")
         self.micro_batch, self.rank, self.world, self.seed, self.shuffle = micro_batch, rank, world_size, seed, shuffle
@@ -104,6 +120,10 @@ class ChatLoader:
         take: list[ChatBatch] = []
         while len(take) < self.micro_batch:
             if self.cursor >= len(order):
+                if not self.loop:  # evaluation: one pass, a short last batch, then stop
+                    if take:
+                        break
+                    raise StopIteration
                 self.epoch += 1
                 self.cursor = 0
                 order = self._order(self.epoch)
@@ -150,3 +170,89 @@ def split_held_out(keys: Sequence[str], fraction: float, seed: int = 0) -> np.nd
         return np.zeros(len(keys), dtype=bool)
     cut = int(fraction * 2**32)
     return np.array([xxhash.xxh32_intdigest(k, seed=seed) < cut for k in keys], dtype=bool)
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints and runs
+
+
+def resolve_checkpoint(path: str) -> tuple[str, dict[str, Any]]:
+    """(checkpoint folder, the run's config.json) for a checkpoint folder or a run folder."""
+    import json
+    import os
+
+    from training.checkpoint import latest_checkpoint
+
+    ckpt = path
+    if not os.path.exists(os.path.join(path, "trainer.json")):
+        ckpt = latest_checkpoint(path) or ""
+        if not ckpt:
+            raise FileNotFoundError(f"{path}: neither a checkpoint nor a run folder with one")
+    run_dir = os.path.dirname(os.path.dirname(os.path.abspath(ckpt)))
+    with open(os.path.join(run_dir, "config.json")) as f:
+        return ckpt, json.load(f)
+
+
+def load_model(path: str, device: Any = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
+    """A plain (unsharded) model with the weights of a checkpoint or run, in eval mode."""
+    from training.checkpoint import load_model_weights
+    from training.model import Transformer, model_config
+
+    ckpt, run_cfg = resolve_checkpoint(path)
+    model = Transformer(model_config(run_cfg["model"], vocab_size=run_cfg["vocab_size"]))
+    load_model_weights(model, ckpt)
+    return model.to(device).eval(), run_cfg
+
+
+def train_config_for(cfg: SFTConfig, run_cfg: dict[str, Any], rows: int, world_size: int) -> Any:
+    """The trainer's config for an SFT run over ``rows`` packed rows: model and vocabulary of the
+    starting run, ``epochs`` passes, batches counted in rows of ``seq_len`` tokens."""
+    from training.model import model_config
+    from training.trainer import TrainConfig
+
+    seq_len = cfg.seq_len or model_config(run_cfg["model"]).max_seq_len
+    per_step = max(cfg.micro_batch * world_size, cfg.batch_rows // (cfg.micro_batch * world_size) * cfg.micro_batch * world_size)
+    steps = cfg.epochs * max(1, math.ceil(rows / per_step))
+    return TrainConfig(
+        run_dir=cfg.run_dir, model=run_cfg["model"], vocab_size=run_cfg["vocab_size"], seq_len=seq_len,
+        micro_batch=cfg.micro_batch, batch_tokens=per_step * seq_len, train_tokens=steps * per_step * seq_len,
+        lr=cfg.lr, warmup_steps=cfg.warmup_steps, schedule=cfg.schedule, min_lr_ratio=cfg.min_lr_ratio,
+        weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip, seed=cfg.seed, dtype=cfg.dtype,
+        checkpoint_every=cfg.checkpoint_every, eval_every=cfg.eval_every, eval_batches=cfg.eval_batches,
+        init_from=resolve_checkpoint(cfg.init_from)[0], progress=cfg.progress, resume=True,
+    )
+
+
+def train_sft(cfg: SFTConfig, train_examples: Sequence[TokenizedChat], val_examples: Sequence[TokenizedChat], pad_id: int) -> dict[str, Any]:
+    """Fine-tune ``cfg.init_from`` on the conversations with the trainer's loop (runs in every
+    worker); held-out answer loss before and after is in the summary."""
+    from training.parallelize import close_distributed, init_distributed
+    from training.trainer import train
+
+    _, run_cfg = resolve_checkpoint(cfg.init_from)
+    env = init_distributed()
+    try:
+        seq_len = cfg.seq_len or _context(run_cfg)
+        loader = ChatLoader(train_examples, seq_len, cfg.micro_batch, pad_id, rank=env.rank, world_size=env.world_size, seed=cfg.seed, packing=cfg.packing)
+        val = (lambda: ChatLoader(val_examples, seq_len, cfg.micro_batch, pad_id, rank=env.rank, world_size=env.world_size, shuffle=False, loop=False)) if val_examples else None
+        tcfg = train_config_for(cfg, run_cfg, len(loader.rows), env.world_size)
+        before = _held_out_loss(tcfg.init_from, val_examples, pad_id, seq_len, env) if val_examples else None
+        summary = train(tcfg, loader=loader, val_loader=val, env=env)
+        after = _held_out_loss(summary["checkpoint"], val_examples, pad_id, seq_len, env) if val_examples else None
+        summary.update(held_out_answer_loss_before=before, held_out_answer_loss_after=after, rows=len(loader.rows),
+                       answer_tokens=int(sum(e.loss_mask.sum() for e in train_examples)))
+        return summary
+    finally:
+        close_distributed(env)
+
+
+def _context(run_cfg: dict[str, Any]) -> int:
+    from training.model import model_config
+
+    return run_cfg.get("resolved", {}).get("seq_len") or model_config(run_cfg["model"]).max_seq_len
+
+
+def _held_out_loss(ckpt: str, examples: Sequence[TokenizedChat], pad_id: int, seq_len: int, env: Any) -> float:
+    # Every rank loads and scores (the checkpoint read is collective); the held-out set is small.
+    model, _ = load_model(ckpt, env.device)
+    return answer_loss(model, examples, pad_id, seq_len=seq_len, device=env.device)[0]
