@@ -104,7 +104,7 @@ def training_texts(
             if not text:
                 stats.drop("empty_text")
                 continue
-            if config.sample_fraction < 1.0 and xxhash.xxh64_intdigest(f"{config.seed}\x00{doc_id}") >= threshold:
+            if config.sample_fraction < 1.0 and xxhash.xxh64_intdigest(f"{config.seed}\x00{doc_id}".encode("utf-8")) >= threshold:
                 stats.drop("not_sampled")
                 continue
             n = len(text.encode("utf-8"))
