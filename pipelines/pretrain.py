@@ -1,0 +1,216 @@
+"""``python -m pipelines pretrain``: the training loop of ``training.trainer`` behind two launchers.
+
+- With ``RAY_ADDRESS`` (``ray job submit`` sets it), or ``--launcher ray``: Ray Train's
+  ``TorchTrainer`` runs ``training.trainer.main`` in ``--nproc`` workers (GPUs when the cluster
+  has them); Ray sets up the process group.
+- Locally: ``torchrun`` (``torch.distributed.run``) with ``--nproc`` processes (gloo on CPU,
+  NCCL on GPU), or in this process when ``--nproc 1``.
+
+Every launcher runs the same per-worker entry, writes into the same run folder
+(``config.json``, ``log.jsonl``, ``checkpoints/``, ``summary.json``) and ends with
+``stats.json`` and a summary. A run whose schedule is complete is skipped on re-run;
+``--resume`` continues from the latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from typing import Any
+
+import yaml
+
+from curation.stats import StageStats
+from pipelines import config as config_mod
+from pipelines.cli import add_config_arguments
+from pipelines.runtime import Timer, print_summary
+
+NAME = "pretrain"
+HELP = "pre-train a DeepSeek-style decoder on token shards with FSDP (torchrun locally, Ray Train on a cluster)"
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _auto_or(kind):
+    def parse(s: str):
+        return "auto" if s == "auto" else kind(float(s)) if kind is int else kind(s)
+    return parse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", nargs="+", help="token shards (files or folders) from the tokenize stage")
+    p.add_argument("--val-data", nargs="+", help="held-out token shards (default: the last data shard)")
+    p.add_argument("--output", help="run folder (config, log.jsonl, checkpoints, stats.json)")
+    p.add_argument("--model", help="named model config: tiny, 125m, 1b, 7b, 67b")
+    p.add_argument("--tokenizer", help="tokenizer.json: its vocabulary size sets the model's")
+    p.add_argument("--vocab-size", type=int, help="vocabulary size before padding (default 100,015)")
+    p.add_argument("--seq-len", type=int)
+    p.add_argument("--micro-batch", type=int, help="rows per micro-batch per process")
+    p.add_argument("--batch", type=_auto_or(int), help="global batch in tokens, or 'auto' (scaling law)")
+    p.add_argument("--lr", type=_auto_or(float), help="peak learning rate, or 'auto' (scaling law)")
+    p.add_argument("--train-tokens", type=_auto_or(int), help="tokens the schedule spans (sets the compute budget)")
+    p.add_argument("--max-steps", type=int, help="stop after this many steps (schedule unchanged)")
+    p.add_argument("--warmup-steps", type=int)
+    p.add_argument("--schedule", choices=["multi_step", "cosine", "constant"])
+    p.add_argument("--checkpoint-every", type=int)
+    p.add_argument("--eval-every", type=int)
+    p.add_argument("--init-from", help="checkpoint folder whose weights start the run")
+    p.add_argument("--compile", action="store_true", default=None, help="torch.compile each block")
+    p.add_argument("--activation-checkpointing", action="store_true", default=None)
+    p.add_argument("--resume", action="store_true", default=None, help="continue from the run's latest checkpoint")
+    p.add_argument("--nproc", type=int, default=1, help="processes (data-parallel ranks)")
+    p.add_argument("--launcher", choices=["auto", "inline", "torchrun", "ray"], default="auto",
+                   help="auto: Ray Train with RAY_ADDRESS, else torchrun for --nproc > 1, else this process")
+    add_config_arguments(p)
+
+
+_FLAGS = {"data": "data", "val_data": "val_data", "output": "run_dir", "model": "model", "vocab_size": "vocab_size",
+          "seq_len": "seq_len", "micro_batch": "micro_batch", "max_steps": "max_steps", "warmup_steps": "warmup_steps",
+          "schedule": "schedule", "checkpoint_every": "checkpoint_every", "eval_every": "eval_every",
+          "init_from": "init_from", "compile": "compile", "activation_checkpointing": "activation_checkpointing", "resume": "resume"}
+
+
+def build_config(args: argparse.Namespace):
+    from training.trainer import TrainConfig
+
+    over: dict[str, Any] = {}
+    for flag, key in _FLAGS.items():
+        v = getattr(args, flag, None)
+        if v is not None:
+            over[key] = v
+    if args.tokenizer:
+        from tokenizers import Tokenizer
+
+        over["vocab_size"] = Tokenizer.from_file(args.tokenizer).get_vocab_size()
+    if args.lr is not None:
+        over.update({"lr_auto": True} if args.lr == "auto" else {"lr": args.lr, "lr_auto": False})
+    if args.batch is not None:
+        over.update({"batch_auto": True} if args.batch == "auto" else {"batch_tokens": args.batch, "batch_auto": False})
+    if args.train_tokens is not None:
+        over["train_tokens"] = args.train_tokens
+    for item in args.overrides:
+        if "=" not in item:
+            raise config_mod.ConfigError(f"override {item!r} is not of the form key=value")
+        k, v = item.split("=", 1)
+        over[k.strip()] = yaml.safe_load(v)
+    return config_mod.load(TrainConfig, args.config, over)
+
+
+def _ray_worker(config: dict[str, Any]) -> None:
+    from training.trainer import main
+
+    main(config)
+
+
+def launch(cfg_dict: dict[str, Any], nproc: int, launcher: str, entry_module: str = "training.trainer") -> int:
+    """Run ``entry_module``'s ``main(config)`` on ``nproc`` ranks; returns an exit status.
+
+    ``entry_module`` must expose ``main(config: dict)`` and run ``main(json.load(argv[1]))`` as
+    ``__main__`` (``training.trainer`` does); SFT/DPO reuse this launcher with theirs.
+    """
+    if launcher == "auto":
+        launcher = "ray" if os.environ.get("RAY_ADDRESS") else ("torchrun" if nproc > 1 else "inline")
+    if launcher == "inline":
+        import importlib
+
+        importlib.import_module(entry_module).main(cfg_dict)
+        return 0
+    if launcher == "torchrun":
+        os.makedirs(cfg_dict["run_dir"], exist_ok=True)
+        fd, path = tempfile.mkstemp(prefix="launch-", suffix=".json", dir=cfg_dict["run_dir"])
+        with os.fdopen(fd, "w") as f:
+            json.dump(cfg_dict, f)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO, env.get("PYTHONPATH")]))
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", entry_module, path]
+        try:
+            return subprocess.call(cmd, env=env)
+        finally:
+            os.unlink(path)
+    if launcher == "ray":
+        return _launch_ray(cfg_dict, nproc, entry_module)
+    raise ValueError(f"unknown launcher {launcher!r}")
+
+
+def _launch_ray(cfg_dict: dict[str, Any], nproc: int, entry_module: str) -> int:
+    import importlib
+
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from pipelines.runtime import init_ray
+
+    init_ray()
+    use_gpu = ray.cluster_resources().get("GPU", 0) >= nproc
+    entry = importlib.import_module(entry_module).main
+    cfg = dict(cfg_dict)
+    cfg["run_dir"] = os.path.abspath(cfg["run_dir"])
+    cfg["data"] = [os.path.abspath(d) for d in cfg.get("data", [])]
+    cfg["val_data"] = [os.path.abspath(d) for d in cfg.get("val_data", [])]
+    if cfg.get("init_from"):
+        cfg["init_from"] = os.path.abspath(cfg["init_from"])
+    if not use_gpu and not cfg.get("cpu_threads"):
+        cfg["cpu_threads"] = max(1, int(ray.cluster_resources().get("CPU", 1)) // nproc)
+    trainer = TorchTrainer(
+        lambda c: entry(c),
+        train_loop_config=cfg,
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=nproc, use_gpu=use_gpu),
+        run_config=RunConfig(name=os.path.basename(cfg["run_dir"].rstrip("/")) or "pretrain", storage_path=os.path.join(cfg["run_dir"], "ray")),
+    )
+    trainer.fit()
+    return 0
+
+
+def write_stats(run_dir: str, seconds: float) -> StageStats:
+    """stats.json of the run: sequences trained (in = out: training drops none), tokens, steps."""
+    from pipelines import io
+
+    with open(os.path.join(run_dir, "summary.json")) as f:
+        summary = json.load(f)
+    with open(os.path.join(run_dir, "config.json")) as f:
+        resolved = json.load(f)["resolved"]
+    stats = StageStats()
+    rows = summary["tokens"] // resolved["seq_len"]
+    stats.seen(rows)
+    stats.kept(rows)
+    stats.add("tokens", summary["tokens"])
+    stats.add("steps", summary["steps"])
+    stats.add("seconds", seconds)
+    stats.check()
+    io.write_json({**stats.to_dict(), "summary": summary}, io.join(run_dir, "stats.json"))
+    return stats
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = build_config(args)
+    if not cfg.data:
+        print("pretrain: --data (token shards) is required", file=sys.stderr)
+        return 2
+    summary_path = os.path.join(cfg.run_dir, "summary.json")
+    if os.path.exists(summary_path) and json.load(open(summary_path)).get("complete") and not cfg.resume:
+        print(f"pretrain: {cfg.run_dir} is complete (summary.json); nothing to do", file=sys.stderr)
+        return 0
+    from training.checkpoint import latest_checkpoint
+
+    if latest_checkpoint(cfg.run_dir) and not cfg.resume:
+        print(f"pretrain: {cfg.run_dir} has checkpoints; pass --resume to continue it or choose another --output", file=sys.stderr)
+        return 2
+    from pipelines.config import to_dict
+
+    with Timer() as t:
+        rc = launch(to_dict(cfg), args.nproc, args.launcher)
+    if rc != 0:
+        print(f"pretrain: training exited with status {rc}", file=sys.stderr)
+        return rc
+    stats = write_stats(cfg.run_dir, t.seconds)
+    with open(summary_path) as f:
+        summary = json.load(f)
+    print_summary(NAME, stats, t.seconds, {"steps": summary["steps"], "tokens": summary["tokens"], "tokens/s": summary["tokens"] / max(t.seconds, 1e-9)})
+    print(f"  last loss {summary.get('last_loss')}, val loss {summary.get('val_loss')}, checkpoint {summary.get('checkpoint')}", file=sys.stderr)
+    return 0
