@@ -17,6 +17,11 @@ STAGES = [
     "pipelines.tokenize",
     "pipelines.dedup",
     "pipelines.dedup_stats",
+    "pipelines.pretrain",
+    "pipelines.plot_run",
+    "pipelines.filter",
+    "pipelines.remix",
+    "pipelines.train_quality",
 ]
 
 
