@@ -138,3 +138,17 @@ class FilterConfig:
     blocklist: BlocklistConfig = field(default_factory=BlocklistConfig)
     # Rules switched off by name (e.g. ["c4_curly_bracket"]): their signals are still stored.
     disabled_rules: list[str] = field(default_factory=list)
+
+
+def signal_settings(cfg: FilterConfig) -> dict:
+    """The settings that change what a signal is (not a threshold): the key of cached signals."""
+    rep = cfg.gopher_repetition
+    return {
+        "stop_words": {k: sorted(v) for k, v in sorted(cfg.gopher_quality.stop_words.items())},
+        "top_ngrams": sorted(rep.top_ngrams),
+        "dup_ngrams": sorted(rep.dup_ngrams),
+        "chars_per_word_no_space": rep.chars_per_word_no_space,
+        "c4_min_words_per_line": cfg.c4.min_words_per_line,
+        "short_line_length": cfg.fineweb.short_line_length,
+        "quality_model": cfg.quality.model,
+    }

@@ -1,0 +1,240 @@
+"""``python -m pipelines filter``: document shards in, the documents that pass every rule out.
+
+Two phases of Ray tasks, one task per input shard in each, handing off through files:
+
+1. ``score``: language (lid.176, only where missing), every heuristic signal and the fastText
+   ``quality_score`` of each document, written to ``<output>/signals/<key>/<shard>.arrow``, where
+   ``<key>`` hashes the settings that change a signal (not the thresholds). Cached: a re-run with
+   other thresholds reads them back and scores nothing.
+2. ``decide``: the named rules (``curation.filter.rules``) over the signals; kept documents go to
+   ``<output>/<shard>.parquet`` with the signals in ``metadata.filter``; with ``--write-rejects``
+   the dropped ones go to ``<output>-rejects/`` (or the folder given) with the first rule they
+   failed in ``metadata.filter_reason``. Per-shard stats in ``<output>/_stats/``, merged in input
+   order into ``<output>/stats.json`` (input == output + drops per rule).
+
+``quality.top_fraction`` needs one corpus-wide number between the phases: the driver collects the
+model scores of the documents that pass every other rule and keeps the top fraction of them.
+Outputs are rewritten only when the decision settings changed (``<output>/decision.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+import sys
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from curation.filter import FilterConfig, decide_table, score_table
+from curation.filter.blocklist import parse_blocklist
+from curation.filter.config import signal_settings
+from curation.filter.documents import decisions
+from curation.filter.rules import check_rule_names
+from curation.schema import validate
+from curation.stats import StageStats
+from pipelines import config, io, runtime
+from pipelines.cli import add_config_arguments
+
+NAME = "filter"
+HELP = "Quality filtering: language, Gopher, C4, FineWeb rules, URL blocklist, fastText quality score."
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--input", nargs="+", required=True, metavar="PATH", help="document shards: files, globs or folders (searched recursively)")
+    p.add_argument("--output", required=True, help="folder for the kept documents, signals and stats.json")
+    p.add_argument("--write-rejects", nargs="?", const="auto", default=None, metavar="FOLDER",
+                   help="also write the dropped documents with their reason (default folder: <output>-rejects)")
+    p.add_argument("--workers", type=int, default=None, help="shards processed at once (default: one per CPU)")
+    add_config_arguments(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = config.load(FilterConfig, args.config, args.overrides)
+    rejects = None
+    if args.write_rejects:
+        rejects = args.output.rstrip("/") + "-rejects" if args.write_rejects == "auto" else args.write_rejects
+    return filter_documents(args.input, args.output, cfg, rejects=rejects, workers=args.workers)
+
+
+def filter_documents(inputs: list[str], output: str, cfg: FilterConfig, rejects: str | None = None, workers: int | None = None) -> int:
+    """Run the stage; returns the exit status (non-zero when an input could not be read)."""
+    check_rule_names(cfg.disabled_rules)
+    model = _model_path(cfg)
+    blocklist_text = _read_blocklist(cfg.blocklist.path)
+    files, missing = io.expand_inputs(inputs, (".parquet",))
+    files = [f for f in files if not os.path.basename(f).startswith(".")]
+    names = _shard_names(files)
+    sig_key = _digest({"signals": signal_settings(cfg), "model": _file_digest(model) if model else None})
+    runtime.init_ray()
+    total = StageStats(failed_files=dict(missing))
+    with runtime.Timer() as timer:
+        # 1. score (cached by signal settings)
+        score_tasks = [
+            {"path": f, "signals": io.join(output, "signals", sig_key, n + ".arrow"), "cfg": dataclasses.asdict(cfg), "model": model}
+            for f, n in zip(files, names)
+        ]
+        for t, res in zip(score_tasks, runtime.run_tasks(_score_shard, score_tasks, desc="filter: score", max_in_flight=workers)):
+            err = res.error if isinstance(res, runtime.TaskFailure) else res
+            if err:
+                total.failed_files[t["path"]] = err
+        ok = [i for i, t in enumerate(score_tasks) if t["path"] not in total.failed_files]
+
+        # between the phases: the corpus-wide quality cut
+        cut = cfg.quality.threshold
+        if cfg.quality.top_fraction is not None:
+            if not model:
+                raise config.ConfigError("quality.top_fraction needs a quality model (quality.model)")
+            cands = runtime.run_tasks(_candidate_scores, [score_tasks[i] | {"blocklist": blocklist_text} for i in ok], desc="filter: quality cut")
+            scores = np.concatenate([c for c in cands if not isinstance(c, runtime.TaskFailure)] or [np.zeros(0)])
+            cut = _top_fraction_cut(scores, cfg.quality.top_fraction)
+        elif cut is not None and not model:
+            raise config.ConfigError("quality.threshold needs a quality model (quality.model)")
+
+        # 2. decide
+        decision = {"config": dataclasses.asdict(cfg), "blocklist": _digest(blocklist_text), "quality_cut": cut, "rejects": rejects, "signals": sig_key}
+        stamp_path = io.join(output, "decision.json")
+        fresh = not io.exists(stamp_path) or io.read_json(stamp_path) != json.loads(json.dumps(decision))
+        decide_tasks = [
+            score_tasks[i] | {
+                "out": io.join(output, names[i] + ".parquet"),
+                "rejects": io.join(rejects, names[i] + ".parquet") if rejects else None,
+                "stats": io.join(output, "_stats", names[i] + ".json"),
+                "blocklist": blocklist_text, "cut": cut, "redo": fresh,
+            }
+            for i in ok
+        ]
+        for t, res in zip(decide_tasks, runtime.run_tasks(_decide_shard, decide_tasks, desc="filter: decide", max_in_flight=workers)):
+            if isinstance(res, runtime.TaskFailure):
+                total.failed_files[t["path"]] = res.error
+            else:
+                total.merge(StageStats.from_dict(res))
+        io.write_json(decision, stamp_path)
+    total.check()
+    summary = total.to_dict()
+    summary["quality_cut"] = cut
+    summary["drops_by_language"] = _drops_by_language(total)
+    io.write_json(summary, io.join(output, "stats.json"))
+    runtime.print_summary(NAME, total, timer.seconds, {"shards": len(files), "MB kept": total.counters["bytes_out"] / 1e6})
+    return 1 if total.failed_files else 0
+
+
+# ---- tasks ------------------------------------------------------------------------------------
+
+def _cfg(d: dict[str, Any]) -> FilterConfig:
+    return config.build(FilterConfig, _int_keys(d))
+
+
+def _int_keys(d: Any) -> Any:
+    # asdict/JSON may turn the n-gram sizes into strings; the config wants ints back.
+    if isinstance(d, dict):
+        return {(int(k) if isinstance(k, str) and k.isdigit() else k): _int_keys(v) for k, v in d.items()}
+    return d
+
+
+def _score_shard(task: dict[str, Any]) -> str | None:
+    """Signals of one shard, unless already cached. Returns an error message or None."""
+    if io.exists(task["signals"]):
+        return None
+    try:
+        docs = io.read_parquet(task["path"])
+        validate(docs.schema)
+    except (OSError, ValueError, pa.ArrowInvalid) as e:
+        return f"not a readable document shard: {str(e).splitlines()[0][:300]}"
+    signals = score_table(docs, _cfg(task["cfg"]), task["model"])
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, signals.schema, options=pa.ipc.IpcWriteOptions(compression="zstd")) as w:
+        w.write_table(signals)
+    io.write_bytes(sink.getvalue().to_pybytes(), task["signals"])
+    return None
+
+
+def _read_signals(path: str) -> pa.Table:
+    with io.open_input(path) as f:
+        return pa.ipc.open_file(pa.py_buffer(f.read())).read_all()
+
+
+def _candidate_scores(task: dict[str, Any]) -> np.ndarray:
+    """Quality scores of the documents of a shard that pass every rule but the model's."""
+    cfg = _cfg(task["cfg"])
+    signals = _read_signals(task["signals"])
+    urls = io.read_parquet(task["path"], columns=["url"]).column("url").to_pylist()
+    passing = np.array([r is None for r in decisions(signals, urls, cfg, parse_blocklist(task["blocklist"]), None)], dtype=bool)
+    scores = signals.column("quality_score").to_numpy(zero_copy_only=False)
+    return scores[passing & ~np.isnan(scores)].astype(np.float64)
+
+
+def _top_fraction_cut(scores: np.ndarray, fraction: float) -> float | None:
+    """The score at or above which the top ``fraction`` of the documents lie (deterministic)."""
+    if not len(scores) or fraction >= 1:
+        return None
+    ordered = np.sort(scores)[::-1]
+    k = max(1, int(np.ceil(fraction * len(ordered))))
+    return float(ordered[k - 1])
+
+
+def _decide_shard(task: dict[str, Any]) -> dict:
+    if not task["redo"] and io.exists(task["out"]) and io.exists(task["stats"]) and (not task["rejects"] or io.exists(task["rejects"])):
+        return io.read_json(task["stats"])
+    cfg = _cfg(task["cfg"])
+    docs = io.read_parquet(task["path"])
+    kept, dropped, stats = decide_table(docs, _read_signals(task["signals"]), cfg, parse_blocklist(task["blocklist"]), task["cut"])
+    stats.check()
+    io.write_json(stats.to_dict(), task["stats"])  # before the shard: a shard implies its stats
+    if task["rejects"]:
+        io.write_parquet(dropped, task["rejects"])
+    io.write_parquet(kept, task["out"])
+    return stats.to_dict()
+
+
+# ---- helpers ----------------------------------------------------------------------------------
+
+def _model_path(cfg: FilterConfig) -> str | None:
+    path = cfg.quality.model
+    if not path:
+        return None
+    if not os.path.exists(path):
+        if cfg.quality.threshold is not None or cfg.quality.top_fraction is not None:
+            raise config.ConfigError(f"quality model {path} not found (train it: python -m pipelines train-quality)")
+        print(f"filter: quality model {path} not found; quality_score left empty", file=sys.stderr)
+        return None
+    return os.path.abspath(path)
+
+
+def _read_blocklist(path: str) -> str:
+    if not path:
+        return ""
+    with io.open_input(path) as f:
+        return f.read().decode("utf-8")
+
+
+def _file_digest(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.blake2b(f.read(), digest_size=8).hexdigest()
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.blake2b(json.dumps(obj, sort_keys=True, default=str).encode(), digest_size=8).hexdigest()
+
+
+def _shard_names(files: list[str]) -> list[str]:
+    """Output names: the input's path below the inputs' common folder, without .parquet."""
+    if not files:
+        return []
+    root = os.path.dirname(files[0]) if len(files) == 1 else os.path.commonpath([os.path.dirname(f) for f in files])
+    return [os.path.relpath(f, root)[: -len(".parquet")].replace(os.sep, "__") for f in files]
+
+
+def _drops_by_language(stats: StageStats) -> dict[str, dict[str, int]]:
+    table: dict[str, dict[str, int]] = {}
+    for key, n in stats.counters.items():
+        if key.startswith("dropped."):
+            _, lang, rule = key.split(".", 2)
+            table.setdefault(lang, {})[rule] = int(n)
+        elif key.startswith("documents."):
+            table.setdefault(key.split(".", 1)[1], {})["documents"] = int(n)
+    return {k: dict(sorted(v.items())) for k, v in sorted(table.items())}
