@@ -43,6 +43,9 @@ NAME = "dedup"
 HELP = "exact + MinHash-LSH near-duplicate removal across dumps (incremental against an index)"
 
 GEN_SHIFT, SHARD_SHIFT = 48, 28
+_SHARD_MASK = (1 << (GEN_SHIFT - SHARD_SHIFT)) - 1
+_ROW_MASK = (1 << SHARD_SHIFT) - 1
+_VERIFY_EDGES = 20_000  # edges per verification task
 _BATCH = 2000  # documents per signature batch inside a task
 REASONS = {1: "exact_duplicate", 2: "near_duplicate"}
 
@@ -220,6 +223,34 @@ def _candidates(task: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------
+# Phase 3b (optional): verify candidate pairs by the true Jaccard of their shingle sets
+
+
+def _verify(task: dict[str, Any]) -> np.ndarray:
+    """True Jaccard of each edge (u, v), reading only the shards that hold its documents."""
+    cfg: DedupConfig = task["cfg"]
+    u, v = np.asarray(task["u"]), np.asarray(task["v"])
+    nodes = np.unique(np.concatenate([u, v]))
+    shingle_sets: dict[int, np.ndarray] = {}
+    for (g, sh) in sorted(set(zip((nodes >> GEN_SHIFT).tolist(), ((nodes >> SHARD_SHIFT) & _SHARD_MASK).tolist()))):
+        mine = nodes[((nodes >> GEN_SHIFT) == g) & (((nodes >> SHARD_SHIFT) & _SHARD_MASK) == sh)]
+        rows = mine & _ROW_MASK
+        texts = io.read_parquet(task["paths"][g][sh], columns=["text"]).column("text").take(pa.array(rows)).to_pylist()
+        norm = [mh.normalize(t or "", cfg.shingles) for t in texts]
+        h, counts = mh.shingle_hashes(norm, cfg.shingles.ngram)
+        ends = np.cumsum(counts)
+        for node, n_text, lo, hi in zip(mine.tolist(), norm, (ends - counts).tolist(), ends.tolist()):
+            # An empty text is its own single "shingle" so two empty texts are identical.
+            shingle_sets[node] = np.unique(h[lo:hi]) if hi > lo else np.array([len(n_text)], dtype=np.uint32)
+    out = np.empty(len(u), dtype=np.float32)
+    for k, (a, b) in enumerate(zip(u.tolist(), v.tolist())):
+        sa, sb = shingle_sets[a], shingle_sets[b]
+        inter = len(np.intersect1d(sa, sb, assume_unique=True))
+        out[k] = inter / (len(sa) + len(sb) - inter)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # Phase 5: write kept documents
 
 
@@ -301,9 +332,9 @@ def run(args: argparse.Namespace) -> int:
 
 def dedup(inputs: list[str], output: str, cfg: DedupConfig, index: str | None = None) -> int:
     """Run the stage; returns the exit status (non-zero when an input could not be read)."""
+    inputs, output = [str(x) for x in inputs], str(output)
+    index = str(index) if index else None
     cfg = resolve(cfg)
-    if cfg.verify:
-        raise NotImplementedError("verify: not built yet (see the README's dedup section)")
     index = index or io.join(output, "index")
     stats_path = io.join(output, "stats.json")
     if io.exists(stats_path):
@@ -388,6 +419,24 @@ def dedup(inputs: list[str], output: str, cfg: DedupConfig, index: str | None = 
     v = np.concatenate([e.column("v").to_numpy() for e in edges])
     u, v = cl.unique_edges(u, v)
     stats.add("candidate_edges", len(u))
+    verified = None
+    if cfg.verify and len(u):
+        paths = {g["gen"]: g["shards"] for g in generations}
+        paths[gen] = shards
+        # Edges sorted by u (unique_edges) so a task's documents cluster in few shards.
+        chunks = [{"cfg": cfg, "u": u[i : i + _VERIFY_EDGES], "v": v[i : i + _VERIFY_EDGES], "paths": paths}
+                  for i in range(0, len(u), _VERIFY_EDGES)]
+        res = run_tasks(_verify, chunks, desc="dedup: verify")
+        bad = [r for r in res if isinstance(r, TaskFailure)]
+        if bad:
+            raise RuntimeError(f"verification failed: {bad[0].error}")
+        jac = np.concatenate(res)
+        ok_edge = jac >= cfg.verify_threshold
+        stats.add("verify_checked_edges", len(u))
+        stats.add("verify_rejected_edges", int((~ok_edge).sum()))
+        verified = jac[ok_edge]
+        io.write_parquet(pa.table({"u": u, "v": v, "jaccard": jac, "accepted": ok_edge}), io.join(output, "graph", "verified.parquet"))
+        u, v = u[ok_edge], v[ok_edge]
     prev_reps = _read_reps(index, gen - 1) if gen else (np.zeros(0, np.int64), np.zeros(0, np.int64))
     cu = np.concatenate([u, prev_reps[0]])
     cv = np.concatenate([v, prev_reps[1]])
@@ -458,12 +507,18 @@ def dedup(inputs: list[str], output: str, cfg: DedupConfig, index: str | None = 
     io.write_parquet(dup, io.join(output, "duplicates.parquet"))
     stats.check()
     per_dump = _per_dump(stats, members, is_new, info["dump"], reasons)
-    generations = generations + [{"gen": gen, "dumps": gen_dump_list, "output": output}]
+    generations = generations + [{"gen": gen, "dumps": gen_dump_list, "output": output, "shards": shards}]
     io.write_json(generations, lay["generations"])
     timer.__exit__()
     stats.add("seconds", round(timer.seconds, 3))
     summary = stats.to_dict()
+    if verified is not None:
+        hist, edges_ = np.histogram(verified, bins=20, range=(0.0, 1.0))
+        stats_hist = {"bins": edges_.round(3).tolist(), "counts": hist.tolist()}
+    else:
+        stats_hist = None
     summary["dedup"] = {
+        "verified_similarity_histogram": stats_hist,
         "config": dataclasses.asdict(cfg),
         "index": index,
         "generation": gen,

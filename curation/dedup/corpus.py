@@ -3,8 +3,8 @@
 Dump 0 holds the real documents (plus new pages); each later dump re-crawls a share of the pages
 seen so far and changes them the way re-crawls do - dates and counters, a changed header or
 footer, a few edited words, truncation, appended comments, reordered paragraphs - and adds new
-pages. New pages are built from sentences of the real documents, shuffled with a seeded RNG, so
-the word statistics stay those of web text. Everything is deterministic in ``seed``.
+pages. New pages are built from sentences of the real documents (words shuffled, seeded RNG), so
+the word statistics stay those of web text without accidental near duplicates. Everything is deterministic in ``seed``.
 
 The truth is computed, not assumed: ``pairwise_jaccard`` gives the exact Jaccard on word
 5-gram sets of every pair of documents that share a shingle (a sparse X @ X.T).
@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 from scipy import sparse
@@ -85,11 +85,24 @@ def _edit(text: str, kind: str, rng: random.Random, pool: list[str]) -> str:
     raise ValueError(kind)
 
 
+def _fresh_sentences(pool: list[str], rng: random.Random) -> Iterator[str]:
+    """Sentences for new pages: the real ones in a fresh order each round, their words shuffled,
+    so two new pages never share word 5-grams by accident (the real pool is small)."""
+    while True:
+        order = list(range(len(pool)))
+        rng.shuffle(order)
+        for i in order:
+            words = pool[i].split()
+            rng.shuffle(words)
+            yield " ".join(words)
+
+
 def generate(real: list[dict[str, Any]], cfg: CorpusConfig = CorpusConfig()) -> list[dict[str, Any]]:
     """Documents (DOCUMENT_SCHEMA dicts) of ``cfg.dumps`` synthetic dumps, each with a
     ``metadata.title`` naming its lineage (``page:<n> edit:<kind>``) for inspection."""
     rng = random.Random(cfg.seed)
     pool = sentence_pool(d["text"] for d in real)
+    fresh = _fresh_sentences(pool, rng)
     pages: list[tuple[str, str]] = []  # (url, current text)
     docs: list[dict[str, Any]] = []
     n_new = int(len(real) * cfg.new_pages)
@@ -109,7 +122,8 @@ def generate(real: list[dict[str, Any]], cfg: CorpusConfig = CorpusConfig()) -> 
                 batch.append((p, new, kind))
         for _ in range(n_new):
             k = rng.randrange(*cfg.sentences_per_new_page)
-            text = "\n".join(" ".join(rng.sample(pool, 4)) for _ in range(max(1, k // 4)))
+            sents = [next(fresh) for _ in range(k)]
+            text = "\n".join(" ".join(sents[i : i + 4]) for i in range(0, k, 4))
             pages.append((f"https://new.example.org/{d}/{len(pages)}", text))
             batch.append((len(pages) - 1, text, "new"))
         for page, text, kind in batch:
