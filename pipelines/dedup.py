@@ -528,7 +528,7 @@ def dedup(inputs: list[str], output: str, cfg: DedupConfig, index: str | None = 
                       for s in np.arange(0.5, 1.0001, 0.05)},
     }
     io.write_json(summary, stats_path)
-    print_summary(NAME, stats, timer.seconds, {"candidate edges": len(u), "clusters": len(kept_idx)})
+    print_summary(NAME, stats, timer.seconds, {"candidate edges": stats.counters["candidate_edges"], "clusters": len(kept_idx)})
     return 1 if stats.failed_files else 0
 
 
