@@ -46,3 +46,21 @@ bench-extract: install
 
 clean:
 	rm -rf $(OUT)
+
+## ---- dedup (issue 3) ----
+.PHONY: dedup stats dedup-corpus bench-dedup
+# The bundled documents (data/sample/text, three dumps) as shards, plus `make extract`'s output
+# when it exists, deduplicated together across dumps; `make stats` reports what it did.
+dedup: install
+	$(PY) benchmarks/dedup_corpus.py sample --out build/dedup/sample-text
+	$(PY) -m pipelines dedup --input build/dedup/sample-text $$(test -d $(OUT)/extracted && echo $(OUT)/extracted) --output $(OUT)/dedup
+
+stats: install
+	$(PY) -m pipelines dedup-stats $(OUT)/dedup
+
+# A labelled multi-dump corpus from the real documents, with the true Jaccard of every pair.
+dedup-corpus: install
+	$(PY) benchmarks/dedup_corpus.py corpus --out build/dedup/corpus
+
+bench-dedup: install dedup-corpus
+	$(PY) benchmarks/bench_dedup.py --corpus build/dedup/corpus
