@@ -1,0 +1,337 @@
+"""``python -m pipelines remix``: filtered documents in, shuffled training text shards out.
+
+Phases (Ray tasks; everything between them goes through files or small summaries):
+
+1. ``scan`` (one task per input shard): each document's domain (``curation.remix.domains``), its
+   size, and its sampling bin from (seed, id); returns per-domain sizes and a sparse histogram.
+2. driver: per-domain quotas for the target mixture under the epoch cap, the epochs and the
+   sampling cut of each domain, and the number of output shards.
+3. ``sample`` (one task per input shard): every document written floor(epochs) times plus once
+   more below the cut; each copy gets a 64-bit shuffle key from (seed, id, copy) and goes to the
+   part of the key range it falls in: ``<output>/_shuffle/b=NNNNN/<shard>.arrow``.
+4. ``shuffle`` (one task per output shard): the pieces of one key range, sorted by key, written as
+   ``<output>/shard-NNNNN.parquet`` (id, text, domain, dump, url, language, epoch).
+
+``manifest.json`` records per domain documents and bytes before and after, target and achieved
+shares and the epochs used; ``stats.json`` counts every input document as written at least once or
+dropped by down-sampling. Every choice depends only on the seed and the ids, so the shards are
+byte-identical for any number of workers or input shards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import sys
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from curation.remix import (
+    BINS, DomainAssigner, RemixConfig, copies, cut_bins, domain_quotas, shuffle_keys, target_shares, unit_bins,
+)
+from curation.stats import StageStats
+from pipelines import config, io, runtime
+from pipelines.cli import add_config_arguments
+
+NAME = "remix"
+HELP = "Rebalance domains to target weights (up/down-sampling with an epoch cap), shuffle globally, write training text shards."
+
+TEXT_SHARD_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string()),
+        pa.field("text", pa.string()),
+        pa.field("domain", pa.string()),
+        pa.field("dump", pa.string()),
+        pa.field("url", pa.string()),
+        pa.field("language", pa.string()),
+        # 0 for a document's first copy, 1.. for its repeats (up-sampled domains).
+        pa.field("epoch", pa.int32()),
+    ]
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--input", nargs="+", required=True, metavar="PATH", help="document shards (the filter stage's output)")
+    p.add_argument("--output", required=True, help="folder for the text shards, manifest.json and stats.json")
+    p.add_argument("--workers", type=int, default=None, help="tasks at once (default: one per CPU)")
+    add_config_arguments(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = config.load(RemixConfig, args.config, args.overrides)
+    return remix(args.input, args.output, cfg, workers=args.workers)
+
+
+def remix(inputs: list[str], output: str, cfg: RemixConfig, workers: int | None = None) -> int:
+    if cfg.unit not in ("bytes", "documents"):
+        raise config.ConfigError(f"unit: {cfg.unit!r} is not 'bytes' or 'documents'")
+    manifest_path = io.join(output, "manifest.json")
+    files, missing = io.expand_inputs(inputs, (".parquet",))
+    files = [f for f in files if not os.path.basename(f).startswith(".")]
+    run_key = _digest({"cfg": dataclasses.asdict(cfg), "inputs": [os.path.basename(f) for f in files]})
+    if io.exists(manifest_path) and io.read_json(manifest_path).get("run_key") == run_key:
+        print(f"remix: {output} is complete (manifest.json matches); nothing to do", file=sys.stderr)
+        return 0
+    cfg_dict = dataclasses.asdict(cfg)
+    runtime.init_ray()
+    stats = StageStats(failed_files=dict(missing))
+    with runtime.Timer() as timer:
+        # 1. scan
+        scans = runtime.run_tasks(_scan_shard, [{"path": f, "cfg": cfg_dict} for f in files], desc="remix: scan", max_in_flight=workers)
+        good = []
+        for i, res in enumerate(scans):
+            if isinstance(res, runtime.TaskFailure) or isinstance(res, str):
+                stats.failed_files[files[i]] = res if isinstance(res, str) else res.error
+            else:
+                good.append(i)
+        names = DomainAssigner(cfg).names
+        sizes = {d: 0.0 for d in names}
+        docs_before = {d: 0 for d in names}
+        bytes_before = {d: 0 for d in names}
+        hist = {d: np.zeros(BINS) for d in names}
+        for i in good:
+            for d, s in scans[i].items():
+                sizes[d] += s["size"]
+                docs_before[d] += s["docs"]
+                bytes_before[d] += s["bytes"]
+                np.add.at(hist[d], np.asarray(s["bins"], dtype=np.int64), np.asarray(s["sizes"], dtype=np.float64))
+
+        # 2. plan
+        total = cfg.scale * sum(sizes.values())
+        quotas = domain_quotas(sizes, cfg.weights, total, cfg.max_epochs)
+        plan = {}
+        for d in names:
+            epochs = quotas[d] / sizes[d] if sizes[d] else 0.0
+            frac_wanted = (epochs - math.floor(epochs + 1e-12)) * sizes[d]
+            plan[d] = {"epochs": epochs, "cut": cut_bins(hist[d], frac_wanted)}
+        expected_bytes = sum(bytes_before[d] * plan[d]["epochs"] for d in names)
+        expected_docs = sum(docs_before[d] * plan[d]["epochs"] for d in names)
+        if cfg.shard_target_docs:
+            n_out = math.ceil(expected_docs / cfg.shard_target_docs)
+        else:
+            n_out = math.ceil(expected_bytes / cfg.shard_target_bytes)
+        n_out = max(1, min(n_out, int(expected_docs) or 1))
+
+        # 3. sample (pieces of an earlier, different run are removed first)
+        shuffle_dir = io.join(output, "_shuffle")
+        key_path = io.join(shuffle_dir, "run_key.json")
+        if io.exists(shuffle_dir) and (not io.exists(key_path) or io.read_json(key_path) != run_key):
+            _remove_tree(shuffle_dir)
+        io.write_json(run_key, key_path)
+        for old in io.list_shards(output) if io.exists(output) else []:
+            base = os.path.basename(old)
+            if base.startswith("shard-") and int(base[6:11]) >= n_out:
+                fs, p = io.filesystem(old)
+                fs.delete_file(p)
+        sample_tasks = [
+            {"path": files[i], "index": i, "cfg": cfg_dict, "plan": plan, "n_out": n_out, "dir": shuffle_dir, "run_key": run_key}
+            for i in good
+        ]
+        for t, res in zip(sample_tasks, runtime.run_tasks(_sample_shard, sample_tasks, desc="remix: sample", max_in_flight=workers)):
+            if isinstance(res, runtime.TaskFailure):
+                stats.failed_files[t["path"]] = res.error
+            else:
+                stats.merge(StageStats.from_dict(res))
+        done = [t["index"] for t in sample_tasks if t["path"] not in stats.failed_files]
+
+        # 4. shuffle
+        shuffle_tasks = [
+            {"bucket": b, "dir": shuffle_dir, "shards": done, "out": io.join(output, f"shard-{b:05d}.parquet"), "run_key": run_key}
+            for b in range(n_out)
+        ]
+        shards = runtime.run_tasks(_shuffle_bucket, shuffle_tasks, desc="remix: shuffle", max_in_flight=workers)
+        failed = [r for r in shards if isinstance(r, runtime.TaskFailure)]
+        if failed:
+            raise RuntimeError(f"shuffle failed: {failed[0].error}")
+
+    stats.check()
+    after_docs, after_bytes = Counter(), Counter()
+    for s in shards:
+        after_docs.update(s["domain_docs"])
+        after_bytes.update(s["domain_bytes"])
+    unit_after = after_bytes if cfg.unit == "bytes" else after_docs
+    out_total = sum(unit_after.values()) or 1
+    targets = target_shares(sizes, cfg.weights)
+    domains = {
+        d: {
+            "target_share": round(targets.get(d, 0.0), 6),
+            "achieved_share": round(unit_after[d] / out_total, 6),
+            "documents_before": docs_before[d],
+            "bytes_before": bytes_before[d],
+            "documents_after": int(after_docs[d]),
+            "bytes_after": int(after_bytes[d]),
+            "epochs": round(plan[d]["epochs"], 6),
+            "capped_at_max_epochs": bool(sizes[d] and plan[d]["epochs"] >= cfg.max_epochs - 1e-9),
+        }
+        for d in names
+        if docs_before[d]
+    }
+    manifest = {
+        "run_key": run_key,
+        "seed": cfg.seed,
+        "unit": cfg.unit,
+        "inputs": files,
+        "documents_before": stats.input,
+        "documents_after": int(sum(after_docs.values())),
+        "bytes_after": int(sum(after_bytes.values())),
+        "domains": domains,
+        "shards": [{"path": os.path.basename(t["out"]), "documents": s["documents"], "bytes": s["bytes"]} for t, s in zip(shuffle_tasks, shards)],
+        "config": cfg_dict,
+    }
+    io.write_json(stats.to_dict(), io.join(output, "stats.json"))
+    io.write_json(manifest, manifest_path)
+    _remove_tree(shuffle_dir)
+    runtime.print_summary(NAME, stats, timer.seconds, {"shards written": n_out, "documents written": manifest["documents_after"], "MB written": manifest["bytes_after"] / 1e6})
+    for d, m in domains.items():
+        print(f"  {d:<14} target {m['target_share']:6.1%}  achieved {m['achieved_share']:6.1%}  epochs {m['epochs']:.2f}"
+              f"  docs {m['documents_before']:,} -> {m['documents_after']:,}", file=sys.stderr)
+    return 1 if stats.failed_files else 0
+
+
+# ---- tasks ------------------------------------------------------------------------------------
+
+def _cfg(d: dict) -> RemixConfig:
+    return config.build(RemixConfig, d)
+
+
+def _read_docs(path: str, cfg: RemixConfig) -> tuple[pa.Table, list[str], np.ndarray]:
+    """The documents of a shard, their domains and sizes in the mixture's unit."""
+    table = io.read_parquet(path)
+    for col in ("id", "text"):
+        if col not in table.column_names:
+            raise ValueError(f"{path}: no {col!r} column")
+    assign = DomainAssigner(cfg)
+    urls = table.column("url").to_pylist() if "url" in table.column_names else [None] * table.num_rows
+    titles = [None] * table.num_rows
+    if "metadata" in table.column_names and pa.types.is_struct(table.schema.field("metadata").type):
+        meta = table.column("metadata").combine_chunks()
+        if meta.type.get_field_index("title") >= 0:
+            titles = meta.field("title").to_pylist()
+    texts = table.column("text").to_pylist()
+    domains = [assign(u, t, ti) for u, t, ti in zip(urls, texts, titles)]
+    nbytes = pc.binary_length(pc.cast(table.column("text"), pa.binary())).to_numpy(zero_copy_only=False).astype(np.int64)
+    return table, domains, nbytes
+
+
+def _scan_shard(task: dict) -> dict | str:
+    cfg = _cfg(task["cfg"])
+    try:
+        table, domains, nbytes = _read_docs(task["path"], cfg)
+    except (OSError, ValueError, pa.ArrowInvalid) as e:
+        return f"not a readable document shard: {str(e).splitlines()[0][:300]}"
+    bins = unit_bins(cfg.seed, table.column("id").to_pylist())
+    sizes = nbytes if cfg.unit == "bytes" else np.ones(len(nbytes), dtype=np.int64)
+    dom = np.array(domains, dtype=object)
+    out = {}
+    for d in sorted(set(domains)):
+        sel = dom == d
+        ub, inv = np.unique(bins[sel], return_inverse=True)
+        out[d] = {
+            "docs": int(sel.sum()), "bytes": int(nbytes[sel].sum()), "size": float(sizes[sel].sum()),
+            "bins": ub.tolist(), "sizes": np.bincount(inv, weights=sizes[sel].astype(np.float64)).tolist(),
+        }
+    return out
+
+
+def _sample_shard(task: dict) -> dict:
+    """Write this shard's copies into the key-range folders; returns its StageStats."""
+    marker = io.join(task["dir"], "_done", f"{task['index']:05d}.json")
+    if io.exists(marker):
+        done = io.read_json(marker)
+        if done.get("run_key") == task["run_key"]:
+            return done["stats"]
+    cfg = _cfg(task["cfg"])
+    table, domains, nbytes = _read_docs(task["path"], cfg)
+    ids = table.column("id").to_pylist()
+    bins = unit_bins(cfg.seed, ids)
+    plan = task["plan"]
+    n = np.zeros(len(ids), dtype=np.int64)
+    dom = np.array(domains, dtype=object)
+    for d in set(domains):
+        sel = np.flatnonzero(dom == d)
+        n[sel] = copies(plan[d]["epochs"], bins[sel], plan[d]["cut"])
+    stats = StageStats()
+    stats.seen(len(ids))
+    stats.kept(int((n > 0).sum()))
+    for d, k in zip(domains, n):
+        if k == 0:
+            stats.drop("remix_zero_weight" if cfg.weights.get(d, 0) <= 0 else "remix_downsampled")
+    rows = np.repeat(np.arange(len(ids)), n)
+    epoch = (np.arange(len(rows)) - np.repeat(np.cumsum(n) - n, n)).astype(np.int32)
+    row_ids = [ids[r] for r in rows.tolist()]
+    keys = shuffle_keys(cfg.seed, row_ids, epoch)
+    stats.add("copies_written", len(rows))
+    stats.add("bytes_written", int(nbytes[rows].sum()))
+    cols = {c: table.column(c) if c in table.column_names else pa.nulls(table.num_rows, pa.string()) for c in ("dump", "url", "language")}
+    take = pa.array(rows, pa.int64())
+    out = pa.table(
+        {
+            "id": pa.array(row_ids, pa.string()),
+            "text": table.column("text").take(take),
+            "domain": pa.array([domains[r] for r in rows.tolist()], pa.string()),
+            "dump": cols["dump"].take(take).cast(pa.string()),
+            "url": cols["url"].take(take).cast(pa.string()),
+            "language": cols["language"].take(take).cast(pa.string()),
+            "epoch": pa.array(epoch, pa.int32()),
+            "key": pa.array(keys, pa.uint64()),
+        }
+    )
+    bucket = ((keys >> np.uint64(32)) * np.uint64(task["n_out"])) >> np.uint64(32)
+    for b in np.unique(bucket).tolist():
+        piece = out.filter(pa.array(bucket == b))
+        _write_arrow(piece, io.join(task["dir"], f"b={b:05d}", f"{task['index']:05d}.arrow"))
+    io.write_json({"run_key": task["run_key"], "stats": stats.to_dict()}, marker)
+    return stats.to_dict()
+
+
+def _shuffle_bucket(task: dict) -> dict:
+    folder = io.join(task["dir"], f"b={task['bucket']:05d}")
+    pieces = [io.join(folder, f"{i:05d}.arrow") for i in task["shards"]]
+    tables = [_read_arrow(p) for p in pieces if io.exists(p)]
+    if tables:
+        t = pa.concat_tables(tables)
+        order = pc.sort_indices(t, sort_keys=[("key", "ascending"), ("id", "ascending"), ("epoch", "ascending")])
+        t = t.take(order).drop_columns(["key"]).select(TEXT_SHARD_SCHEMA.names).cast(TEXT_SHARD_SCHEMA)
+    else:
+        t = TEXT_SHARD_SCHEMA.empty_table()
+    io.write_parquet(t, task["out"])
+    nbytes = pc.binary_length(pc.cast(t.column("text"), pa.binary())).to_numpy(zero_copy_only=False) if t.num_rows else np.zeros(0, np.int64)
+    doms = t.column("domain").to_pylist()
+    dd, db = Counter(doms), Counter()
+    for d, b in zip(doms, nbytes.tolist()):
+        db[d] += b
+    return {"documents": t.num_rows, "bytes": int(nbytes.sum()), "domain_docs": dict(dd), "domain_bytes": dict(db)}
+
+
+# ---- helpers ----------------------------------------------------------------------------------
+
+def _write_arrow(table: pa.Table, path: str) -> None:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, table.schema, options=pa.ipc.IpcWriteOptions(compression="zstd")) as w:
+        w.write_table(table)
+    io.write_bytes(sink.getvalue().to_pybytes(), path)
+
+
+def _read_arrow(path: str) -> pa.Table:
+    with io.open_input(path) as f:
+        return pa.ipc.open_file(pa.py_buffer(f.read())).read_all()
+
+
+def _remove_tree(path: str) -> None:
+    fs, p = io.filesystem(path)
+    try:
+        fs.delete_dir(p)
+    except (OSError, FileNotFoundError):
+        pass
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.blake2b(json.dumps(obj, sort_keys=True, default=str).encode(), digest_size=8).hexdigest()
