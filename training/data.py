@@ -8,7 +8,8 @@ The loader defines ONE global stream of packed rows, the same whatever the numbe
   - inside a row group the documents are shuffled from ``seed``, the epoch and the unit, and
     concatenated after the tokens left over from the previous unit;
   - the token stream is cut into rows of ``seq_len + 1`` tokens with stride ``seq_len`` (inputs
-    ``row[:-1]``, labels ``row[1:]``), so every token but the first is a target once.
+    ``row[:-1]``, labels ``row[1:]``), so every token but the first is a target once; the rows
+    of a unit are served in an order shuffled from the seed, so a batch mixes documents.
 Rank r of W keeps global rows r, r+W, r+2W, ... (sharding by rank). A global batch of G rows is
 therefore the same set of rows on 1 or on W ranks, which is what makes losses independent of
 the world size. Every rank walks the stream's offsets, but only copies its own rows.
@@ -116,6 +117,12 @@ class TokenShardLoader:
             docs = values[offsets[0]:offsets[-1]]
         self._stream = np.concatenate([self._unit_leftover, docs.astype(np.uint32, copy=False)])
         self._n_rows = max(0, (len(self._stream) - 1) // self.seq_len)
+        # Rows of one document would otherwise sit side by side in a batch: serve the unit's
+        # rows in a shuffled order (a shuffle window of one row group).
+        if self.shuffle:
+            self._row_order = np.random.default_rng([self.seed, self._epoch, int(self._order[self._unit]), 1]).permutation(self._n_rows)
+        else:
+            self._row_order = np.arange(self._n_rows)
 
     def _advance_unit(self) -> bool:
         """Move to the next unit, carrying the tail of this one. False at the end (no loop)."""
@@ -147,7 +154,7 @@ class TokenShardLoader:
             for j in range(k):
                 g = self._rows_served + taken + j  # global row number
                 if g % self.world_size == self.rank:
-                    s = (self._row_offset + j) * self.seq_len
+                    s = int(self._row_order[self._row_offset + j]) * self.seq_len
                     mine.append(self._stream[s:s + self.seq_len + 1])
             taken += k
             self._row_offset += k
