@@ -122,6 +122,14 @@ def resolve(cfg: DedupConfig) -> DedupConfig:
     return cfg
 
 
+def _peak_rss_mb() -> float:
+    """Peak resident memory of this process (a Ray worker is reused, so: over its tasks so far)."""
+    import resource
+
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(kb / 1024 if sys.platform != "darwin" else kb / 2**20, 1)
+
+
 # ---------------------------------------------------------------------------------------------
 # Phase 1: dumps
 
@@ -185,7 +193,7 @@ def _signatures(task: dict[str, Any]) -> dict[str, Any]:
         schema=NODE_SCHEMA,
     )
     io.write_parquet(node_table, nodes_path)  # last: its existence marks the shard complete
-    return {"skipped": False, "docs": n}
+    return {"skipped": False, "docs": n, "rss_mb": _peak_rss_mb()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,7 +227,7 @@ def _candidates(task: dict[str, Any]) -> dict[str, Any]:
     ur = r[first][np.searchsorted(un, u)].astype(np.int32)
     vr = r[first][np.searchsorted(un, v)].astype(np.int32)
     io.write_parquet(pa.table({"u": u, "v": v, "u_rank": ur, "v_rank": vr}), out)
-    return {"skipped": False, "edges": len(u), "band_rows": len(k)}
+    return {"skipped": False, "edges": len(u), "band_rows": len(k), "rss_mb": _peak_rss_mb()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -387,9 +395,12 @@ def dedup(inputs: list[str], output: str, cfg: DedupConfig, index: str | None = 
         }
         for i in good
     ]
+    rss = [0.0]
     for t, res in zip(tasks, run_tasks(_signatures, tasks, desc="dedup: signatures")):
         if isinstance(res, TaskFailure):
             stats.failed_files[t["path"]] = res.error
+        else:
+            rss.append(res.get("rss_mb", 0.0))
     ok = [t for t in tasks if t["path"] not in stats.failed_files]
 
     # 3. candidates, one task per partition over every generation's band files
@@ -412,6 +423,7 @@ def dedup(inputs: list[str], output: str, cfg: DedupConfig, index: str | None = 
     failed = [r for r in cand if isinstance(r, TaskFailure)]
     if failed:
         raise RuntimeError(f"candidate partitions failed: {failed[0].error}")
+    rss.extend(r.get("rss_mb", 0.0) for r in cand)
 
     # 4. clusters and the keep rule
     edges = [io.read_parquet(t["edges_path"]) for t in part_tasks]
@@ -511,6 +523,8 @@ def dedup(inputs: list[str], output: str, cfg: DedupConfig, index: str | None = 
     io.write_json(generations, lay["generations"])
     timer.__exit__()
     stats.add("seconds", round(timer.seconds, 3))
+    stats.add("peak_worker_rss_mb", max(rss))
+    stats.add("driver_peak_rss_mb", _peak_rss_mb())
     summary = stats.to_dict()
     if verified is not None:
         hist, edges_ = np.histogram(verified, bins=20, range=(0.0, 1.0))

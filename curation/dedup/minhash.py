@@ -43,9 +43,9 @@ _NS = (
     "\uac00-\ud7af\uf900-\ufaff\U00020000-\U0002fa1f"
 )
 # A token: one character of a script without spaces, or a run of other letters and digits.
-_TOKEN = re.compile(f"[{_NS}]|[^\\W_{_NS}]+")
+_TOKEN = re.compile(f"[^\\W_{_NS}]+|[{_NS}]")
 # With punctuation kept: the same, plus runs of anything else that is not white space.
-_TOKEN_PUNCT = re.compile(f"[{_NS}]|[^\\W_{_NS}]+|[^\\w\\s]+|_+")
+_TOKEN_PUNCT = re.compile(f"[^\\W_{_NS}]+|[{_NS}]|[^\\w\\s]+|_+")
 _DIGIT = re.compile(r"\d")
 
 
@@ -140,12 +140,29 @@ def _powers_for(n: int) -> tuple[np.ndarray, np.ndarray]:
     return _powers(size)
 
 
+_GROUP_CHARS = 1 << 20  # characters hashed together: bounds the power tables to 8 MiB each
+
+
 def shingle_hashes(normalized: Sequence[str], ngram: int) -> tuple[np.ndarray, np.ndarray]:
-    """32-bit hashes of every shingle of every normalised text, in one vectorised pass.
+    """32-bit hashes of every shingle of every normalised text, in vectorised passes.
 
     Returns ``(hashes uint32, counts int64)``: the shingles of text ``i`` are the ``counts[i]``
     values after the first ``counts[:i].sum()``, in text order.
     """
+    hs, cs, group, size = [], [], [], 0
+    for s in normalized:
+        if group and size + len(s) > _GROUP_CHARS:
+            h, c = _shingle_hashes(group, ngram)
+            hs.append(h), cs.append(c)
+            group, size = [], 0
+        group.append(s)
+        size += len(s) + 1
+    h, c = _shingle_hashes(group, ngram)
+    hs.append(h), cs.append(c)
+    return np.concatenate(hs), np.concatenate(cs)
+
+
+def _shingle_hashes(normalized: Sequence[str], ngram: int) -> tuple[np.ndarray, np.ndarray]:
     ntok = np.fromiter((len(s) and s.count(" ") + 1 for s in normalized), dtype=np.int64, count=len(normalized))
     counts = np.where(ntok > 0, np.maximum(ntok - ngram + 1, 1), 0)
     if counts.sum() == 0:
@@ -208,7 +225,7 @@ def _fmix32(h: np.ndarray) -> np.ndarray:
 
 
 MAX_HASH = np.iinfo(U32).max
-_CHUNK = 1 << 15  # shingles per block: the (block x num_perm) uint32 matrix stays in cache-ish sizes
+_CHUNK = 1 << 14  # shingles per block: a (num_perm x block) uint32 buffer of 7 MiB
 
 
 def minhash_signatures(hashes: np.ndarray, counts: np.ndarray, num_perm: int, seed: int) -> np.ndarray:
@@ -226,18 +243,22 @@ def minhash_signatures(hashes: np.ndarray, counts: np.ndarray, num_perm: int, se
     ends = np.cumsum(counts)
     starts = ends - counts
     nonempty = np.flatnonzero(counts > 0)
+    # One (num_perm x block) buffer reused for every block: the reduction runs along contiguous
+    # rows (~3x faster than the transposed layout) and the block stays in cache.
+    buf = np.empty((num_perm, _CHUNK), dtype=U32)
+    a_col, b_col = a[:, None], b[:, None]
     i = 0
     while i < len(nonempty):
         # Take whole documents until the block holds about _CHUNK shingles.
         lo = starts[nonempty[i]]
-        j = int(np.searchsorted(ends[nonempty], lo + _CHUNK, side="right"))
-        j = max(j, i + 1)
+        j = max(int(np.searchsorted(ends[nonempty], lo + _CHUNK, side="right")), i + 1)
         docs = nonempty[i:j]
         hi = ends[docs[-1]]
+        block = buf[:, : hi - lo] if hi - lo <= _CHUNK else np.empty((num_perm, hi - lo), dtype=U32)
         with np.errstate(over="ignore"):
-            block = np.multiply.outer(mixed[lo:hi], a)
-            block += b
-        out[docs] = np.minimum.reduceat(block, starts[docs] - lo, axis=0)
+            np.multiply(a_col, mixed[None, lo:hi], out=block)
+            np.add(block, b_col, out=block)
+        out[docs] = np.minimum.reduceat(block, starts[docs] - lo, axis=1).T
         i = j
     return out
 
