@@ -125,23 +125,28 @@ FAILS = {
 }
 
 
-def _english_keepers(sample_docs) -> list[dict]:
-    return [d for d in sample_docs.values() if d["language"] == "en" and first_failed_rule(signals_of(d), CFG) is None]
+@pytest.fixture(scope="module")
+def sample_signals(sample_docs) -> dict[str, dict]:
+    return {url: signals_of(d) for url, d in sample_docs.items()}
+
+
+@pytest.fixture(scope="module")
+def english_keepers(sample_docs, sample_signals) -> list[dict]:
+    return [d for u, d in sample_docs.items() if d["language"] == "en" and first_failed_rule(sample_signals[u], CFG) is None]
 
 
 @pytest.mark.parametrize("rule", sorted(FAILS))
-def test_rule_fails_its_real_example_and_passes_good_text(sample_docs, rule):
-    assert RULE[rule](signals_of(sample_docs[FAILS[rule]]), CFG), f"{FAILS[rule]} should fail {rule}"
-    keepers = _english_keepers(sample_docs)
-    assert len(keepers) >= 50
-    for doc in keepers[:20] + [sample_docs[u] for u in GOOD_CHINESE]:
-        assert not RULE[rule](signals_of(doc), CFG), f"{doc['url']} should pass {rule}"
+def test_rule_fails_its_real_example_and_passes_good_text(sample_signals, english_keepers, rule):
+    assert RULE[rule](sample_signals[FAILS[rule]], CFG), f"{FAILS[rule]} should fail {rule}"
+    assert len(english_keepers) >= 50
+    for url in [d["url"] for d in english_keepers[:20]] + GOOD_CHINESE:
+        assert not RULE[rule](sample_signals[url], CFG), f"{url} should pass {rule}"
 
 
-def test_javascript_notice_rule(sample_docs):
+def test_javascript_notice_rule(english_keepers):
     # No page of the sample is mostly javascript notices; a real article padded with the
     # notices such pages repeat must fail, and the article alone must pass.
-    doc = _english_keepers(sample_docs)[0]
+    doc = english_keepers[0]
     assert not RULE["c4_javascript"](signals_of(doc), CFG)
     n_lines = len([ln for ln in doc["text"].split("\n") if ln.strip()])
     noisy = dict(doc, text=doc["text"] + "\nPlease enable JavaScript to view the comments.\n" * max(2, n_lines // 4))
