@@ -64,3 +64,31 @@ dedup-corpus: install
 
 bench-dedup: install dedup-corpus
 	$(PY) benchmarks/bench_dedup.py --corpus build/dedup/corpus
+
+## ---- pretrain (issue 6) ----
+.PHONY: pretrain plot-run model-sizes bench-train bench-gpu
+# Token shards to train on: the tokenize stage's output, or (default) the bundled sample through
+# a small BPE (`python -m training.sample_data`). make pretrain NPROC=2 runs torchrun (gloo on CPU).
+NPROC         ?= 2
+MODEL         ?= tiny
+PRETRAIN_DATA ?= build/sample-tokens
+TOKENIZER     ?= $(PRETRAIN_DATA)/tokenizer.json
+PRETRAIN_ARGS ?= --seq-len 256 --micro-batch 4 --batch 8192 --train-tokens 400000 --warmup-steps 5 --lr 3e-3 --eval-every 10 --checkpoint-every 20
+pretrain: install
+	@ls $(PRETRAIN_DATA)/*.parquet >/dev/null 2>&1 || $(PY) -m training.sample_data $(PRETRAIN_DATA)
+	$(PY) -m pipelines pretrain --launcher torchrun --nproc $(NPROC) --data $(PRETRAIN_DATA) --tokenizer $(TOKENIZER) \
+	  --model $(MODEL) --output $(OUT)/pretrain $(PRETRAIN_ARGS) $(if $(RESUME),--resume)
+
+plot-run: install
+	$(PY) -m pipelines plot-run $(OUT)/pretrain
+
+# Parameters and FLOPs/token of every named config (7b and 67b built on the meta device).
+model-sizes: install
+	$(PY) -m training.model
+
+bench-train: install
+	$(PY) benchmarks/bench_train.py
+
+# One GPU: the 1b config in bf16 with torch.compile, tokens/s and MFU (< 5 min on an H200).
+bench-gpu: install
+	$(PY) benchmarks/bench_gpu.py
