@@ -299,7 +299,8 @@ def _shuffle_bucket(task: dict) -> dict:
     if tables:
         t = pa.concat_tables(tables)
         order = pc.sort_indices(t, sort_keys=[("key", "ascending"), ("id", "ascending"), ("epoch", "ascending")])
-        t = t.take(order).drop_columns(["key"]).select(TEXT_SHARD_SCHEMA.names).cast(TEXT_SHARD_SCHEMA)
+        # One chunk: the file then does not depend on how the pieces were split across inputs.
+        t = t.take(order).drop_columns(["key"]).select(TEXT_SHARD_SCHEMA.names).cast(TEXT_SHARD_SCHEMA).combine_chunks()
     else:
         t = TEXT_SHARD_SCHEMA.empty_table()
     io.write_parquet(t, task["out"])
