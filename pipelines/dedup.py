@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 
 from curation.dedup import DedupConfig
 from curation.dedup import clusters as cl
+from curation.dedup import lines as ln
 from curation.dedup import minhash as mh
 from curation.schema import validate
 from curation.stats import StageStats
@@ -143,10 +144,56 @@ def _scan_dumps(path: str) -> list[str] | str:
 
 
 # ---------------------------------------------------------------------------------------------
+# Phase 1b (optional): string level - count lines across documents, find the frequent ones
+
+
+def _line_counts(task: dict[str, Any]) -> int:
+    """Per shard: each distinct line hash with the number of documents carrying it, partitioned."""
+    cfg: DedupConfig = task["cfg"]
+    folder, P = task["folder"], cfg.partitions
+    last = io.join(folder, f"p={P - 1:04d}", task["name"])
+    if io.exists(last):
+        return 0
+    texts = io.read_parquet(task["path"], columns=["text"]).column("text").to_pylist()
+    per_doc = [ln.line_hashes(t or "", cfg.line_min_chars) for t in texts]
+    allh = np.concatenate(per_doc) if per_doc else np.zeros(0, np.uint64)
+    h, c = np.unique(allh, return_counts=True)
+    part = (h % np.uint64(P)).astype(np.int64)
+    for p in range(P):  # in order: the last partition's file marks the shard complete
+        sel = part == p
+        io.write_parquet(pa.table({"hash": h[sel], "docs": c[sel].astype(np.int64)}), io.join(folder, f"p={p:04d}", task["name"]))
+    return len(h)
+
+
+def _line_frequent(task: dict[str, Any]) -> np.ndarray:
+    hs, cs = [], []
+    for f in task["files"]:
+        t = io.read_parquet(f)
+        hs.append(t.column("hash").to_numpy())
+        cs.append(t.column("docs").to_numpy())
+    if not hs:
+        return np.zeros(0, np.uint64)
+    h, inv = np.unique(np.concatenate(hs), return_inverse=True)
+    total = np.bincount(inv, weights=np.concatenate(cs))
+    return h[total >= task["min_docs"]]
+
+
+def _strip(texts: list, frequent: np.ndarray, cfg: DedupConfig) -> tuple[list, int]:
+    if len(frequent) == 0:
+        return texts, 0
+    out, removed = [], 0
+    for t in texts:
+        new, n = ln.remove_repeated_lines(t or "", frequent, cfg.line_min_chars)
+        out.append(new)
+        removed += n
+    return out, removed
+
+
+# ---------------------------------------------------------------------------------------------
 # Phase 2: signatures and band files
 
 
-def _signatures(task: dict[str, Any]) -> dict[str, Any]:
+def _signatures(task: dict[str, Any], frequent: np.ndarray) -> dict[str, Any]:
     cfg: DedupConfig = task["cfg"]
     nodes_path = task["nodes_path"]
     if io.exists(nodes_path):
@@ -159,7 +206,9 @@ def _signatures(task: dict[str, Any]) -> dict[str, Any]:
     base = (task["gen"] << GEN_SHIFT) | (task["shard"] << SHARD_SHIFT)
     nodes = base + np.arange(n, dtype=np.int64)
     dump_code = np.array([task["dump_codes"][d or ""] for d in table.column("dump").to_pylist()], dtype=np.uint16)
-    texts = table.column("text").to_pylist()
+    texts, _ = _strip(table.column("text").to_pylist(), frequent, cfg)
+    # A document that was nothing but repeated lines is dropped at write time; it takes no part.
+    alive = np.array([bool(t and t.strip()) for t in texts], dtype=bool)
     K, B, R = cfg.minhash.num_perm, cfg.minhash.bands, cfg.minhash.rows
     exact = np.zeros(n, dtype=np.uint64)
     sigs = np.zeros((n, K), dtype=np.uint32)
@@ -171,10 +220,10 @@ def _signatures(task: dict[str, Any]) -> dict[str, Any]:
         sigs[lo : lo + len(norm)] = mh.minhash_signatures(h, counts, K, cfg.minhash.seed)
         nsh[lo : lo + len(norm)] = counts
     band = mh.lsh_band_keys(sigs, B, R)
-    has = nsh > 0  # a text with no token has no shingle: only its exact key takes part
-    keys = np.concatenate([band[has].ravel(), mh.exact_band_key(exact)])
-    knodes = np.concatenate([np.repeat(nodes[has], B), nodes])
-    kdump = np.concatenate([np.repeat(dump_code[has], B), dump_code])
+    has = (nsh > 0) & alive  # a text with no token has no shingle: only its exact key takes part
+    keys = np.concatenate([band[has].ravel(), mh.exact_band_key(exact[alive])])
+    knodes = np.concatenate([np.repeat(nodes[has], B), nodes[alive]])
+    kdump = np.concatenate([np.repeat(dump_code[has], B), dump_code[alive]])
     part = (keys % np.uint64(cfg.partitions)).astype(np.int64)
     o = np.lexsort((knodes, keys, part))
     keys, knodes, kdump, part = keys[o], knodes[o], kdump[o], part[o]
@@ -262,7 +311,7 @@ def _verify(task: dict[str, Any]) -> np.ndarray:
 # Phase 5: write kept documents
 
 
-def _write(task: dict[str, Any]) -> StageStats:
+def _write(task: dict[str, Any], frequent: np.ndarray) -> StageStats:
     stats = StageStats()
     table = io.read_parquet(task["path"])
     validate(table.schema)
@@ -276,9 +325,24 @@ def _write(task: dict[str, Any]) -> StageStats:
             stats.drop(name, c)
     keep = np.ones(n, dtype=bool)
     keep[removed_rows] = False
+    if len(frequent):
+        old = table.column("text").to_pylist()
+        texts, n_lines = _strip(old, frequent, task["cfg"])
+        changed = np.array([a is not b and a != b for a, b in zip(texts, old)], dtype=bool)
+        empty = np.array([not (t and t.strip()) for t in texts], dtype=bool) & keep
+        stats.add("lines_removed", n_lines)
+        stats.add("documents_with_lines_removed", int((changed & keep & ~empty).sum()))
+        stats.add("characters_removed", sum(len(a) - len(b) for a, b, k in zip(old, texts, keep & ~empty) if k))
+        if empty.any():
+            stats.drop("boilerplate_only", int(empty.sum()))
+        keep &= ~empty
+        table = table.set_column(table.column_names.index("text"), "text", pa.array(texts, pa.string()))
     stats.kept(int(keep.sum()))
-    for dump, c in Counter(table.column("dump").to_pylist()).items():
+    dumps = table.column("dump").to_pylist()
+    for dump, c in Counter(dumps).items():
         stats.add(f"input_docs:{dump}", c)
+    for dump, c in Counter(d for d, k in zip(dumps, keep) if k).items():
+        stats.add(f"kept_docs:{dump}", c)
     if io.exists(task["out"]):
         return stats
     cluster = [None] * n
@@ -385,6 +449,24 @@ def dedup(inputs: list[str], output: str, cfg: DedupConfig, index: str | None = 
     all_dumps = sorted(set(gen_dump_list).union(*[g["dumps"] for g in generations]))
     age_rank = {d: i for i, d in enumerate(all_dumps)}  # CC-MAIN-YYYY-WW names sort by age
 
+    # 1b. string level: lines repeated in at least line_repeat_min documents of this run
+    frequent = np.zeros(0, np.uint64)
+    if cfg.line_repeat_min > 0:
+        lines_dir = io.join(output, "work", "lines")
+        ltasks = [{"cfg": cfg, "path": shards[i], "name": f"part-{i:05d}.parquet", "folder": lines_dir} for i in good]
+        for t, res in zip(ltasks, run_tasks(_line_counts, ltasks, desc="dedup: line counts")):
+            if isinstance(res, TaskFailure):
+                stats.failed_files[t["path"]] = res.error
+        names = {t["name"] for t in ltasks if t["path"] not in stats.failed_files}
+        ftasks = [{"files": [f for f in io.list_shards(io.join(lines_dir, f"p={p:04d}")) if os.path.basename(f) in names],
+                   "min_docs": cfg.line_repeat_min} for p in range(cfg.partitions)]
+        res = run_tasks(_line_frequent, ftasks, desc="dedup: frequent lines")
+        if any(isinstance(r, TaskFailure) for r in res):
+            raise RuntimeError("counting repeated lines failed")
+        frequent = np.sort(np.concatenate(res))
+        stats.add("frequent_lines", len(frequent))
+        good = [i for i in good if shards[i] not in stats.failed_files]
+
     # 2. signatures
     tasks = [
         {
@@ -396,7 +478,7 @@ def dedup(inputs: list[str], output: str, cfg: DedupConfig, index: str | None = 
         for i in good
     ]
     rss = [0.0]
-    for t, res in zip(tasks, run_tasks(_signatures, tasks, desc="dedup: signatures")):
+    for t, res in zip(tasks, run_tasks(_signatures, tasks, desc="dedup: signatures", args=(frequent,))):
         if isinstance(res, TaskFailure):
             stats.failed_files[t["path"]] = res.error
         else:
@@ -507,11 +589,11 @@ def dedup(inputs: list[str], output: str, cfg: DedupConfig, index: str | None = 
         rm = mine & removed
         kc = mine & kept_mask
         wtasks.append({
-            "path": t["path"], "out": io.join(output, "documents", t["name"]),
+            "cfg": cfg, "path": t["path"], "out": io.join(output, "documents", t["name"]),
             "removed_rows": row_of[rm], "removed_reasons": reasons[rm],
             "cluster_rows": row_of[kc].tolist(), "cluster_ids": ids[kc].tolist(), "cluster_sizes": sizes[labels[kc]].tolist(),
         })
-    for t, res in zip(wtasks, run_tasks(_write, wtasks, desc="dedup: write")):
+    for t, res in zip(wtasks, run_tasks(_write, wtasks, desc="dedup: write", args=(frequent,))):
         if isinstance(res, TaskFailure):
             stats.failed_files[t["path"]] = res.error
         else:
@@ -581,6 +663,9 @@ def _per_dump(stats: StageStats, members: np.ndarray, is_new: np.ndarray, dumps:
     for i in np.flatnonzero(is_new & (reasons > 0)):
         d = str(dumps[i])
         out.setdefault(d, {"input": 0, "exact_duplicate": 0, "near_duplicate": 0})[REASONS[int(reasons[i])]] += 1
-    for d in out.values():
-        d["kept"] = d["input"] - d["exact_duplicate"] - d["near_duplicate"]
+    for name, d in out.items():
+        d["kept"] = int(stats.counters.get(f"kept_docs:{name}", 0))
+        other = d["input"] - d["exact_duplicate"] - d["near_duplicate"] - d["kept"]
+        if other:
+            d["boilerplate_only"] = other
     return dict(sorted(out.items()))

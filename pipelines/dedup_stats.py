@@ -262,6 +262,6 @@ def _html(r: dict[str, Any], figs: dict[str, bytes]) -> str:
         "<h2>Plots</h2>", img,
         "<h2>Most duplicated domains</h2>", _table(["domain", "removed copies"], [list(x) for x in r["top_domains"]]),
         "<h2>Most duplicated URLs</h2>", _table(["kept URL", "removed copies"], [list(x) for x in r["top_urls"]]),
-        "<h2>Counters</h2>", _table(["counter", "value"], [[k, v] for k, v in r["counters"].items() if not k.startswith("input_docs:")]),
+        "<h2>Counters</h2>", _table(["counter", "value"], [[k, v] for k, v in r["counters"].items() if not k.startswith(("input_docs:", "kept_docs:"))]),
     ]
     return "\n".join(parts)

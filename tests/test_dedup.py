@@ -274,3 +274,31 @@ def test_index_refuses_other_settings(ray_session, corpus, tmp_path):
     assert dedup(inputs[:1], str(tmp_path / "A"), DedupConfig(partitions=4), index=str(idx)) == 0
     with pytest.raises(ConfigError):
         dedup(inputs[1:], str(tmp_path / "B"), DedupConfig(partitions=4, minhash=mh.MinHashConfig(bands=12, rows=9)), index=str(idx))
+
+
+def test_repeated_lines_removed_at_string_level(ray_session, corpus, tmp_path):
+    """Header/footer lines the re-crawls added (e.g. "Skip to content") go from every document."""
+    from curation.dedup.lines import line_hashes, remove_repeated_lines
+    from pipelines.dedup import dedup
+
+    docs, inputs = corpus
+    boiler = "Privacy policy · Terms of use"
+    carriers = [d for d in docs if boiler in d["text"].split("\n")]
+    assert len(carriers) >= 3
+    # The library: counted once per document, removed where frequent.
+    h = np.sort(line_hashes(boiler + "\n" + boiler.upper(), 10))
+    assert len(h) == 1
+    text, n = remove_repeated_lines(carriers[0]["text"], h, 10)
+    assert n == 1 and boiler not in text
+    out = tmp_path / "out"
+    assert dedup(inputs, str(out), DedupConfig(partitions=4, line_repeat_min=3, line_min_chars=10)) == 0
+    stats = io.read_json(str(out / "stats.json"))
+    StageStats.from_dict(stats).check()
+    c = stats["counters"]
+    assert c["frequent_lines"] >= 1 and c["lines_removed"] >= len(carriers)
+    kept = pq.read_table(out / "documents", columns=["text"]).column("text").to_pylist()
+    assert not any(boiler in t.split("\n") for t in kept)
+    # Real content lines (unique to one page) survive.
+    assert sum(len(t) for t in kept) > 0.3 * sum(len(d["text"]) for d in docs)
+    per_dump = stats["dedup"]["per_dump"]
+    assert sum(v["kept"] for v in per_dump.values()) == stats["output"]
