@@ -215,3 +215,19 @@ def test_pretrain_stage_cli_stats_skip_and_plot(shards, tmp_path):
     assert main(["plot-run", str(out)]) == 0
     for png in ("loss.png", "lr.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_ray_train_launcher_runs_the_same_loop(shards, tmp_path, ray_session):
+    """Ray Train's TorchTrainer, 2 workers over gloo: the losses of the torchrun launcher."""
+    from pipelines.config import to_dict
+    from pipelines.pretrain import launch
+
+    cfgs = {}
+    for launcher in ("ray", "torchrun"):
+        cfg = _cfg(shards, str(tmp_path / launcher), max_steps=3, cpu_threads=1)
+        assert launch(to_dict(cfg), 2, launcher) == 0
+        cfgs[launcher] = _losses(cfg.run_dir)
+    assert sorted(cfgs["ray"]) == [1, 2, 3]
+    for step, loss in cfgs["torchrun"].items():
+        assert cfgs["ray"][step] == pytest.approx(loss, rel=1e-5, abs=1e-5)
