@@ -100,12 +100,6 @@ def build_config(args: argparse.Namespace):
     return config_mod.load(TrainConfig, args.config, over)
 
 
-def _ray_worker(config: dict[str, Any]) -> None:
-    from training.trainer import main
-
-    main(config)
-
-
 def launch(cfg_dict: dict[str, Any], nproc: int, launcher: str, entry_module: str = "training.trainer") -> int:
     """Run ``entry_module``'s ``main(config)`` on ``nproc`` ranks; returns an exit status.
 
@@ -157,7 +151,7 @@ def _launch_ray(cfg_dict: dict[str, Any], nproc: int, entry_module: str) -> int:
     if not use_gpu and not cfg.get("cpu_threads"):
         cfg["cpu_threads"] = max(1, int(ray.cluster_resources().get("CPU", 1)) // nproc)
     trainer = TorchTrainer(
-        lambda c: entry(c),
+        entry,
         train_loop_config=cfg,
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=nproc, use_gpu=use_gpu),

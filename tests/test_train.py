@@ -215,6 +215,17 @@ def test_pretrain_stage_cli_stats_skip_and_plot(shards, tmp_path):
     assert main(["plot-run", str(out)]) == 0
     for png in ("loss.png", "lr.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The trained checkpoint exported by the command line and read back by transformers.
+    from transformers import LlamaForCausalLM
+
+    from training.export import load_trained, main as export_main
+
+    ckpt_dir = stats["summary"]["checkpoint"]
+    assert export_main([ckpt_dir, str(tmp_path / "hf"), "--tokenizer", os.path.join(shards, "tokenizer.json"), "--eos-id", "0"]) == 0
+    hf = LlamaForCausalLM.from_pretrained(str(tmp_path / "hf")).eval()
+    x = torch.randint(0, 2048, (1, 32))
+    with torch.no_grad():
+        torch.testing.assert_close(hf(x).logits, load_trained(ckpt_dir)(x), rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.slow
@@ -231,3 +242,26 @@ def test_ray_train_launcher_runs_the_same_loop(shards, tmp_path, ray_session):
     assert sorted(cfgs["ray"]) == [1, 2, 3]
     for step, loss in cfgs["torchrun"].items():
         assert cfgs["ray"][step] == pytest.approx(loss, rel=1e-5, abs=1e-5)
+
+
+def test_activation_checkpointing_and_meta_init(shards, tmp_path):
+    """Activation checkpointing recomputes, it does not change the maths; the GPU path's
+    meta-device build + init after sharding starts from the 0.006 init (loss ~ ln V)."""
+    plain = train(_cfg(shards, str(tmp_path / "plain"), max_steps=3))
+    ac = train(_cfg(shards, str(tmp_path / "ac"), max_steps=3, activation_checkpointing=True))
+    assert ac["losses"] == pytest.approx(plain["losses"], rel=1e-6, abs=1e-6)
+    meta = train(_cfg(shards, str(tmp_path / "meta"), max_steps=3, meta_init=True))
+    assert meta["losses"][0] == pytest.approx(math.log(2048), abs=0.05)
+    assert meta["losses"][-1] < meta["losses"][0]
+
+
+@pytest.mark.slow
+def test_bench_gpu_script_runs_on_cpu_with_compile(tmp_path):
+    """The GPU benchmark's path (torch.compile per block, FSDP2) on a tiny config on CPU."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, str(REPO / "benchmarks" / "bench_gpu.py"), "--model", "tiny", "--seq-len", "64", "--micro-batch", "2",
+           "--accum", "1", "--steps", "2", "--warmup", "1", "--out", str(tmp_path)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.load(open(tmp_path / "bench_gpu.json"))
+    assert result["compile"] and result["tokens_per_s"] > 0 and result["timed_steps"] == 2

@@ -45,20 +45,29 @@ Training loop (``training.trainer``)
     ``cfg.resume``, trains, evaluates, logs and checkpoints. ``main(config_dict)`` is the
     per-worker entry the launchers call.
 
-Optimisation (``training.optim``)
-    ``build_optimizer(model, cfg)`` (AdamW, decay only on matrices),
-    ``lr_at(step, cfg)`` / ``build_scheduler(optimizer, cfg)`` for ``multi_step`` (default) and
-    ``cosine``.  ``training.scaling``: ``optimal_lr(C)``, ``optimal_batch_tokens(C)``,
-    ``optimal_model_data(C)``, ``choose_hyperparameters(...)`` for ``--lr auto --batch auto``.
+Optimisation (``training.optim``, ``training.scaling``)
+    ``build_optimizer(model, lr, weight_decay=0.1, betas=(0.9, 0.95))`` (AdamW, decay only on
+    matrices); ``lr_at(step, peak_lr, total_steps, warmup_steps, schedule="multi_step")`` and the
+    stateful ``Schedule`` for ``multi_step`` (default), ``cosine`` and ``constant``.
+    ``optimal_lr(C)``, ``optimal_batch_tokens(C)``, ``optimal_model_data(C)``,
+    ``choose_hyperparameters(flops_per_token, train_tokens, seq_len)`` for ``--lr auto --batch auto``.
 
 Checkpoints (``training.checkpoint``)
     ``<run>/checkpoints/step-XXXXXXXX/`` written by ``torch.distributed.checkpoint`` (sharded) into
-    a temporary folder and renamed when complete; ``latest_checkpoint(run_dir)``;
-    ``save_checkpoint(dir, model, optimizer, scheduler, loader, step, extra)`` and
-    ``load_checkpoint(...)``; ``load_model_weights(model, ckpt_dir)`` loads only the weights
-    (any world size) - what SFT/DPO use to start from a pre-trained model;
-    ``training.export.export_hf(model_or_ckpt, out_dir, tokenizer_path)`` writes the Hugging
-    Face Llama format.
+    a temporary folder and renamed when complete (``trainer.json`` inside marks it complete);
+    ``latest_checkpoint(run_dir)``, ``list_checkpoints``;
+    ``save_checkpoint(run_dir, step, model, optimizer, trainer_state, keep=2)`` and
+    ``load_checkpoint(path, model, optimizer) -> trainer_state`` (schedule, loader, tokens);
+    ``load_model_weights(model, ckpt_dir)`` loads only the weights (plain or FSDP model, any
+    world size) - what SFT/DPO use to start from a pre-trained model.
+    ``training.export``: ``load_trained(ckpt_dir)`` (a plain model from a run's checkpoint) and
+    ``export_hf(model, out_dir, tokenizer_path, bos_id, eos_id)`` write the Hugging Face Llama
+    format (``python -m training.export <ckpt> <out>``).
+
+Launchers (``pipelines/pretrain.py``)
+    ``launch(config_dict, nproc, launcher, entry_module="training.trainer")`` runs
+    ``entry_module.main(config_dict)`` inline, under torchrun, or in Ray Train's TorchTrainer
+    (``RAY_ADDRESS``); an entry module also runs ``main(json.load(open(argv[1])))`` as ``__main__``.
 
 Logs
     ``<run>/log.jsonl``: one JSON object per step (step, tokens, loss, lr, grad_norm, tokens_per_s,

@@ -79,6 +79,9 @@ class TrainConfig:
     # Intra-op threads per process on CPU; 0 keeps torch's default. With several processes on
     # one machine, cores / processes (torchrun sets 1) avoids oversubscription.
     cpu_threads: int = 0
+    # Build on the meta device and initialise after sharding (no full copy in memory). Always
+    # on GPU; on CPU the full model is built from the seed so runs match across world sizes.
+    meta_init: bool = False
     progress: bool = True
 
 
@@ -229,7 +232,7 @@ def _train(cfg: TrainConfig, env: DistEnv, loader, val_loader, loss_fn: LossFn) 
     torch.manual_seed(cfg.seed)
     on_gpu = env.device.type == "cuda"
     param_dtype = {"auto": torch.bfloat16 if on_gpu else torch.float32, "bf16": torch.bfloat16, "fp32": torch.float32}[cfg.dtype]
-    big = on_gpu
+    big = on_gpu or cfg.meta_init
     if big:
         with torch.device("meta"):
             model = Transformer(mcfg)
