@@ -13,10 +13,15 @@ Recipe (report section 5.2): 1 epoch, LR 5e-6, batch 512, warm-up then cosine de
 
 from __future__ import annotations
 
+import json
+import math
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 
@@ -25,26 +30,84 @@ from training.chat import ChatBatch, TokenizedChat, pad_batch
 
 @dataclass
 class DPOConfig:
-    # DPO's usual temperature (Rafailov et al. 2023; the issue's default).
+    run_dir: str = "runs/dpo"
+    # The SFT checkpoint (or run folder): the policy's start and the frozen reference.
+    init_from: str = ""
+    # DPO's usual temperature (Rafailov et al. 2023; the issue's default; the report gives none).
     beta: float = 0.1
-    # Report section 5.2: "learning rate of 5e-6 and batch size of 512", one epoch.
-    lr: float = 5e-6
-    batch_size: int = 512
+    # Report section 5.2: one epoch, "learning rate of 5e-6 and batch size of 512",
+    # "warm-up and cosine learning rate scheduler".
     epochs: int = 1
-    # "warm-up then cosine decay": warm-up share of the steps (not stated; a common 10%).
-    warmup_fraction: float = 0.1
-    # AdamW as in pre-training (report section 2.3), gradient clipping 1.0.
+    lr: float = 5e-6
+    batch_pairs: int = 512
+    schedule: str = "cosine"
+    warmup_steps: int = 10
+    min_lr_ratio: float = 0.1
+    # No weight decay on a preference fine-tune (the report gives none; TRL's default is 0).
     weight_decay: float = 0.0
     grad_clip: float = 1.0
-    # Pairs per forward pass (gradient accumulation makes up batch_size).
+    # Pairs per forward pass per rank (each pair is two rows); gradient accumulation makes up
+    # batch_pairs.
     micro_batch: int = 4
-    max_seq_len: int = 1024
-    # "precomputed": a Ray job writes the reference log-probs beside the pairs once;
-    # "on_the_fly": the frozen reference runs in every step (one more forward per pair).
-    reference: str = "precomputed"
-    held_out_fraction: float = 0.1
+    # Longest chosen/rejected conversation in tokens (0: the model's context); longer pairs
+    # are dropped when tokenised.
+    max_seq_len: int = 0
+    checkpoint_every: int = 1000
+    eval_every: int = 100
+    eval_batches: int = 50
     seed: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
+    dtype: str = "auto"
+    cpu_threads: int = 0
+    progress: bool = True
+    # Tokenised pair shards and, when precomputed, the reference log-prob shards beside them
+    # (``pipelines.dpo`` writes both); no reference shards: the reference runs on the fly.
+    data: list[str] = field(default_factory=list)
+    reference_data: list[str] = field(default_factory=list)
+
+
+PAIR_SCHEMA = pa.schema([
+    ("key", pa.string()),
+    ("chosen_ids", pa.list_(pa.uint32())),
+    ("chosen_mask", pa.list_(pa.bool_())),
+    ("rejected_ids", pa.list_(pa.uint32())),
+    ("rejected_mask", pa.list_(pa.bool_())),
+    ("held_out", pa.bool_()),
+])
+REFERENCE_SCHEMA = pa.schema([("key", pa.string()), ("ref_chosen", pa.float64()), ("ref_rejected", pa.float64())])
+
+Pair = tuple[TokenizedChat, TokenizedChat]
+
+
+def pairs_table(keys: Sequence[str], pairs: Sequence[Pair], held_out: Sequence[bool]) -> pa.Table:
+    col = lambda xs, dt: pa.array(xs, pa.list_(dt))  # noqa: E731
+    return pa.table({
+        "key": pa.array(list(keys), pa.string()),
+        "chosen_ids": col([c.input_ids.astype(np.uint32) for c, _ in pairs], pa.uint32()),
+        "chosen_mask": col([c.loss_mask for c, _ in pairs], pa.bool_()),
+        "rejected_ids": col([r.input_ids.astype(np.uint32) for _, r in pairs], pa.uint32()),
+        "rejected_mask": col([r.loss_mask for _, r in pairs], pa.bool_()),
+        "held_out": pa.array(list(held_out), pa.bool_()),
+    }, schema=PAIR_SCHEMA)
+
+
+def read_pairs(path: str) -> tuple[list[str], list[Pair], list[bool]]:
+    t = pq.read_table(path)
+    d = {name: t.column(name).to_pylist() for name in t.column_names}
+    tc = lambda i, m: TokenizedChat(np.asarray(i, dtype=np.int32), np.asarray(m, dtype=bool))  # noqa: E731
+    pairs = [(tc(a, b), tc(c, e)) for a, b, c, e in zip(d["chosen_ids"], d["chosen_mask"], d["rejected_ids"], d["rejected_mask"])]
+    return d["key"], pairs, d["held_out"]
+
+
+@torch.no_grad()
+def reference_logps(model: torch.nn.Module, pairs: Sequence[Pair], pad_id: int, micro_batch: int = 8, device: Any = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """The frozen reference's summed answer log-probs of every pair (what the Ray job writes)."""
+    model.eval()
+    cs, rs = [], []
+    for i in range(0, len(pairs), micro_batch):
+        c, r = pair_logps(model, pairs[i : i + micro_batch], pad_id, device)
+        cs.append(c.double().cpu().numpy())
+        rs.append(r.double().cpu().numpy())
+    return np.concatenate(cs), np.concatenate(rs)
 
 
 def sequence_logps(logits: torch.Tensor, input_ids: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
@@ -107,6 +170,8 @@ def dpo_loss(
             "chosen_reward": float(chosen_reward.mean()),
             "rejected_reward": float(rejected_reward.mean()),
             "chosen_logps": float(policy_chosen.mean()),
+            # The policy's own ranking, reference aside: share of pairs with log pi(y_w) > log pi(y_l).
+            "logps_accuracy": float((policy_chosen > policy_rejected).float().mean()),
             "rejected_logps": float(policy_rejected.mean()),
         }
     return loss, metrics
@@ -232,3 +297,106 @@ def evaluate(model: torch.nn.Module, loader: PairLoader, beta: float = 0.1, refe
         out.append((n, {"loss": float(loss_sum) / n, **{k: v / n for k, v in m.items()}}))
     model.train(was)
     return summarize(out)
+
+
+# --------------------------------------------------------------------------------------------
+# A DPO run on the trainer
+
+
+def load_all(cfg: DPOConfig) -> tuple[list[Pair], list[Pair], tuple[np.ndarray, np.ndarray] | None, tuple[np.ndarray, np.ndarray] | None]:
+    """(train pairs, held-out pairs, their reference log-probs or None) from the shards."""
+    keys, pairs, held = [], [], []
+    for path in sorted(cfg.data):
+        k, p, h = read_pairs(path)
+        keys += k
+        pairs += p
+        held += h
+    ref = None
+    if cfg.reference_data:
+        by_key: dict[str, tuple[float, float]] = {}
+        for path in sorted(cfg.reference_data):
+            t = pq.read_table(path).to_pydict()
+            by_key.update(zip(t["key"], zip(t["ref_chosen"], t["ref_rejected"])))
+        missing = [k for k in keys if k not in by_key]
+        if missing:
+            raise ValueError(f"{len(missing)} pairs have no precomputed reference log-probs (e.g. {missing[0]})")
+        ref = np.array([by_key[k] for k in keys], dtype=np.float64)
+    tr = [i for i, h in enumerate(held) if not h]
+    ho = [i for i, h in enumerate(held) if h]
+    pick = lambda idx: (ref[idx, 0], ref[idx, 1]) if ref is not None else None  # noqa: E731
+    return [pairs[i] for i in tr], [pairs[i] for i in ho], pick(tr), pick(ho)
+
+
+def train_dpo(cfg: DPOConfig, pad_id: int) -> dict[str, Any]:
+    """DPO from ``cfg.init_from`` with the trainer's loop (runs in every worker). The summary
+    holds the held-out metrics before (policy = reference) and after."""
+    from training.model import model_config
+    from training.parallelize import close_distributed, init_distributed
+    from training.sft import load_model, resolve_checkpoint
+    from training.trainer import TrainConfig, train
+
+    ckpt, run_cfg = resolve_checkpoint(cfg.init_from)
+    train_pairs, held_pairs, train_ref, held_ref = load_all(cfg)
+    env = init_distributed()
+    try:
+        reference = None
+        if train_ref is None:
+            reference, _ = load_model(ckpt, env.device)
+            for p in reference.parameters():
+                p.requires_grad_(False)
+        loader = PairLoader(train_pairs, cfg.micro_batch, pad_id, train_ref, rank=env.rank, world_size=env.world_size, seed=cfg.seed)
+        make_val = lambda: PairLoader(held_pairs, cfg.micro_batch, pad_id, held_ref, rank=env.rank, world_size=env.world_size, shuffle=False, loop=False)  # noqa: E731
+        seq_len = cfg.max_seq_len or model_config(run_cfg["model"]).max_seq_len
+        per_step = max(1, cfg.batch_pairs // (cfg.micro_batch * env.world_size)) * cfg.micro_batch * env.world_size
+        steps = cfg.epochs * max(1, math.ceil(len(train_pairs) / per_step))
+        # The trainer counts batches in rows of seq_len tokens; for DPO a "row" is one pair.
+        tcfg = TrainConfig(
+            run_dir=cfg.run_dir, model=run_cfg["model"], vocab_size=run_cfg["vocab_size"], seq_len=seq_len,
+            micro_batch=cfg.micro_batch, batch_tokens=per_step * seq_len, train_tokens=steps * per_step * seq_len,
+            lr=cfg.lr, warmup_steps=cfg.warmup_steps, schedule=cfg.schedule, min_lr_ratio=cfg.min_lr_ratio,
+            weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip, seed=cfg.seed, dtype=cfg.dtype,
+            checkpoint_every=cfg.checkpoint_every, eval_every=cfg.eval_every if held_pairs else 0, eval_batches=cfg.eval_batches,
+            init_from=ckpt, progress=cfg.progress, resume=True, cpu_threads=cfg.cpu_threads,
+        )
+        loss_fn = make_loss_fn(cfg.beta, reference)
+        # At the start the policy is the reference: rewards are exactly 0 (loss ln 2).
+        before = _held_out(ckpt, make_val, cfg.beta, "self", env) if held_pairs else None
+        summary = train(tcfg, loader=loader, val_loader=make_val if held_pairs else None, loss_fn=loss_fn, env=env)
+        after = _held_out(summary["checkpoint"], make_val, cfg.beta, reference, env) if held_pairs else None
+        summary.update(held_out_before=before, held_out_after=after, train_pairs=len(train_pairs), held_out_pairs=len(held_pairs),
+                       reference="precomputed" if train_ref is not None else "on_the_fly", beta=cfg.beta)
+        if env.is_main:
+            import os
+
+            tmp = os.path.join(cfg.run_dir, "dpo.json.tmp")
+            with open(tmp, "w") as f:
+                json.dump({k: v for k, v in summary.items() if k != "losses"} | {"last_loss": summary["losses"][-1] if summary["losses"] else None}, f, indent=2)
+            os.replace(tmp, os.path.join(cfg.run_dir, "dpo.json"))
+        return summary
+    finally:
+        close_distributed(env)
+
+
+def _held_out(ckpt: str, make_val, beta: float, reference, env) -> dict[str, float]:
+    from training.sft import load_model
+
+    # Every rank loads (the checkpoint read is collective) and scores the whole held-out set.
+    model, _ = load_model(ckpt, env.device)
+    if reference == "self":
+        reference = model
+    val = make_val()
+    val.rank, val.world = 0, 1
+    return evaluate(model, val, beta, reference)
+
+
+def main(config: dict[str, Any]) -> dict[str, Any]:
+    """Per-worker entry of the launchers: config dict (``pad_id`` + :class:`DPOConfig` fields)."""
+    config = dict(config)
+    pad_id = int(config.pop("pad_id"))
+    return train_dpo(DPOConfig(**config), pad_id)
+
+
+if __name__ == "__main__":
+    # torchrun -m training.dpo <config.json>
+    with open(sys.argv[1]) as f:
+        main(json.load(f))

@@ -15,11 +15,15 @@ math-heavy SFT data caused) is the same run again from the first stage's checkpo
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass
+import sys
+from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 
 from training.chat import ChatBatch, TokenizedChat, collate, pack
@@ -57,7 +61,40 @@ class SFTConfig:
     eval_batches: int = 50
     seed: int = 0
     dtype: str = "auto"
+    # Torch threads per worker (0: torch's default); the Ray launcher sets it per worker.
+    cpu_threads: int = 0
     progress: bool = True
+    # Tokenised example shards (``pipelines.sft`` writes them; columns of EXAMPLE_SCHEMA).
+    data: list[str] = field(default_factory=list)
+
+
+EXAMPLE_SCHEMA = pa.schema([
+    ("key", pa.string()),
+    ("input_ids", pa.list_(pa.uint32())),
+    ("loss_mask", pa.list_(pa.bool_())),
+    ("held_out", pa.bool_()),
+])
+
+
+def examples_table(keys: Sequence[str], examples: Sequence[TokenizedChat], held_out: Sequence[bool]) -> pa.Table:
+    return pa.table({
+        "key": pa.array(list(keys), pa.string()),
+        "input_ids": pa.array([e.input_ids.astype(np.uint32) for e in examples], pa.list_(pa.uint32())),
+        "loss_mask": pa.array([e.loss_mask for e in examples], pa.list_(pa.bool_())),
+        "held_out": pa.array(list(held_out), pa.bool_()),
+    }, schema=EXAMPLE_SCHEMA)
+
+
+def read_examples(paths: Sequence[str]) -> tuple[list[TokenizedChat], list[TokenizedChat]]:
+    """(train, held-out) examples from shards, in path then row order (deterministic)."""
+    train, held = [], []
+    for path in sorted(paths):
+        t = pq.read_table(path)
+        ids = t.column("input_ids").to_pylist()
+        masks = t.column("loss_mask").to_pylist()
+        for i, m, h in zip(ids, masks, t.column("held_out").to_pylist()):
+            (held if h else train).append(TokenizedChat(np.asarray(i, dtype=np.int32), np.asarray(m, dtype=bool)))
+    return train, held
 
 
 def labels_for(batch: ChatBatch) -> np.ndarray:
@@ -219,7 +256,7 @@ def train_config_for(cfg: SFTConfig, run_cfg: dict[str, Any], rows: int, world_s
         lr=cfg.lr, warmup_steps=cfg.warmup_steps, schedule=cfg.schedule, min_lr_ratio=cfg.min_lr_ratio,
         weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip, seed=cfg.seed, dtype=cfg.dtype,
         checkpoint_every=cfg.checkpoint_every, eval_every=cfg.eval_every, eval_batches=cfg.eval_batches,
-        init_from=resolve_checkpoint(cfg.init_from)[0], progress=cfg.progress, resume=True,
+        init_from=resolve_checkpoint(cfg.init_from)[0], progress=cfg.progress, resume=True, cpu_threads=cfg.cpu_threads,
     )
 
 
@@ -240,10 +277,23 @@ def train_sft(cfg: SFTConfig, train_examples: Sequence[TokenizedChat], val_examp
         summary = train(tcfg, loader=loader, val_loader=val, env=env)
         after = _held_out_loss(summary["checkpoint"], val_examples, pad_id, seq_len, env) if val_examples else None
         summary.update(held_out_answer_loss_before=before, held_out_answer_loss_after=after, rows=len(loader.rows),
-                       answer_tokens=int(sum(e.loss_mask.sum() for e in train_examples)))
+                       answer_tokens=int(sum(e.loss_mask.sum() for e in train_examples)),
+                       train_conversations=len(train_examples), held_out_conversations=len(val_examples))
+        if env.is_main:
+            _write_json({k: v for k, v in summary.items() if k != "losses"} | {"last_loss": summary["losses"][-1] if summary["losses"] else None},
+                        f"{cfg.run_dir}/sft.json")
         return summary
     finally:
         close_distributed(env)
+
+
+def _write_json(obj: Any, path: str) -> None:
+    import os
+
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+    os.replace(tmp, path)
 
 
 def _context(run_cfg: dict[str, Any]) -> int:
@@ -256,3 +306,22 @@ def _held_out_loss(ckpt: str, examples: Sequence[TokenizedChat], pad_id: int, se
     # Every rank loads and scores (the checkpoint read is collective); the held-out set is small.
     model, _ = load_model(ckpt, env.device)
     return answer_loss(model, examples, pad_id, seq_len=seq_len, device=env.device)[0]
+
+
+def main(config: dict[str, Any]) -> dict[str, Any]:
+    """Per-worker entry of the launchers (``pipelines.pretrain.launch``): config dict -> SFT run.
+
+    ``pad_id`` (the end token id) comes with the config; the rest are :class:`SFTConfig` fields.
+    Writes ``<run>/sft.json`` (held-out answer loss before and after) from rank 0.
+    """
+    config = dict(config)
+    pad_id = int(config.pop("pad_id"))
+    cfg = SFTConfig(**config)
+    train, held = read_examples(cfg.data)
+    return train_sft(cfg, train, held, pad_id)
+
+
+if __name__ == "__main__":
+    # torchrun -m training.sft <config.json>
+    with open(sys.argv[1]) as f:
+        main(json.load(f))

@@ -1,0 +1,200 @@
+"""``python -m pipelines sft --checkpoint <pretrained> --data <files> --tokenizer <dir> --output <run>``
+
+Two steps, each resumable:
+1. Ray tasks, one per input file (JSONL, JSONL.gz or Parquet of ``messages`` / GSM8K /
+   self-instruct records): adapt, render in the report's chat format, tokenise with the answer
+   mask, drop conversations longer than the context (``too_long``), mark a held-out share by a
+   hash of each conversation's key; written to ``<run>/data/<file>.parquet`` with a stats file
+   beside it. A re-run skips files already prepared.
+2. The trainer's loop from the pre-trained checkpoint (``training.sft.main``), through the same
+   launchers as pre-training (in-process, torchrun, or Ray Train with ``RAY_ADDRESS``).
+
+``<run>/stats.json`` counts conversations (in = trained + held out + dropped by reason) and
+holds the held-out answer loss before and after. The second SFT stage of the report (on
+conversational data only) is another run: ``--checkpoint <this run> --data <chat files>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from typing import Any, Callable
+
+from curation.stats import StageStats
+from pipelines import io
+from pipelines.cli import add_config_arguments
+from pipelines.runtime import TaskFailure, Timer, print_summary, run_tasks
+
+NAME = "sft"
+HELP = "supervised fine-tuning of a checkpoint on chat data (loss on answers only), on the pre-training loop"
+
+SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".parquet")
+
+
+def add_common_arguments(p: argparse.ArgumentParser, what: str, default_data: str) -> None:
+    p.add_argument("--checkpoint", required=True, help=f"checkpoint folder (or run folder: its latest) that {what} starts from")
+    p.add_argument("--data", nargs="+", default=[default_data], help="JSONL/JSONL.gz/Parquet files or folders")
+    p.add_argument("--tokenizer", required=True, help="the project tokenizer's folder (or its tokenizer.json)")
+    p.add_argument("--output", required=True, help="run folder (data, checkpoints, log.jsonl, stats.json)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--micro-batch", type=int)
+    p.add_argument("--nproc", type=int, default=1, help="training processes (data-parallel ranks)")
+    p.add_argument("--launcher", choices=["auto", "inline", "torchrun", "ray"], default="auto",
+                   help="auto: Ray Train with RAY_ADDRESS, else torchrun for --nproc > 1, else this process")
+    add_config_arguments(p)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_common_arguments(p, "SFT", "data/sample/sft")
+    p.add_argument("--seq-len", type=int, help="tokens per packed row (default: the model's context)")
+    p.add_argument("--batch-rows", type=int, help="packed rows per optimizer step")
+    p.add_argument("--no-packing", action="store_true", help="one conversation per row")
+
+
+def tokenizer_file(path: str) -> str:
+    return path if path.endswith(".json") else os.path.join(path, "tokenizer.json")
+
+
+def shard_name(path: str) -> str:
+    base = os.path.basename(path)
+    for suf in SUFFIXES:
+        if base.endswith(suf):
+            base = base[: -len(suf)]
+            break
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", base)
+
+
+def read_records(path: str):
+    """Records of a JSONL(.gz) or Parquet file; a line that is not JSON is ``None``."""
+    if path.endswith(".parquet"):
+        yield from io.read_parquet(path).to_pylist()
+        return
+    from training.chat import iter_jsonl_records
+
+    with io.open_input(path) as f:
+        yield from iter_jsonl_records(f)
+
+
+def prepare_files(files: list[str], out_dir: str, task: Callable, task_args: tuple, desc: str) -> StageStats:
+    """Run ``task(file, out_dir, *task_args)`` per file (skipping prepared ones), merge stats."""
+    stats = StageStats()
+    results = run_tasks(task, files, desc=desc, args=(out_dir, *task_args))
+    for path, res in zip(files, results):
+        if isinstance(res, TaskFailure):
+            stats.failed_files[path] = res.error
+        else:
+            stats.merge(StageStats.from_dict(res))
+    return stats
+
+
+def _prepare_sft_file(path: str, out_dir: str, tokenizer_path: str, max_len: int, held_out_fraction: float, seed: int) -> dict:
+    from tokenizer import load
+    from training.chat import conversations_from_record, tokenize_conversation
+    from training.sft import examples_table, split_held_out
+
+    name = shard_name(path)
+    shard, stats_path = io.join(out_dir, name + ".parquet"), io.join(out_dir, name + ".stats.json")
+    if io.exists(shard) and io.exists(stats_path):
+        return io.read_json(stats_path)
+    tok = load(tokenizer_path)
+    stats = StageStats()
+    keys, exs = [], []
+    for lineno, rec in enumerate(read_records(path)):
+        convs, reason = conversations_from_record(rec) if rec is not None else ([], "invalid_json")
+        if not convs:
+            stats.seen()
+            stats.drop(reason or "empty")
+            continue
+        for k, conv in enumerate(convs):
+            stats.seen()
+            ex = tokenize_conversation(tok, conv)
+            if len(ex.input_ids) > max_len:
+                stats.drop("too_long")
+                continue
+            stats.kept()
+            stats.add("answer_tokens", int(ex.loss_mask.sum()))
+            stats.add("tokens", len(ex.input_ids))
+            keys.append(f"{name}:{lineno}:{k}")
+            exs.append(ex)
+    held = split_held_out(keys, held_out_fraction, seed)
+    stats.add("held_out", int(held.sum()))
+    io.write_parquet(examples_table(keys, exs, held.tolist()), shard)
+    io.write_json(stats.to_dict(), stats_path)
+    return stats.to_dict()
+
+
+def _resolve(args: argparse.Namespace, cls, extra: dict[str, Any]):
+    """The stage's config: defaults, then ``--config``, then flags, then ``--set`` overrides."""
+    import yaml
+
+    from pipelines import config as config_mod
+
+    over: dict[str, Any] = {"run_dir": args.output, "init_from": args.checkpoint}
+    for flag, key in (("epochs", "epochs"), ("lr", "lr"), ("micro_batch", "micro_batch")):
+        if getattr(args, flag, None) is not None:
+            over[key] = getattr(args, flag)
+    over.update({k: v for k, v in extra.items() if v is not None})
+    for item in args.overrides:
+        if "=" not in item:
+            raise config_mod.ConfigError(f"override {item!r} is not of the form key=value")
+        k, v = item.split("=", 1)
+        over[k.strip()] = yaml.safe_load(v)
+    return config_mod.load(cls, args.config, over)
+
+
+def check_tokenizer(tokenizer_path: str, run_cfg: dict[str, Any]) -> tuple[int, str | None]:
+    """The end (= pad) id, or an error when the tokenizer is not the checkpoint's."""
+    from tokenizer import EOS, load, special_id
+
+    tok = load(tokenizer_path)
+    try:
+        eos = special_id(tok, EOS)
+    except KeyError:
+        return -1, f"{tokenizer_path} is not a project tokenizer (no {EOS} token); build one with `make tokenizer`"
+    if tok.get_vocab_size() != run_cfg["vocab_size"]:
+        return -1, f"tokenizer has {tok.get_vocab_size():,} tokens but the checkpoint's model was built for {run_cfg['vocab_size']:,}"
+    return eos, None
+
+
+def run(args: argparse.Namespace) -> int:
+    from pipelines.config import to_dict
+    from pipelines.pretrain import launch
+    from training.model import model_config
+    from training.sft import SFTConfig, resolve_checkpoint
+
+    cfg = _resolve(args, SFTConfig, {"seq_len": args.seq_len, "batch_rows": args.batch_rows, "packing": False if args.no_packing else None})
+    ckpt, run_cfg = resolve_checkpoint(cfg.init_from)
+    tok_path = tokenizer_file(args.tokenizer)
+    pad_id, err = check_tokenizer(tok_path, run_cfg)
+    if err:
+        print(f"sft: {err}", file=sys.stderr)
+        return 2
+    files, missing = io.expand_inputs(args.data, SUFFIXES)
+    max_len = cfg.seq_len or model_config(run_cfg["model"]).max_seq_len
+    data_dir = io.join(cfg.run_dir, "data")
+    with Timer() as t:
+        stats = prepare_files(files, data_dir, _prepare_sft_file, (tok_path, max_len, cfg.held_out_fraction, cfg.seed), "sft: tokenise")
+        stats.failed_files.update(missing)
+        stats.check()
+        shards = [io.join(data_dir, shard_name(f) + ".parquet") for f in files if f not in stats.failed_files]
+        if stats.output == 0:
+            print("sft: no conversations to train on", file=sys.stderr)
+            return 1
+        rc = launch({**to_dict(cfg), "data": shards, "pad_id": pad_id}, args.nproc, args.launcher, entry_module="training.sft")
+    if rc != 0:
+        print(f"sft: training exited with status {rc}", file=sys.stderr)
+        return rc
+    with open(os.path.join(cfg.run_dir, "sft.json")) as f:
+        result = json.load(f)
+    stats.add("steps", result["steps"])
+    stats.add("seconds", t.seconds)
+    io.write_json({**stats.to_dict(), "sft": result}, io.join(cfg.run_dir, "stats.json"))
+    print_summary(NAME, stats, t.seconds, {"conversations trained": stats.output - stats.counters["held_out"], "steps": result["steps"]})
+    print(f"  held-out answer loss     {result['held_out_answer_loss_before']:.4f} -> {result['held_out_answer_loss_after']:.4f}"
+          if result.get("held_out_answer_loss_before") is not None else "  (no held-out conversations)", file=sys.stderr)
+    print(f"  checkpoint               {result['checkpoint']}", file=sys.stderr)
+    return 1 if stats.failed_files else 0
