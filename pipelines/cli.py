@@ -22,6 +22,9 @@ STAGES = [
     "pipelines.filter",
     "pipelines.remix",
     "pipelines.train_quality",
+    "pipelines.sft",
+    "pipelines.dpo",
+    "pipelines.generate",
 ]
 
 
@@ -29,7 +32,9 @@ def _stage_modules():
     mods = []
     for name in STAGES:
         try:
-            mods.append(importlib.import_module(name))
+            mod = importlib.import_module(name)
+            # A module may define several subcommands: COMMANDS lists objects with the same four names.
+            mods.extend(getattr(mod, "COMMANDS", [mod]))
         except ImportError as e:  # a stage whose optional dependency is missing stays listed
             print(f"warning: stage module {name} could not be imported: {e}", file=sys.stderr)
     return mods
