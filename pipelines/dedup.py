@@ -560,6 +560,7 @@ def dedup(inputs: list[str], output: str, cfg: DedupConfig, index: str | None = 
     stats.add("clusters", len(kept_idx))
     stats.add("retracted_from_index", int(retracted.sum()))
     li = np.flatnonzero(listed)
+    li = li[np.argsort(ids[li], kind="stable")]  # by removed id: independent of the shard layout
     dup = pa.table(
         [
             pa.array(ids[li]), pa.array(ids[kept_of[li]]), pa.array(ids[kept_of[li]]),

@@ -229,12 +229,36 @@ def test_deterministic_across_partitions_and_shards(ray_session, corpus, tmp_pat
     from pipelines.dedup import dedup
 
     docs, inputs = corpus
-    a, b = tmp_path / "a", tmp_path / "b"
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
     assert dedup(inputs, str(a), DedupConfig(partitions=3)) == 0
     assert dedup(inputs, str(b), DedupConfig(partitions=7)) == 0
     assert (a / "duplicates.parquet").read_bytes() == (b / "duplicates.parquet").read_bytes()
     for f in sorted(os.listdir(a / "documents")):
         assert (a / "documents" / f).read_bytes() == (b / "documents" / f).read_bytes()
+    # The same documents cut into one shard per dump instead of two: the same removals.
+    one = tmp_path / "one-shard"
+    for folder in inputs:
+        t = pq.read_table(folder)
+        io.write_parquet(t, str(one / os.path.basename(folder) / "all.parquet"))
+    assert dedup([str(one)], str(c), DedupConfig(partitions=5)) == 0
+    assert pq.read_table(a / "duplicates.parquet").equals(pq.read_table(c / "duplicates.parquet"))
+    assert _ids(a) == _ids(c)
+
+
+def test_cli_threshold_and_overrides():
+    import argparse
+
+    from pipelines import dedup as stage
+
+    p = argparse.ArgumentParser()
+    stage.add_arguments(p)
+    args = p.parse_args(["--input", "x", "--output", "y", "--threshold", "0.8", "--set", "keep=oldest", "--set", "shingles.ngram=3"])
+    cfg = stage.config_from_args(args)
+    assert (cfg.minhash.bands, cfg.minhash.rows) == mh.bands_rows_for_threshold(0.8, 112)
+    assert cfg.keep == "oldest" and cfg.shingles.ngram == 3
+    args = p.parse_args(["--input", "x", "--output", "y", "--bands", "20", "--rows", "5"])
+    cfg = stage.config_from_args(args)
+    assert (cfg.minhash.bands, cfg.minhash.rows, cfg.minhash.num_perm) == (20, 5, 100)
 
 
 @pytest.mark.parametrize("keep", ["newest", "oldest"])
