@@ -92,3 +92,40 @@ bench-train: install
 # One GPU: the 1b config in bf16 with torch.compile, tokens/s and MFU (< 5 min on an H200).
 bench-gpu: install
 	$(PY) benchmarks/bench_gpu.py
+
+## ---- filter and remix (issue 4) ----
+.PHONY: filter remix train-quality bench-filter
+# Input: the dedup stage's documents if present, else the extracted documents.
+FILTER_IN   ?= $(if $(wildcard $(OUT)/dedup/documents),$(OUT)/dedup/documents,$(OUT)/extracted)
+FILTER_ARGS ?= --write-rejects --set blocklist.path=data/blocklist.example.txt
+filter: install
+	$(PY) -m pipelines filter --input $(FILTER_IN) --output $(OUT)/filtered $(FILTER_ARGS)
+
+REMIX_ARGS ?=
+remix: install
+	$(PY) -m pipelines remix --input $(OUT)/filtered --output $(OUT)/remix $(REMIX_ARGS)
+
+# Retrain the shipped models/quality.ftz (gold articles + SFT vs. the sample's web text).
+train-quality: install
+	$(PY) -m pipelines train-quality --output models/quality.ftz
+
+bench-filter: install
+	$(PY) benchmarks/bench_filter.py
+
+## ---- tokenizer and tokenize (issue 5) ----
+# The bundled sample holds ~3 MB of text, too little for 100,000 merges: the demo trains
+# TOKENIZER_VOCAB ordinary tokens (the recipe's 100000 needs more text: make tokenizer TOKENIZER_VOCAB=100000).
+TOKENIZER_VOCAB ?= 8000
+# Text shards: the remix stage's output when there is one, else the extracted pages plus the sample's
+# Dolma JSONL documents (both stages read .parquet and .jsonl[.gz]; folders named _* or .* are skipped).
+REMIXED     = $(firstword $(wildcard $(OUT)/remix $(OUT)/remixed))
+TEXT_SHARDS = $(if $(REMIXED),$(REMIXED),$(wildcard $(OUT)/extracted) $(SAMPLE)/text)
+.PHONY: tokenizer tokenize bench-tokenize
+tokenizer: install
+	$(PY) -m pipelines train-tokenizer --input $(TEXT_SHARDS) --output $(OUT)/tokenizer --set vocab_size=$(TOKENIZER_VOCAB)
+
+tokenize: tokenizer
+	$(PY) -m pipelines tokenize --tokenizer $(OUT)/tokenizer --input $(TEXT_SHARDS) --output $(OUT)/tokens
+
+bench-tokenize: install
+	$(PY) benchmarks/bench_tokenize.py

@@ -311,3 +311,14 @@ def test_filter_stage_names_a_bad_input_and_goes_on(ray_session, stage_input, tm
     stats = json.load(open(os.path.join(out, "stats.json")))
     assert list(stats["failed_files"]) == [str(bad / "not-docs.parquet")]
     assert stats["input"] == stats["output"] + sum(stats["dropped"].values()) > 0
+
+
+def test_vectorised_token_classes_match_the_plain_definition(sample_docs):
+    import re
+
+    punct = re.compile(r"[^\w\s]+")
+    for doc in sample_docs.values():
+        words = doc["text"].split()
+        content = [x for x in (punct.sub("", w) for w in words) if x]
+        alpha = sum(1 for w in words if any(c.isalpha() for c in w))
+        assert signals_mod._token_classes(doc["text"]) == (len(content), sum(map(len, content)), alpha), doc["url"]

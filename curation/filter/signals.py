@@ -8,6 +8,7 @@ et al. 2024); where we differ from datatrove's implementation, the comment says 
 
 from __future__ import annotations
 
+import functools
 import re
 import numpy as np
 
@@ -24,8 +25,6 @@ POLICY_PHRASES = ("terms of use", "privacy policy", "cookie policy", "uses cooki
 _SENTENCE_END = re.compile(r"[.!?](?=\s|$)|[。！？]")
 _PARAGRAPHS = re.compile(r"\n{2,}")
 _NON_WORD = re.compile(r"[^\w\s]+")
-# Everything but letters and whitespace (\w minus digits and underscore are the letters).
-_NON_ALPHA = re.compile(r"[^\w\s]+|[\d_]+")
 # A 64-bit odd multiplier (golden ratio) to spread word ids, and a prime base for n-gram hashes.
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 _BASE = np.uint64(1_099_511_628_211)
@@ -65,21 +64,19 @@ def compute_signals(text: str, language: str | None, cfg: FilterConfig) -> dict[
 
 def _gopher_quality(text: str, words: list[str], lines: list[str], language: str | None, cfg: FilterConfig) -> dict[str, float]:
     n_words = len(words)
+    # Content words are datatrove's "non-symbol words" (a token of punctuation only, "-" or "|",
+    # is not a word); their length counts word characters only ("word," is 4 long).
     if uses_spaces(language):
-        # Whitespace tokens with punctuation deleted: the count of those left is datatrove's
-        # "non-symbol words" (a token of punctuation only, "-" or "|", is not a word), and their
-        # lengths are word lengths without the attached commas. Deleting characters inside tokens
-        # never merges two tokens, so these are counts over the original tokens, at C speed.
-        content = _NON_WORD.sub("", text).split()
-        n_alpha = len(_NON_ALPHA.sub("", text).split())
+        n_content, content_chars, n_alpha = _token_classes(text)
     else:
         content = [w for w in (_NON_WORD.sub("", w) for w in words) if w]
+        n_content, content_chars = len(content), sum(map(len, content))
         n_alpha = sum(1 for w in words if _has_alpha(w))
     n_lines = max(len(lines), 1)
     stop = cfg.gopher_quality.stop_words.get(language or "")
     return {
-        "n_words": float(len(content)),
-        "mean_word_length": (sum(map(len, content)) / len(content)) if content else 0.0,
+        "n_words": float(n_content),
+        "mean_word_length": content_chars / n_content if n_content else 0.0,
         # Gopher: ratio of hash symbols, and of ellipses, to words; the larger of the two.
         "symbol_word_ratio": (max(text.count("#"), text.count("...") + text.count("…")) / n_words) if n_words else 0.0,
         "bullet_lines_ratio": sum(1 for ln in lines if ln.startswith(_BULLETS)) / n_lines,
@@ -88,6 +85,41 @@ def _gopher_quality(text: str, words: list[str], lines: list[str], language: str
         # Distinct stop words present; -1 where the language has no list (the rule is skipped).
         "stop_words": float(len(set(stop).intersection(words))) if stop is not None else -1.0,
     }
+
+
+_SPACE, _WORD, _ALPHA = 1, 2, 4
+
+
+@functools.lru_cache(maxsize=1)
+def _char_classes() -> np.ndarray:
+    """Class bits of every BMP code point (isspace, word = isalnum or "_", isalpha); built once
+    per process (~50 ms). Index 0x10000 stands for every code point above the BMP."""
+    table = np.zeros(0x10001, dtype=np.uint8)
+    for c in range(0x10000):
+        ch = chr(c)
+        table[c] = (_SPACE if ch.isspace() else 0) | (_WORD if ch.isalnum() or ch == "_" else 0) | (_ALPHA if ch.isalpha() else 0)
+    return table
+
+
+def _token_classes(text: str) -> tuple[int, int, int]:
+    """Over whitespace tokens: (tokens with a word character, word characters, tokens with a
+    letter), vectorised over the code points instead of a Python loop per token."""
+    cp = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    if not len(cp):
+        return 0, 0, 0
+    cls = _char_classes()[np.minimum(cp, 0x10000)]
+    astral = cp > 0xFFFF
+    if astral.any():  # CJK extension planes are letters; emoji and the rest are symbols
+        cls[astral & (cp >= 0x20000) & (cp < 0x40000)] = _WORD | _ALPHA
+    space = (cls & _SPACE) != 0
+    starts = ~space
+    starts[1:] &= space[:-1]
+    token = np.cumsum(starts)
+    wt = token[(cls & _WORD) != 0]
+    at = token[(cls & _ALPHA) != 0]
+    n_word_tokens = int(np.count_nonzero(wt[1:] != wt[:-1])) + 1 if len(wt) else 0
+    n_alpha_tokens = int(np.count_nonzero(at[1:] != at[:-1])) + 1 if len(at) else 0
+    return n_word_tokens, len(wt), n_alpha_tokens
 
 
 def _has_alpha(word: str) -> bool:

@@ -1,0 +1,192 @@
+"""Filter throughput per core, overall and per rule family, and the drop table of the real sample.
+
+Input: the bundled sample as extraction leaves it - every WARC of data/sample/warc through the
+extraction library, plus the 690 already-extracted Common Crawl documents of data/sample/text -
+with language set as the extract stage sets it. For the stage run it is replicated (new ids) to
+at least 50,000 documents in build/filter-bench/.
+
+Printed, side by side in one run:
+  1. per rule family, one process: documents per CPU-second (time.process_time, so other load on
+     the machine does not count against us) on the unique documents;
+  2. the whole stage (Ray, every core): documents/s and documents/s per core, wall clock;
+  3. the drop table of the real (unreplicated) sample, English and Chinese, with a snippet of
+     what each rule removed.
+
+    python benchmarks/bench_filter.py [--docs 50000] [--skip-stage]
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import shutil
+import sys
+import time
+from collections import Counter, defaultdict
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from curation.filter import FilterConfig, compute_signals  # noqa: E402
+from curation.filter.config import BlocklistConfig, QualityModelConfig  # noqa: E402
+from curation.filter import signals as S  # noqa: E402
+from curation.filter.blocklist import is_blocked, parse_blocklist  # noqa: E402
+from curation.filter.quality import score  # noqa: E402
+from curation.filter.rules import first_failed_rule  # noqa: E402
+from curation.filter.words import split_words  # noqa: E402
+from curation.langid import identify  # noqa: E402
+from curation.schema import document_id, documents_to_table  # noqa: E402
+from curation.sources import read_dolma_jsonl  # noqa: E402
+from curation.stats import StageStats  # noqa: E402
+
+SAMPLE = os.path.join(REPO, "data", "sample")
+MODEL = os.path.join(REPO, "models", "quality.ftz")
+BLOCKLIST = os.path.join(REPO, "data", "blocklist.example.txt")
+
+
+def sample_documents() -> list[dict]:
+    from curation.extract import Extractor, iter_records
+
+    docs: list[dict] = []
+    with Extractor() as ex:
+        for path in sorted(glob.glob(os.path.join(SAMPLE, "warc", "*.warc*"))):
+            try:
+                with open(path, "rb") as f:
+                    docs += list(ex.documents(iter_records(f), StageStats(), os.path.basename(path)))
+            except Exception as e:  # noqa: BLE001 - a bad sample file is reported, not fatal
+                print(f"  (skipped {os.path.basename(path)}: {e})", file=sys.stderr)
+    for path in sorted(glob.glob(os.path.join(SAMPLE, "text", "*.jsonl.gz"))):
+        with open(path, "rb") as f:
+            for d in read_dolma_jsonl(f, os.path.basename(path)):
+                d["language"], d["language_score"] = identify(d["text"])
+                docs.append(d)
+    return docs
+
+
+def per_rule(docs: list[dict], cfg: FilterConfig, repeats: int) -> list[tuple[str, float]]:
+    texts = [d["text"] for d in docs]
+    langs = [d["language"] for d in docs]
+    urls = [d["url"] for d in docs]
+    blocklist = parse_blocklist(open(BLOCKLIST, encoding="utf-8").read())
+    prepared = []
+    for t, lang in zip(texts, langs):
+        lines = [ln for ln in (ln.strip() for ln in t.split("\n")) if ln]
+        prepared.append((t, split_words(t, lang), lines, lang))
+    signals = [dict(compute_signals(t, lang, cfg), language=lang, language_score=1.0, url_blocked=False) for t, lang in zip(texts, langs)]
+    families = {
+        "language id (lid.176)": lambda: [identify(t) for t in texts],
+        "words + lines (shared)": lambda: [(split_words(t, lang), t.split("\n")) for t, lang in zip(texts, langs)],
+        "gopher quality": lambda: [S._gopher_quality(t, w, ln, lang, cfg) for t, w, ln, lang in prepared],
+        "gopher repetition": lambda: [S._gopher_repetition(t, w, ln, lang, cfg) for t, w, ln, lang in prepared],
+        "c4": lambda: [S._c4(t, ln, lang, cfg) for t, w, ln, lang in prepared],
+        "fineweb": lambda: [S._fineweb(t, w, ln, cfg) for t, w, ln, lang in prepared],
+        "HEURISTIC SET (all four + words)": lambda: [compute_signals(t, lang, cfg) for t, lang in zip(texts, langs)],
+        "url blocklist": lambda: [is_blocked(u, blocklist) for u in urls],
+        "quality model (fastText)": lambda: score(texts, MODEL),
+        "decision (all rules)": lambda: [first_failed_rule(s, cfg, 0.5) for s in signals],
+    }
+    out = []
+    for name, fn in families.items():
+        fn()  # warm (model loads, caches)
+        t0 = time.process_time()
+        for _ in range(repeats):
+            fn()
+        cpu = time.process_time() - t0
+        out.append((name, repeats * len(texts) / cpu))
+    return out
+
+
+def replicate(docs: list[dict], n: int, folder: str, shards: int) -> int:
+    from pipelines import io
+
+    if os.path.isdir(folder):
+        shutil.rmtree(folder)
+    rows = []
+    i = 0
+    while len(rows) < n:
+        for d in docs:
+            r = {k: d.get(k) for k in ("id", "text", "url", "dump", "crawl_date", "language", "language_score", "metadata")}
+            r["id"] = document_id(d["dump"] or "bench", f"{d['id']}#{i}")
+            rows.append(r)
+        i += 1
+    per = (len(rows) + shards - 1) // shards
+    for s in range(shards):
+        io.write_parquet(documents_to_table(rows[s * per : (s + 1) * per]), os.path.join(folder, f"part-{s:03d}.parquet"))
+    return len(rows)
+
+
+def drop_table(docs: list[dict], cfg: FilterConfig) -> None:
+    blocklist = parse_blocklist(open(BLOCKLIST, encoding="utf-8").read())
+    q = score([d["text"] for d in docs], MODEL)
+    counts: dict[str, Counter] = defaultdict(Counter)
+    examples: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for d, qs in zip(docs, q):
+        lang = d["language"] if d["language"] in cfg.language.keep else "other"
+        s = dict(compute_signals(d["text"], d["language"], cfg), language=d["language"],
+                 language_score=d["language_score"] or 0.0, url_blocked=is_blocked(d["url"], blocklist), quality_score=float(qs))
+        reason = first_failed_rule(s, cfg) or "kept"
+        counts[lang][reason] += 1
+        if len(examples[(lang, reason)]) < 2:
+            snippet = " ".join(d["text"].split())[:110]
+            examples[(lang, reason)].append(f"{d['url'][:60]} | {snippet}")
+    reasons = sorted({r for c in counts.values() for r in c}, key=lambda r: (r == "kept", -sum(c[r] for c in counts.values()), r))
+    print("\n== drop table on the real sample (first failed rule; blocklist = data/blocklist.example.txt) ==")
+    print(f"  {'rule':<28}{'en':>6}{'zh':>6}{'other':>7}")
+    for r in reasons:
+        print(f"  {r:<28}{counts['en'][r]:>6}{counts['zh'][r]:>6}{counts['other'][r]:>7}")
+    print(f"  {'total':<28}{sum(counts['en'].values()):>6}{sum(counts['zh'].values()):>6}{sum(counts['other'].values()):>7}")
+    print("\n== what each rule removed (English and Chinese examples) ==")
+    for r in reasons:
+        for lang in ("en", "zh"):
+            for ex in examples.get((lang, r), [])[:1 if r == "kept" else 2]:
+                print(f"  [{r} / {lang}] {ex}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--docs", type=int, default=50_000)
+    ap.add_argument("--shards", type=int, default=16)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--skip-stage", action="store_true")
+    ap.add_argument("--workdir", default=os.path.join(REPO, "build", "filter-bench"))
+    args = ap.parse_args()
+    cfg = FilterConfig()
+    print("preparing the sample (extracting the WARCs)...", file=sys.stderr)
+    docs = sample_documents()
+    mean_chars = sum(len(d["text"]) for d in docs) / len(docs)
+    langs = Counter(d["language"] for d in docs)
+    print(f"\n== bench-filter: {len(docs)} unique documents (mean {mean_chars:,.0f} characters; en {langs['en']}, zh {langs['zh']}) ==")
+    print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores\n")
+    print("-- per rule family, one process, documents per CPU-second --")
+    rates = per_rule(docs, cfg, args.repeats)
+    heuristic = dict(rates)["HEURISTIC SET (all four + words)"]
+    for name, rate in rates:
+        print(f"  {name:<36} {rate:>10,.0f} docs/s/core   {rate / heuristic:6.2f}x heuristic set")
+    target = 1000
+    print(f"  heuristic set vs target {target:,} docs/s/core: {heuristic / target:.2f}x")
+
+    if not args.skip_stage:
+        from pipelines import runtime
+        from pipelines.filter import filter_documents
+
+        inp, out = os.path.join(args.workdir, "input"), os.path.join(args.workdir, "output")
+        n = replicate(docs, args.docs, inp, args.shards)
+        cores = os.cpu_count() or 1
+        runtime.init_ray(num_cpus=cores)
+        for label, c in (("heuristics + blocklist", FilterConfig(quality=QualityModelConfig(model=""), blocklist=BlocklistConfig(path=BLOCKLIST))),
+                         ("+ quality model", FilterConfig(blocklist=BlocklistConfig(path=BLOCKLIST)))):
+            if os.path.isdir(out):
+                shutil.rmtree(out)
+            t0 = time.perf_counter()
+            filter_documents([inp], out, c)
+            wall = time.perf_counter() - t0
+            print(f"\n-- whole stage ({label}), {n:,} documents, {args.shards} shards, Ray on {cores} cores --")
+            print(f"  wall {wall:,.1f} s: {n / wall:,.0f} docs/s, {n / wall / cores:,.0f} docs/s per core"
+                  f" (load average now {os.getloadavg()[0]:.1f})")
+    drop_table(docs, cfg)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
