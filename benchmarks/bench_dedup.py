@@ -11,6 +11,8 @@ speed:    documents/s on one core of this project's signatures and of datasketch
           (update_batch, same permutations, same shingles), alternating, best of 3 rounds.
 scale:    the whole stage in a fresh process per size: wall time, documents/s, peak memory
           per worker and of the driver, and the cost per document relative to the smallest size.
+cc:       the single-node connected-components step alone on synthetic int64 edge arrays up to
+          50M documents: time and peak memory (what one machine's driver can cluster).
 """
 
 from __future__ import annotations
@@ -192,11 +194,44 @@ def scale(sizes: list[int]) -> None:
           "relative to the smallest size - 1.0 is linear)")
 
 
+_CC_CHILD = """
+import resource, sys, time
+import numpy as np
+sys.path.insert(0, {repo!r})
+from curation.dedup.clusters import connected_components
+docs, edges = {docs}, {edges}
+rng = np.random.default_rng(0)
+# Node ids as the stage makes them (shard << 28 | row, 1M-document shards); duplicates pair up
+# with documents anywhere in the corpus.
+a = rng.integers(0, docs, edges)
+b = rng.integers(0, docs, edges)
+enc = lambda x: ((x // 1_000_000) << 28) | (x % 1_000_000)
+u, v = enc(a), enc(b)
+del a, b
+t = time.perf_counter()
+nodes, labels = connected_components(u, v)
+secs = time.perf_counter() - t
+print(len(nodes), int(labels.max()) + 1, secs, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+
+def cc(sizes: list[tuple[int, int]]) -> None:
+    """The single-node clustering step alone on synthetic edge arrays, in a fresh process each."""
+    print("\n== connected components (driver step) on int64 edge arrays, fresh process per size ==")
+    print(f"   {'documents':>12} {'edges':>12} {'nodes in edges':>15} {'clusters':>11} {'seconds':>8} {'peak MB':>8} {'bytes/edge':>11}")
+    for docs, edges in sizes:
+        code = _CC_CHILD.format(repo=str(REPO), docs=docs, edges=edges)
+        out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.split()
+        nodes, comps, secs, mb = int(out[0]), int(out[1]), float(out[2]), float(out[3])
+        print(f"   {docs:>12,} {edges:>12,} {nodes:>15,} {comps:>11,} {secs:>8.1f} {mb:>8,.0f} {mb * 2**20 / edges:>11.0f}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", default=str(BUILD / "corpus"))
-    ap.add_argument("--parts", default="speed,accuracy,scale")
+    ap.add_argument("--parts", default="speed,accuracy,scale,cc")
     ap.add_argument("--scale", default="100000,200000,400000")
+    ap.add_argument("--cc", default="1000000,10000000,50000000", help="documents for the clustering-step sizes (edges = half)")
     a = ap.parse_args()
     parts = a.parts.split(",")
     corpus = Path(a.corpus)
@@ -206,6 +241,8 @@ def main() -> int:
         accuracy(corpus)
     if "scale" in parts:
         scale([int(x) for x in a.scale.split(",")])
+    if "cc" in parts:
+        cc([(int(d), int(d) // 2) for d in a.cc.split(",")])
     return 0
 
 

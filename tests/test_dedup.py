@@ -326,3 +326,18 @@ def test_repeated_lines_removed_at_string_level(ray_session, corpus, tmp_path):
     assert sum(len(t) for t in kept) > 0.3 * sum(len(d["text"]) for d in docs)
     per_dump = stats["dedup"]["per_dump"]
     assert sum(v["kept"] for v in per_dump.values()) == stats["output"]
+
+
+def test_unreadable_shard_is_named_and_the_rest_processed(ray_session, corpus, tmp_path):
+    from pipelines.dedup import dedup
+
+    docs, inputs = corpus
+    bad = tmp_path / "broken" / "CC-MAIN-2099-01"
+    bad.mkdir(parents=True)
+    (bad / "part-00000.parquet").write_bytes(b"PAR1 this is not a parquet file")
+    out = tmp_path / "out"
+    assert dedup([*inputs, str(tmp_path / "broken")], str(out), DedupConfig(partitions=4)) == 1
+    stats = io.read_json(str(out / "stats.json"))
+    assert list(stats["failed_files"]) == [str(bad / "part-00000.parquet")]
+    assert stats["input"] == len(docs)
+    StageStats.from_dict(stats).check()
