@@ -180,18 +180,20 @@ def scale(sizes: list[int]) -> None:
         wall = time.perf_counter() - t
         st = json.loads((out / "stats.json").read_text())
         c = st["counters"]
-        rows.append((st["input"], wall, c["seconds"], c["peak_worker_rss_mb"], c["driver_peak_rss_mb"],
+        cpu = sum(v for k, v in c.items() if k.startswith("cpu_seconds_"))
+        rows.append((st["input"], wall, c["seconds"], cpu, c["peak_worker_rss_mb"], c["driver_peak_rss_mb"],
                      st["dropped"], c["candidate_edges"]))
-    print(f"   {'documents':>10} {'wall s':>8} {'stage s':>8} {'docs/s':>8} {'s/1k docs':>10} {'vs first':>9} "
+    print(f"   {'documents':>10} {'wall s':>8} {'stage s':>8} {'docs/s':>8} {'CPU s':>8} {'CPU ms/doc':>10} {'vs first':>9} "
           f"{'worker MB':>10} {'driver MB':>10} {'removed':>9} {'edges':>9}")
     base = None
-    for n, wall, secs, wrss, drss, dropped, edges in rows:
-        per = secs / n * 1000
+    for n, wall, secs, cpu, wrss, drss, dropped, edges in rows:
+        per = cpu / n * 1000
         base = base or per
-        print(f"   {n:>10,} {wall:>8.1f} {secs:>8.1f} {n / secs:>8.0f} {per:>10.3f} {per / base:>9.2f} "
+        print(f"   {n:>10,} {wall:>8.1f} {secs:>8.1f} {n / secs:>8.0f} {cpu:>8.1f} {per:>10.3f} {per / base:>9.2f} "
               f"{wrss:>10.0f} {drss:>10.0f} {sum(dropped.values()):>9,} {edges:>9,}")
-    print("   (stage s: from stats.json, excluding interpreter and Ray start; 'vs first': cost per document "
-          "relative to the smallest size - 1.0 is linear)")
+    print("   (stage s: from stats.json, without interpreter start; CPU s: all tasks and the driver, which does\n"
+          "    not depend on how busy the machine is; 'vs first': CPU per document relative to the smallest\n"
+          "    size - 1.0 is linear)")
 
 
 _CC_CHILD = """

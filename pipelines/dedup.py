@@ -22,6 +22,7 @@ import argparse
 import dataclasses
 import os
 import sys
+import time
 from collections import Counter
 from typing import Any
 
@@ -194,6 +195,7 @@ def _strip(texts: list, frequent: np.ndarray, cfg: DedupConfig) -> tuple[list, i
 
 
 def _signatures(task: dict[str, Any], frequent: np.ndarray) -> dict[str, Any]:
+    cpu0 = time.process_time()
     cfg: DedupConfig = task["cfg"]
     nodes_path = task["nodes_path"]
     if io.exists(nodes_path):
@@ -242,7 +244,7 @@ def _signatures(task: dict[str, Any], frequent: np.ndarray) -> dict[str, Any]:
         schema=NODE_SCHEMA,
     )
     io.write_parquet(node_table, nodes_path)  # last: its existence marks the shard complete
-    return {"skipped": False, "docs": n, "rss_mb": _peak_rss_mb()}
+    return {"skipped": False, "docs": n, "rss_mb": _peak_rss_mb(), "cpu_s": time.process_time() - cpu0}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,6 +252,7 @@ def _signatures(task: dict[str, Any], frequent: np.ndarray) -> dict[str, Any]:
 
 
 def _candidates(task: dict[str, Any]) -> dict[str, Any]:
+    cpu0 = time.process_time()
     out = task["edges_path"]
     if io.exists(out):
         return {"skipped": True}
@@ -276,7 +279,7 @@ def _candidates(task: dict[str, Any]) -> dict[str, Any]:
     ur = r[first][np.searchsorted(un, u)].astype(np.int32)
     vr = r[first][np.searchsorted(un, v)].astype(np.int32)
     io.write_parquet(pa.table({"u": u, "v": v, "u_rank": ur, "v_rank": vr}), out)
-    return {"skipped": False, "edges": len(u), "band_rows": len(k), "rss_mb": _peak_rss_mb()}
+    return {"skipped": False, "edges": len(u), "band_rows": len(k), "rss_mb": _peak_rss_mb(), "cpu_s": time.process_time() - cpu0}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -312,6 +315,7 @@ def _verify(task: dict[str, Any]) -> np.ndarray:
 
 
 def _write(task: dict[str, Any], frequent: np.ndarray) -> StageStats:
+    cpu0 = time.process_time()
     stats = StageStats()
     table = io.read_parquet(task["path"])
     validate(table.schema)
@@ -363,6 +367,7 @@ def _write(task: dict[str, Any], frequent: np.ndarray) -> StageStats:
     meta = pa.StructArray.from_arrays(children, fields=fields, mask=meta.is_null())
     table = table.set_column(table.column_names.index("metadata"), "metadata", meta).filter(pa.array(keep))
     io.write_parquet(table, task["out"])
+    stats.add("cpu_seconds_write", round(time.process_time() - cpu0, 3))
     return stats
 
 
@@ -413,6 +418,7 @@ def dedup(inputs: list[str], output: str, cfg: DedupConfig, index: str | None = 
         print(f"dedup: {output} is complete (stats.json exists); nothing to do", file=sys.stderr)
         return 0 if not io.read_json(stats_path).get("failed_files") else 1
     timer = Timer().__enter__()
+    driver_cpu0 = time.process_time()
     stats = StageStats()
 
     # The index: generations so far, and the settings its keys were made with.
@@ -483,6 +489,7 @@ def dedup(inputs: list[str], output: str, cfg: DedupConfig, index: str | None = 
             stats.failed_files[t["path"]] = res.error
         else:
             rss.append(res.get("rss_mb", 0.0))
+            stats.add("cpu_seconds_signatures", round(res.get("cpu_s", 0.0), 3))
     ok = [t for t in tasks if t["path"] not in stats.failed_files]
 
     # 3. candidates, one task per partition over every generation's band files
@@ -506,6 +513,7 @@ def dedup(inputs: list[str], output: str, cfg: DedupConfig, index: str | None = 
     if failed:
         raise RuntimeError(f"candidate partitions failed: {failed[0].error}")
     rss.extend(r.get("rss_mb", 0.0) for r in cand)
+    stats.add("cpu_seconds_candidates", round(sum(r.get("cpu_s", 0.0) for r in cand), 3))
 
     # 4. clusters and the keep rule
     edges = [io.read_parquet(t["edges_path"]) for t in part_tasks]
@@ -606,6 +614,7 @@ def dedup(inputs: list[str], output: str, cfg: DedupConfig, index: str | None = 
     io.write_json(generations, lay["generations"])
     timer.__exit__()
     stats.add("seconds", round(timer.seconds, 3))
+    stats.add("cpu_seconds_driver", round(time.process_time() - driver_cpu0, 3))
     stats.add("peak_worker_rss_mb", max(rss))
     stats.add("driver_peak_rss_mb", _peak_rss_mb())
     summary = stats.to_dict()
