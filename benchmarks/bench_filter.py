@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import json
 import os
 import shutil
 import sys
@@ -174,6 +175,7 @@ def main() -> int:
         n = replicate(docs, args.docs, inp, args.shards)
         cores = os.cpu_count() or 1
         runtime.init_ray(num_cpus=cores)
+        stage_rates = []
         for label, c in (("heuristics + blocklist", FilterConfig(quality=QualityModelConfig(model=""), blocklist=BlocklistConfig(path=BLOCKLIST))),
                          ("+ quality model", FilterConfig(blocklist=BlocklistConfig(path=BLOCKLIST)))):
             if os.path.isdir(out):
@@ -181,9 +183,16 @@ def main() -> int:
             t0 = time.perf_counter()
             filter_documents([inp], out, c)
             wall = time.perf_counter() - t0
+            st = json.load(open(os.path.join(out, "stats.json")))
+            cpu = st["counters"]["cpu_seconds_score"] + st["counters"]["cpu_seconds_decide"]
+            stage_rates.append((label, n / cpu, n / wall / cores))
             print(f"\n-- whole stage ({label}), {n:,} documents, {args.shards} shards, Ray on {cores} cores --")
+            print(f"  task CPU {cpu:,.1f} s: {n / cpu:,.0f} docs per CPU-second (score + decide, read and write included)")
             print(f"  wall {wall:,.1f} s: {n / wall:,.0f} docs/s, {n / wall / cores:,.0f} docs/s per core"
-                  f" (load average now {os.getloadavg()[0]:.1f})")
+                  f" (load average now {os.getloadavg()[0]:.1f}; wall includes Ray start and other users' load)")
+        print("\n-- summary, docs/s per core --")
+        for label, per_cpu, per_core_wall in stage_rates:
+            print(f"  whole stage, {label:<24} {per_cpu:>8,.0f} (CPU)  {per_core_wall:>8,.0f} (wall)  {per_cpu / target:5.2f}x target")
     drop_table(docs, cfg)
     return 0
 

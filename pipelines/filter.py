@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import sys
+import time
 from typing import Any
 
 import numpy as np
@@ -140,12 +141,16 @@ def _score_shard(task: dict[str, Any]) -> str | None:
     """Signals of one shard, unless already cached. Returns an error message or None."""
     if io.exists(task["signals"]):
         return None
+    cpu = time.process_time()
     try:
         docs = io.read_parquet(task["path"])
         validate(docs.schema)
     except (OSError, ValueError, pa.ArrowInvalid) as e:
         return f"not a readable document shard: {str(e).splitlines()[0][:300]}"
     signals = score_table(docs, _cfg(task["cfg"]), task["model"])
+    # CPU seconds spent scoring, kept beside the signals: per-core throughput that other load on
+    # the machine does not distort (bench-filter reads it).
+    signals = signals.replace_schema_metadata({"cpu_seconds": f"{time.process_time() - cpu:.6f}"})
     sink = pa.BufferOutputStream()
     with pa.ipc.new_file(sink, signals.schema, options=pa.ipc.IpcWriteOptions(compression="zstd")) as w:
         w.write_table(signals)
@@ -180,10 +185,14 @@ def _top_fraction_cut(scores: np.ndarray, fraction: float) -> float | None:
 def _decide_shard(task: dict[str, Any]) -> dict:
     if not task["redo"] and io.exists(task["out"]) and io.exists(task["stats"]) and (not task["rejects"] or io.exists(task["rejects"])):
         return io.read_json(task["stats"])
+    cpu = time.process_time()
     cfg = _cfg(task["cfg"])
     docs = io.read_parquet(task["path"])
-    kept, dropped, stats = decide_table(docs, _read_signals(task["signals"]), cfg, parse_blocklist(task["blocklist"]), task["cut"])
+    signals = _read_signals(task["signals"])
+    kept, dropped, stats = decide_table(docs, signals, cfg, parse_blocklist(task["blocklist"]), task["cut"])
+    stats.add("cpu_seconds_score", float((signals.schema.metadata or {}).get(b"cpu_seconds", b"0")))
     stats.check()
+    stats.add("cpu_seconds_decide", time.process_time() - cpu)
     io.write_json(stats.to_dict(), task["stats"])  # before the shard: a shard implies its stats
     if task["rejects"]:
         io.write_parquet(dropped, task["rejects"])

@@ -199,9 +199,13 @@ def _ngram_fractions(words: list[str], top_ns: list[int], dup_ns: list[int], sca
         for n in range(2, max(wanted) + 1):
             ok = pos + (n - 1) < n_words
             pos, hc = pos[ok], hc[ok]
-            hc = hc * _BASE + mixed[pos + (n - 1)]
             if len(pos) < 2:
                 break
+            if len(pos) <= _FEW:
+                # A handful of candidates left (clean text): plain Python beats numpy's per-call cost.
+                _few_candidates(words, cum, total, pos.tolist(), n, max(wanted), wanted, out)
+                break
+            hc = hc * _BASE + mixed[pos + (n - 1)]
             # Sorting values is several times faster than argsort: the position rides in the low
             # bits of the key (the top 64-b hash bits keep a collision negligible), so equal
             # n-grams become neighbours in order of position.
@@ -237,6 +241,37 @@ def _ngram_fractions(words: list[str], top_ns: list[int], dup_ns: list[int], sca
             hc = hc[np.searchsorted(pos, keep)]
             pos = keep
     return out
+
+
+_FEW = 96
+
+
+def _few_candidates(words: list[str], cum: np.ndarray, total: float, pos: list[int], n0: int, n_max: int,
+                    wanted: dict[int, list[tuple[str, int]]], out: dict[str, float]) -> None:
+    """The n-gram loop of ``_ngram_fractions`` from n0 on, over a few candidate positions."""
+    n_words = len(words)
+    for n in range(n0, n_max + 1):
+        groups: dict[tuple[str, ...], list[int]] = {}
+        for p in pos:
+            if p + n <= n_words:
+                groups.setdefault(tuple(words[p : p + n]), []).append(p)
+        repeated = [g for g in groups.values() if len(g) > 1]
+        if not repeated:
+            return
+        for kind, w in wanted.get(n, ()):
+            if kind == "top":
+                best = max(repeated, key=len)  # first-seen among equals, as the sort would be
+                out[f"top_{w}gram_char_frac"] = float(len(best) * (cum[best[0] + n] - cum[best[0]])) / total
+            else:
+                starts = sorted(p for g in repeated for p in g[1:])
+                chars, reach = 0, 0
+                for st in starts:  # union of [st, st + n) in characters
+                    lo = max(st, reach)
+                    reach = st + n
+                    if reach > lo:
+                        chars += int(cum[reach] - cum[lo])
+                out[f"dup_{w}gram_char_frac"] = chars / total
+        pos = sorted(p for g in repeated for p in g)
 
 
 def _c4(text: str, lines: list[str], language: str | None, cfg: FilterConfig) -> dict[str, float]:
