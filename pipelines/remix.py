@@ -76,7 +76,7 @@ def remix(inputs: list[str], output: str, cfg: RemixConfig, workers: int | None 
     manifest_path = io.join(output, "manifest.json")
     files, missing = io.expand_inputs(inputs, (".parquet",))
     files = [f for f in files if not os.path.basename(f).startswith(".")]
-    run_key = _digest({"cfg": dataclasses.asdict(cfg), "inputs": [os.path.basename(f) for f in files]})
+    run_key = _digest({"cfg": dataclasses.asdict(cfg), "inputs": [(f, _size(f)) for f in files]})
     if io.exists(manifest_path) and io.read_json(manifest_path).get("run_key") == run_key:
         print(f"remix: {output} is complete (manifest.json matches); nothing to do", file=sys.stderr)
         return 0
@@ -332,6 +332,11 @@ def _remove_tree(path: str) -> None:
         fs.delete_dir(p)
     except (OSError, FileNotFoundError):
         pass
+
+
+def _size(path: str) -> int:
+    fs, p = io.filesystem(path)
+    return int(fs.get_file_info(p).size or 0)
 
 
 def _digest(obj: Any) -> str:
