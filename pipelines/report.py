@@ -1,0 +1,291 @@
+"""The run's report: ``<run>/report.json`` (every figure) and ``<run>/report.html`` (one
+self-contained page, PNG plots embedded as base64).
+
+It only reads what the stages wrote: each stage's ``stats.json`` (documents in/out, drops by
+reason, failed inputs), ``_run/<stage>.json`` (wall time and the Ray nodes of its tasks, from
+:mod:`pipelines.run`), dedup-stats' ``report.json`` and PNGs, the filter's drop table, remix's
+``manifest.json``, the tokenizer's and tokenize's counts (compression in bytes per token), the
+training runs' ``log.jsonl`` (loss curves) and the final answer.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io as _bytes_io
+import json
+import math
+import os
+from typing import Any
+
+from pipelines import io
+
+CURATION = ("import", "extract", "dedup", "filter", "remix", "train-tokenizer", "tokenize")
+TRAINING = ("pretrain", "sft", "dpo")
+
+
+def _read(path: str) -> Any:
+    return io.read_json(path) if io.exists(path) else None
+
+
+def _finite(x: Any) -> Any:
+    return x if not isinstance(x, float) or math.isfinite(x) else None
+
+
+def build(cfg: Any, paths: dict[str, str], stages: list[str]) -> dict[str, Any]:
+    """Everything report.json holds (plain JSON types)."""
+    rep: dict[str, Any] = {"output": cfg.output, "stages": [], "artifacts": {}}
+    for stage in [s for s in (*CURATION, *TRAINING) if s in stages]:
+        stats = _read(io.join(paths[stage], "stats.json"))
+        runlog = _read(io.join(paths["runlog"], f"{stage}.json")) or {}
+        if stats is None:
+            rep["stages"].append({"stage": stage, "complete": False})
+            continue
+        seconds = _finite(runlog.get("seconds"))
+        row = {
+            "stage": stage, "complete": True, "documents_in": stats.get("input"), "documents_out": stats.get("output"),
+            "dropped": stats.get("dropped", {}), "failed_inputs": stats.get("failed_files", {}),
+            "seconds": seconds, "documents_per_s": (stats.get("input") or 0) / seconds if seconds else None,
+            "task_nodes": runlog.get("task_nodes"), "counters": stats.get("counters", {}),
+        }
+        if stage in TRAINING:
+            row["unit"] = "sequences" if stage == "pretrain" else ("conversations" if stage == "sft" else "pairs")
+        rep["stages"].append(row)
+        rep["artifacts"][stage] = paths[stage]
+    nodes = sorted({n for r in rep["stages"] for ns in (r.get("task_nodes") or {}).values() for n in ns})
+    rep["ray_nodes_used"] = nodes or None
+
+    dstats = _read(io.join(paths["dedup-stats"], "report.json"))
+    if dstats is not None:
+        rep["dedup"] = dstats
+        rep["artifacts"]["dedup-stats"] = paths["dedup-stats"]
+    fstats = _read(io.join(paths["filter"], "stats.json"))
+    if fstats is not None:
+        rep["filter"] = {"input": fstats.get("input"), "output": fstats.get("output"), "dropped": fstats.get("dropped", {}),
+                         "drops_by_language": fstats.get("drops_by_language"), "quality_cut": fstats.get("quality_cut")}
+    manifest = _read(io.join(paths["remix"], "manifest.json"))
+    if manifest is not None:
+        rep["mixture"] = {k: v for k, v in manifest.items() if k != "shards"}
+    rep["tokenizer"] = _tokenizer(paths)
+    rep["training"] = {s: _training(paths[s]) for s in TRAINING if s in stages and io.exists(paths[s])}
+    answer = _read(paths["generate"])
+    if answer is not None:
+        rep["answer"] = answer
+        rep["artifacts"]["answer"] = paths["generate"]
+    rep["artifacts"]["report.json"] = io.join(cfg.output, "report.json")
+    rep["artifacts"]["report.html"] = io.join(cfg.output, "report.html")
+    return rep
+
+
+def _tokenizer(paths: dict[str, str]) -> dict[str, Any] | None:
+    tstats = _read(io.join(paths["train-tokenizer"], "stats.json"))
+    kstats = _read(io.join(paths["tokenize"], "stats.json"))
+    if tstats is None and kstats is None:
+        return None
+    out: dict[str, Any] = {}
+    if tstats:
+        out["vocab_size"] = tstats.get("vocab_size")
+        out["training"] = tstats.get("training")
+    if kstats:
+        c = kstats.get("counters", {})
+        tokens = c.get("tokens") or c.get("tokens_out")
+        nbytes = c.get("bytes") or c.get("text_bytes") or c.get("bytes_in")
+        out["tokens"], out["text_bytes"] = tokens, nbytes
+        out["bytes_per_token"] = nbytes / tokens if tokens and nbytes else None
+        out["counters"] = c
+    return out
+
+
+def _training(run_dir: str) -> dict[str, Any]:
+    steps, val = {}, {}
+    log = io.join(run_dir, "log.jsonl")
+    if io.exists(log):
+        with io.open_input(log) as f:
+            for line in f.read().decode("utf-8", "replace").splitlines():
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut by a kill: the later records win
+                if not isinstance(rec, dict) or "step" not in rec:
+                    continue
+                if rec.get("val_loss") is not None:
+                    val[rec["step"]] = rec["val_loss"]
+                elif rec.get("loss") is not None:
+                    steps[rec["step"]] = rec["loss"]
+    stats = _read(io.join(run_dir, "stats.json")) or {}
+    summary = stats.get("summary") or stats.get("sft") or stats.get("dpo") or {}
+    return {
+        "loss": [[s, steps[s]] for s in sorted(steps)], "val_loss": [[s, val[s]] for s in sorted(val)],
+        "summary": {k: v for k, v in summary.items() if isinstance(v, (int, float, str, bool)) or v is None},
+    }
+
+
+# ---- plots ----
+
+def _png(fig) -> str:
+    buf = _bytes_io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _plots(rep: dict[str, Any], paths: dict[str, str]) -> dict[str, str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out: dict[str, str] = {}
+    curves = {k: v for k, v in (rep.get("training") or {}).items() if v["loss"]}
+    if curves:
+        fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.2), squeeze=False)
+        for ax, (name, tr) in zip(axes[0], curves.items()):
+            ax.plot([s for s, _ in tr["loss"]], [v for _, v in tr["loss"]], label="train", linewidth=1)
+            if tr["val_loss"]:
+                ax.plot([s for s, _ in tr["val_loss"]], [v for _, v in tr["val_loss"]], "o-", label="held out")
+            ax.set_title(name)
+            ax.set_xlabel("step")
+            ax.set_ylabel("loss")
+            ax.legend()
+        out["loss"] = _png(fig)
+    mix = rep.get("mixture") or {}
+    domains = mix.get("domains") if isinstance(mix.get("domains"), dict) else None
+    if domains:
+        names = sorted(domains)
+        before = [_share(domains[n], "before") for n in names]
+        after = [_share(domains[n], "after") for n in names]
+        if any(b is not None for b in before):
+            fig, ax = plt.subplots(figsize=(max(5, 0.8 * len(names)), 3.2))
+            xs = range(len(names))
+            ax.bar([x - 0.2 for x in xs], [b or 0 for b in before], 0.4, label="before")
+            ax.bar([x + 0.2 for x in xs], [a or 0 for a in after], 0.4, label="after remix")
+            ax.set_xticks(list(xs), names, rotation=30, ha="right")
+            ax.set_ylabel("share")
+            ax.legend()
+            out["mixture"] = _png(fig)
+    stages = [r for r in rep["stages"] if r.get("complete") and r["stage"] in CURATION and r.get("documents_in")]
+    if stages:
+        fig, ax = plt.subplots(figsize=(6, 3.2))
+        ax.bar([r["stage"] for r in stages], [r["documents_out"] for r in stages])
+        ax.set_ylabel("documents out")
+        ax.tick_params(axis="x", rotation=30)
+        out["documents"] = _png(fig)
+    # dedup-stats' own PNGs (its k-dump curve and friends)
+    folder = paths["dedup-stats"]
+    if os.path.isdir(folder):
+        for name in sorted(os.listdir(folder)):
+            if name.endswith(".png"):
+                with open(os.path.join(folder, name), "rb") as f:
+                    out["dedup: " + name[:-4]] = base64.b64encode(f.read()).decode("ascii")
+    return out
+
+
+def _share(d: Any, when: str) -> float | None:
+    if not isinstance(d, dict):
+        return None
+    for key in (f"share_{when}", f"{when}_share", f"bytes_share_{when}"):
+        if isinstance(d.get(key), (int, float)):
+            return float(d[key])
+    sub = d.get(when)
+    if isinstance(sub, dict):
+        for key in ("share", "bytes_share", "documents_share"):
+            if isinstance(sub.get(key), (int, float)):
+                return float(sub[key])
+    return None
+
+
+# ---- HTML ----
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    th = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><tr>{th}</tr>{body}</table>"
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return f"{v:,.3f}" if abs(v) < 100 else f"{v:,.0f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, dict):
+        return ", ".join(f"{k}: {_fmt(x)}" for k, x in v.items())
+    return str(v)
+
+
+def render_html(rep: dict[str, Any], plots: dict[str, str]) -> str:
+    parts = [f"<h1>Pipeline run: {html.escape(rep['output'])}</h1>"]
+    if rep.get("answer"):
+        a = rep["answer"]
+        parts.append(f"<h2>The final model answers</h2><p><b>prompt:</b> {html.escape(a['prompt'])}</p><pre>{html.escape(a['answer'])}</pre>")
+    rows = [[r["stage"], r.get("documents_in"), r.get("documents_out"),
+             ", ".join(f"{k}: {v:,}" for k, v in sorted(r.get("dropped", {}).items(), key=lambda kv: -kv[1])),
+             len(r.get("failed_inputs") or {}), r.get("seconds"), r.get("documents_per_s")] if r.get("complete") else
+            [r["stage"], "not complete", "", "", "", "", ""] for r in rep["stages"]]
+    parts.append("<h2>Stages</h2>" + _table(["stage", "in", "out", "dropped by reason", "failed inputs", "seconds", "in per s"], rows))
+    parts.append("<p>Training stages count sequences (pre-training), conversations (SFT) or pairs (DPO).</p>")
+    if rep.get("ray_nodes_used"):
+        parts.append(f"<p>Ray nodes that ran tasks: {len(rep['ray_nodes_used'])} ({html.escape(', '.join(n[:12] for n in rep['ray_nodes_used']))})</p>")
+    if "documents" in plots:
+        parts.append(_img(plots["documents"], "documents after each stage"))
+    if rep.get("dedup"):
+        d = rep["dedup"]
+        parts.append("<h2>Deduplication</h2>")
+        scalars = {k: v for k, v in d.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
+        if scalars:
+            parts.append(_table(["figure", "value"], [[k, v] for k, v in scalars.items()]))
+        curve = d.get("curve") or d.get("k_dump_curve")
+        if isinstance(curve, list) and curve and isinstance(curve[0], dict):
+            keys = list(curve[0])
+            parts.append(_table(keys, [[p.get(k) for k in keys] for p in curve]))
+        for name, data in plots.items():
+            if name.startswith("dedup: "):
+                parts.append(_img(data, name))
+    if rep.get("filter"):
+        f = rep["filter"]
+        rows = [[k, v, f"{100 * v / f['input']:.1f}%" if f.get("input") else ""] for k, v in sorted(f["dropped"].items(), key=lambda kv: -kv[1])]
+        parts.append("<h2>Quality filter: drops by rule</h2>" + _table(["rule", "documents", "of input"], rows))
+        if f.get("drops_by_language"):
+            langs = f["drops_by_language"]
+            parts.append(_table(["language", "drops"], [[k, v] for k, v in langs.items()]))
+    if rep.get("mixture"):
+        m = rep["mixture"]
+        parts.append("<h2>Mixture before and after remixing</h2>")
+        if isinstance(m.get("domains"), dict):
+            rows = [[name, _fmt(v)] for name, v in sorted(m["domains"].items())]
+            parts.append(_table(["domain", "before / after"], rows))
+        parts.append(_table(["figure", "value"], [[k, v] for k, v in m.items() if not isinstance(v, (dict, list))]))
+        if "mixture" in plots:
+            parts.append(_img(plots["mixture"], "domain shares"))
+    if rep.get("tokenizer"):
+        t = rep["tokenizer"]
+        parts.append("<h2>Tokenizer</h2>" + _table(["figure", "value"], [["vocabulary (incl. specials)", t.get("vocab_size")],
+                                                                       ["tokens", t.get("tokens")], ["text bytes", t.get("text_bytes")],
+                                                                       ["bytes per token (compression)", t.get("bytes_per_token")]]))
+    if rep.get("training"):
+        parts.append("<h2>Training</h2>")
+        if "loss" in plots:
+            parts.append(_img(plots["loss"], "loss curves"))
+        for name, tr in rep["training"].items():
+            parts.append(f"<h3>{name}</h3>" + _table(["figure", "value"], [[k, v] for k, v in tr["summary"].items()]))
+    parts.append("<h2>Artifacts</h2>" + _table(["what", "where"], [[k, v] for k, v in rep["artifacts"].items()]))
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}table{border-collapse:collapse;margin:.5em 0}"
+             "td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;font-size:90%}pre{background:#f4f4f4;padding:.6em;white-space:pre-wrap}")
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>pipeline report</title><style>{style}</style></head><body>{''.join(parts)}</body></html>\n"
+
+
+def _img(data: str, alt: str) -> str:
+    return f"<figure><img alt='{html.escape(alt)}' src='data:image/png;base64,{data}'><figcaption>{html.escape(alt)}</figcaption></figure>"
+
+
+def write_report(cfg: Any, paths: dict[str, str], stages: list[str]) -> dict[str, str]:
+    rep = build(cfg, paths, stages)
+    plots = _plots(rep, paths)
+    rep["plots"] = sorted(plots)
+    where = {"json": io.join(cfg.output, "report.json"), "html": io.join(cfg.output, "report.html")}
+    io.write_json(json.loads(json.dumps(rep, default=str)), where["json"])
+    io.write_bytes(render_html(rep, plots).encode("utf-8"), where["html"])
+    return where
