@@ -53,6 +53,25 @@ class TokenizeConfig:
 # ---------------------------------------------------------------- text shards (shared with train-tokenizer)
 
 
+def text_shards(inputs: list[str]) -> tuple[list[str], dict[str, str]]:
+    """Text shard files under the inputs, sorted; ``{spec: error}`` for inputs that matched nothing.
+
+    Inside a folder, anything under a name starting with ``_`` or ``.`` is a stage's working
+    files (remix's ``_shuffle``, temporary names), not a shard.
+    """
+    files: set[str] = set()
+    missing: dict[str, str] = {}
+    for spec in inputs:
+        found, bad = io.expand_inputs([spec], TEXT_SUFFIXES)
+        missing.update(bad)
+        root = (spec if io.is_uri(spec) else os.path.abspath(spec)).rstrip("/") + "/"
+        for f in found:
+            rel = f[len(root):] if f.startswith(root) else posixpath.basename(f)
+            if not any(part.startswith(("_", ".")) for part in rel.replace(os.sep, "/").split("/")):
+                files.add(f)
+    return sorted(files), missing
+
+
 def iter_documents(path: str, stats: StageStats, batch_rows: int = 1024) -> Iterator[list[tuple[str, str | None]]]:
     """Batches of (id, text) from a Parquet text shard or a Dolma JSONL file, counted into ``stats``.
 
@@ -223,8 +242,7 @@ def tokenize(tokenizer: str, inputs: list[str], output: str, cfg: TokenizeConfig
     with io.open_input(tok_path) as f:
         tokenizer_json = f.read().decode("utf-8")
     sha = hashlib.sha256(tokenizer_json.encode("utf-8")).hexdigest()
-    files, missing = io.expand_inputs(inputs, TEXT_SUFFIXES)
-    files = [f for f in files if not posixpath.basename(f).startswith(".")]
+    files, missing = text_shards(inputs)
     stats = StageStats(failed_files=dict(missing))
     items = [(src, io.join(output, f"tokens-{i:05d}.parquet"), sha, cfg) for i, src in enumerate(files)]
     results = run_tasks(

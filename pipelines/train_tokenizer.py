@@ -19,7 +19,7 @@ from typing import Any, Iterator
 
 from curation.stats import StageStats
 from pipelines import io
-from pipelines.tokenize import TEXT_SUFFIXES, iter_documents
+from pipelines.tokenize import iter_documents, text_shards
 from tokenizer import TokenizerConfig
 from tokenizer.bpe import tokenizer_files
 
@@ -114,8 +114,7 @@ def train_tokenizer(inputs: list[str], output: str, cfg: TokenizerConfig, force:
     """Run the stage; returns the stats (also in ``<output>/stats.json``) and the training figures."""
     from pipelines.runtime import TaskFailure, init_ray, run_tasks
 
-    files, missing = io.expand_inputs(inputs, TEXT_SUFFIXES)
-    files = [f for f in files if not os.path.basename(f).startswith(".")]
+    files, missing = text_shards(inputs)
     settings = {"inputs": files, "config": dataclasses.asdict(cfg)}
     stats_path = io.join(output, "stats.json")
     if not force and all(io.exists(io.join(output, n)) for n in _FILES + ("stats.json",)):
