@@ -56,9 +56,10 @@ def compute_signals(text: str, language: str | None, cfg: FilterConfig) -> dict[
     lines = [ln for ln in lines if ln]
     out: dict[str, float] = {}
     out.update(_gopher_quality(text, words, lines, language, cfg))
-    out.update(_gopher_repetition(text, words, lines, language, cfg))
+    line_dups = _find_duplicates(lines)  # Gopher and FineWeb count the same duplicate lines
+    out.update(_gopher_repetition(text, words, lines, language, cfg, line_dups))
     out.update(_c4(text, lines, language, cfg))
-    out.update(_fineweb(text, words, lines, cfg))
+    out.update(_fineweb(text, words, lines, cfg, line_dups))
     return out
 
 
@@ -142,12 +143,14 @@ def _find_duplicates(items: list[str]) -> tuple[int, int]:
     return dups, chars
 
 
-def _gopher_repetition(text: str, words: list[str], lines: list[str], language: str | None, cfg: FilterConfig) -> dict[str, float]:
+def _gopher_repetition(
+    text: str, words: list[str], lines: list[str], language: str | None, cfg: FilterConfig, line_dups: tuple[int, int] | None = None
+) -> dict[str, float]:
     rep = cfg.gopher_repetition
     n_chars = max(len(text), 1)
     paras = [p for p in (p.strip() for p in _PARAGRAPHS.split(text.strip())) if p] if "\n\n" in text else [text.strip()]
     p_dup, p_chars = _find_duplicates(paras)
-    l_dup, l_chars = _find_duplicates(lines)
+    l_dup, l_chars = line_dups or _find_duplicates(lines)
     out = {
         "dup_line_frac": l_dup / len(lines) if lines else 0.0,
         "dup_para_frac": p_dup / len(paras) if paras else 0.0,
@@ -294,7 +297,8 @@ def _c4(text: str, lines: list[str], language: str | None, cfg: FilterConfig) ->
         # javascript or policy notice. Their sentences count towards C4's minimum of 5.
         if has_js or has_policy or not ln.endswith(TERMINAL_PUNCTUATION) or ln.endswith(_ELLIPSES):
             continue
-        n_words = len(ln.split()) if spaced else len(split_words(ln, language))
+        # maxsplit: only whether there are min_words words matters, not how many.
+        n_words = len(ln.split(None, min_words - 1)) if spaced else len(split_words(ln, language))
         if n_words < min_words:
             continue
         sentences += max(1, len(_SENTENCE_END.findall(ln)))
@@ -307,12 +311,12 @@ def _c4(text: str, lines: list[str], language: str | None, cfg: FilterConfig) ->
     }
 
 
-def _fineweb(text: str, words: list[str], lines: list[str], cfg: FilterConfig) -> dict[str, float]:
+def _fineweb(text: str, words: list[str], lines: list[str], cfg: FilterConfig, line_dups: tuple[int, int] | None = None) -> dict[str, float]:
     n_lines = len(lines)
     if not n_lines:
         return {"line_punct_ratio": 0.0, "short_line_ratio": 0.0, "dup_line_char_ratio": 0.0, "newline_word_ratio": 0.0}
     short = cfg.fineweb.short_line_length
-    _, dup_chars = _find_duplicates(lines)
+    _, dup_chars = line_dups or _find_duplicates(lines)
     return {
         "line_punct_ratio": sum(1 for ln in lines if ln.endswith(TERMINAL_PUNCTUATION)) / n_lines,
         "short_line_ratio": sum(1 for ln in lines if len(ln) <= short) / n_lines,
