@@ -146,16 +146,18 @@ def test_scaling_laws_reproduce_the_reports_7b_and_67b_choices():
 # -- the training loop -------------------------------------------------------------------------
 
 def test_two_gloo_processes_give_the_losses_of_one(shards, tmp_path):
-    """FSDP over 2 ranks (torchrun, gloo) vs 1 rank on the same global batches."""
+    """FSDP over 2 ranks (torchrun, gloo, accumulation 2) vs 1 rank (accumulation 4) on the same global batches."""
+    one = _cfg(shards, str(tmp_path / "n1"), max_steps=5)
+    train(one)
+    two = _cfg(shards, str(tmp_path / "n2"), max_steps=5)
+    path = tmp_path / "cfg2.json"
+    path.write_text(json.dumps(two.__dict__))
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "training.trainer", str(path)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     results = {}
-    for nproc in (1, 2):
-        cfg = _cfg(shards, str(tmp_path / f"n{nproc}"), max_steps=5, checkpoint_every=0)
-        path = tmp_path / f"cfg{nproc}.json"
-        path.write_text(json.dumps(cfg.__dict__))
-        env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "training.trainer", str(path)]
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stderr[-3000:]
+    for nproc, cfg in ((1, one), (2, two)):
         results[nproc] = _losses(cfg.run_dir)
         resolved = json.load(open(os.path.join(cfg.run_dir, "config.json")))["resolved"]
         assert resolved["world_size"] == nproc and resolved["accum"] == 4 // nproc
@@ -163,6 +165,13 @@ def test_two_gloo_processes_give_the_losses_of_one(shards, tmp_path):
     for step in results[1]:
         assert results[2][step] == pytest.approx(results[1][step], rel=1e-5, abs=1e-5)
     assert results[1][5] < results[1][1]  # and it is learning
+    # Both saved the same model at the end: the sharded checkpoint of 2 ranks loads into 1.
+    from training.export import load_trained
+
+    a, b = load_trained(ckpt.latest_checkpoint(one.run_dir)), load_trained(ckpt.latest_checkpoint(two.run_dir))
+    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+        # Adam divides by sqrt(v): rare-token rows amplify fp32 rounding, still << the updates (~1e-2).
+        torch.testing.assert_close(p, q, rtol=1e-3, atol=3e-5, msg=name)
 
 
 def test_interrupted_and_resumed_equals_straight_through(shards, tmp_path):
