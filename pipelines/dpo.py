@@ -120,6 +120,8 @@ def run(args: argparse.Namespace) -> int:
         shards = [io.join(pair_dir, shard_name(f) + ".parquet") for f in files if f not in stats.failed_files]
         if stats.output == 0:
             print("dpo: no pairs to train on", file=sys.stderr)
+            for f, e in sorted(stats.failed_files.items()):
+                print(f"  {f}: {e}", file=sys.stderr)
             return 1
         ref_shards: list[str] = []
         with Timer() as tr:

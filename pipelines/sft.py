@@ -183,6 +183,8 @@ def run(args: argparse.Namespace) -> int:
         shards = [io.join(data_dir, shard_name(f) + ".parquet") for f in files if f not in stats.failed_files]
         if stats.output == 0:
             print("sft: no conversations to train on", file=sys.stderr)
+            for f, e in sorted(stats.failed_files.items()):
+                print(f"  {f}: {e}", file=sys.stderr)
             return 1
         rc = launch({**to_dict(cfg), "data": shards, "pad_id": pad_id}, args.nproc, args.launcher, entry_module="training.sft")
     if rc != 0:

@@ -206,7 +206,7 @@ def split_held_out(keys: Sequence[str], fraction: float, seed: int = 0) -> np.nd
     if fraction <= 0:
         return np.zeros(len(keys), dtype=bool)
     cut = int(fraction * 2**32)
-    return np.array([xxhash.xxh32_intdigest(k, seed=seed) < cut for k in keys], dtype=bool)
+    return np.array([xxhash.xxh32_intdigest(k.encode("utf-8"), seed=seed) < cut for k in keys], dtype=bool)
 
 
 # --------------------------------------------------------------------------------------------
