@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import torch
 
@@ -42,20 +43,38 @@ class _Unit:
     row_group: int
 
 
+def _filesystem(path: str) -> tuple[pafs.FileSystem, str]:
+    """(filesystem, path inside it): a local path, or an object-store URI (s3://, gs://, ...)."""
+    if "://" in path and not path.startswith("file://"):
+        return pafs.FileSystem.from_uri(path)
+    return pafs.LocalFileSystem(), os.path.abspath(path.removeprefix("file://"))
+
+
 def list_token_shards(specs: list[str]) -> list[str]:
-    """Parquet files under files/folders ``specs``, sorted (local paths)."""
+    """Parquet files under files/folders ``specs`` (local paths or URIs), sorted."""
     out: set[str] = set()
     for spec in specs:
-        if os.path.isdir(spec):
-            for root, _, files in os.walk(spec):
-                out.update(os.path.join(root, f) for f in files if f.endswith(".parquet") and not f.startswith("."))
-        elif os.path.exists(spec):
+        fs, inner = _filesystem(spec)
+        info = fs.get_file_info(inner)
+        if info.type == pafs.FileType.Directory:
+            for f in fs.get_file_info(pafs.FileSelector(inner, recursive=True)):
+                name = os.path.basename(f.path)
+                if f.type == pafs.FileType.File and name.endswith(".parquet") and not name.startswith("."):
+                    out.add(f.path if fs.type_name == "local" else spec.split("://")[0] + "://" + f.path)
+        elif info.type == pafs.FileType.File:
             out.add(spec)
         else:
             raise FileNotFoundError(f"token shards not found: {spec}")
     if not out:
         raise FileNotFoundError(f"no .parquet token shards under {specs}")
     return sorted(out)
+
+
+def _open_parquet(path: str) -> pq.ParquetFile:
+    fs, inner = _filesystem(path)
+    if fs.type_name == "local":
+        return pq.ParquetFile(inner, memory_map=True)
+    return pq.ParquetFile(fs.open_input_file(inner))
 
 
 class TokenShardLoader:
@@ -66,10 +85,10 @@ class TokenShardLoader:
         self.seq_len, self.micro_batch = seq_len, micro_batch
         self.rank, self.world_size = rank, world_size
         self.seed, self.shuffle, self.loop = seed, shuffle, loop
-        self.units = [_Unit(p, rg) for p in self.paths for rg in range(pq.ParquetFile(p).num_row_groups)]
+        self.units = [_Unit(p, rg) for p in self.paths for rg in range(_open_parquet(p).num_row_groups)]
+        self._open: tuple[str, pq.ParquetFile] | None = None  # one open file at a time
         if not self.units:
             raise ValueError("token shards hold no row groups")
-        self._files: dict[str, pq.ParquetFile] = {}
         self.load_state_dict({"epoch": 0, "unit": 0, "row_offset": 0, "leftover": [], "rows_served": 0})
 
     # -- state ---------------------------------------------------------------------------
@@ -99,10 +118,9 @@ class TokenShardLoader:
     def _load_unit(self) -> None:
         """Build the token stream of the current unit: leftover, then its documents (shuffled)."""
         unit = self.units[self._order[self._unit]]
-        f = self._files.get(unit.path)
-        if f is None:
-            f = self._files[unit.path] = pq.ParquetFile(unit.path, memory_map=True)
-        col = f.read_row_group(unit.row_group, columns=["input_ids"]).column("input_ids").combine_chunks()
+        if self._open is None or self._open[0] != unit.path:
+            self._open = (unit.path, _open_parquet(unit.path))
+        col = self._open[1].read_row_group(unit.row_group, columns=["input_ids"]).column("input_ids").combine_chunks()
         offsets = col.offsets.to_numpy(zero_copy_only=False)
         values = col.values.to_numpy(zero_copy_only=True) if col.values.null_count == 0 else col.values.to_numpy(zero_copy_only=False)
         starts, ends = offsets[:-1], offsets[1:]
@@ -177,7 +195,7 @@ def count_tokens(paths: list[str]) -> int:
     """Tokens in the shards, from the Parquet metadata and offsets only."""
     total = 0
     for p in paths:
-        f = pq.ParquetFile(p)
+        f = _open_parquet(p)
         for rg in range(f.num_row_groups):
             col = f.read_row_group(rg, columns=["input_ids"]).column("input_ids").combine_chunks()
             total += len(col.values)
