@@ -150,21 +150,18 @@ def _plots(rep: dict[str, Any], paths: dict[str, str]) -> dict[str, str]:
             ax.set_ylabel("loss")
             ax.legend()
         out["loss"] = _png(fig)
-    mix = rep.get("mixture") or {}
-    domains = mix.get("domains") if isinstance(mix.get("domains"), dict) else None
-    if domains:
-        names = sorted(domains)
-        before = [_share(domains[n], "before") for n in names]
-        after = [_share(domains[n], "after") for n in names]
-        if any(b is not None for b in before):
-            fig, ax = plt.subplots(figsize=(max(5, 0.8 * len(names)), 3.2))
-            xs = range(len(names))
-            ax.bar([x - 0.2 for x in xs], [b or 0 for b in before], 0.4, label="before")
-            ax.bar([x + 0.2 for x in xs], [a or 0 for a in after], 0.4, label="after remix")
-            ax.set_xticks(list(xs), names, rotation=30, ha="right")
-            ax.set_ylabel("share")
-            ax.legend()
-            out["mixture"] = _png(fig)
+    shares = _mixture_shares(rep.get("mixture") or {})
+    if shares:
+        names = sorted(shares)
+        fig, ax = plt.subplots(figsize=(max(5, 0.8 * len(names)), 3.2))
+        xs = range(len(names))
+        ax.bar([x - 0.27 for x in xs], [shares[n]["before"] for n in names], 0.27, label="before")
+        ax.bar(list(xs), [shares[n]["target"] or 0 for n in names], 0.27, label="target")
+        ax.bar([x + 0.27 for x in xs], [shares[n]["after"] for n in names], 0.27, label="after remix")
+        ax.set_xticks(list(xs), names, rotation=30, ha="right")
+        ax.set_ylabel(f"share of {(rep.get('mixture') or {}).get('unit', 'bytes')}")
+        ax.legend()
+        out["mixture"] = _png(fig)
     stages = [r for r in rep["stages"] if r.get("complete") and r["stage"] in CURATION and r.get("documents_in")]
     if stages:
         fig, ax = plt.subplots(figsize=(6, 3.2))
@@ -182,18 +179,16 @@ def _plots(rep: dict[str, Any], paths: dict[str, str]) -> dict[str, str]:
     return out
 
 
-def _share(d: Any, when: str) -> float | None:
-    if not isinstance(d, dict):
-        return None
-    for key in (f"share_{when}", f"{when}_share", f"bytes_share_{when}"):
-        if isinstance(d.get(key), (int, float)):
-            return float(d[key])
-    sub = d.get(when)
-    if isinstance(sub, dict):
-        for key in ("share", "bytes_share", "documents_share"):
-            if isinstance(sub.get(key), (int, float)):
-                return float(sub[key])
-    return None
+def _mixture_shares(mix: dict[str, Any]) -> dict[str, dict[str, float | None]]:
+    """Per domain: share before remixing, target share, share after (in remix's unit)."""
+    domains = mix.get("domains")
+    if not isinstance(domains, dict) or not domains:
+        return {}
+    unit = "documents" if mix.get("unit") == "documents" else "bytes"
+    before = {n: float(d.get(f"{unit}_before") or 0) for n, d in domains.items()}
+    after = {n: float(d.get(f"{unit}_after") or 0) for n, d in domains.items()}
+    tb, ta = sum(before.values()) or 1.0, sum(after.values()) or 1.0
+    return {n: {"before": before[n] / tb, "target": domains[n].get("target_share"), "after": after[n] / ta} for n in domains}
 
 
 # ---- HTML ----
@@ -234,10 +229,13 @@ def render_html(rep: dict[str, Any], plots: dict[str, str]) -> str:
     if rep.get("dedup"):
         d = rep["dedup"]
         parts.append("<h2>Deduplication</h2>")
-        scalars = {k: v for k, v in d.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
-        if scalars:
-            parts.append(_table(["figure", "value"], [[k, v] for k, v in scalars.items()]))
-        curve = d.get("curve") or d.get("k_dump_curve")
+        if isinstance(d.get("totals"), dict):
+            parts.append(_table(["figure", "value"], [[k, v] for k, v in d["totals"].items()]))
+        if isinstance(d.get("per_dump"), dict):
+            rows = [[dump, *(v.values() if isinstance(v, dict) else [v])] for dump, v in d["per_dump"].items()]
+            first = next(iter(d["per_dump"].values()), {})
+            parts.append(_table(["dump", *(first.keys() if isinstance(first, dict) else ["value"])], rows))
+        curve = d.get("k_dump_curve")
         if isinstance(curve, list) and curve and isinstance(curve[0], dict):
             keys = list(curve[0])
             parts.append(_table(keys, [[p.get(k) for k in keys] for p in curve]))
@@ -254,9 +252,12 @@ def render_html(rep: dict[str, Any], plots: dict[str, str]) -> str:
     if rep.get("mixture"):
         m = rep["mixture"]
         parts.append("<h2>Mixture before and after remixing</h2>")
-        if isinstance(m.get("domains"), dict):
-            rows = [[name, _fmt(v)] for name, v in sorted(m["domains"].items())]
-            parts.append(_table(["domain", "before / after"], rows))
+        shares = _mixture_shares(m)
+        if shares:
+            d = m["domains"]
+            rows = [[n, d[n].get("documents_before"), d[n].get("documents_after"), f"{100 * shares[n]['before']:.1f}%",
+                     f"{100 * (shares[n]['target'] or 0):.1f}%", f"{100 * shares[n]['after']:.1f}%", d[n].get("epochs")] for n in sorted(d)]
+            parts.append(_table(["domain", "documents before", "documents after", "share before", "target", "share after", "epochs"], rows))
         parts.append(_table(["figure", "value"], [[k, v] for k, v in m.items() if not isinstance(v, (dict, list))]))
         if "mixture" in plots:
             parts.append(_img(plots["mixture"], "domain shares"))

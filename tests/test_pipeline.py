@@ -1,0 +1,308 @@
+"""`python -m pipelines run`: the whole pipeline as a real process, undisturbed, killed part-way and
+resumed, with the outputs compared byte for byte.
+
+The config is a small one (2 real WARC files and 20 real CCNet documents, a 600-token vocabulary,
+a few training steps); the full demo runs behind ``-m slow``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from conftest import REPO, SAMPLE
+
+# Curation outputs compared byte for byte between runs (stats and timings differ by design).
+COMPARED = ("imported", "extracted", "dedup/documents", "dedup/duplicates.parquet", "filtered", "remix", "tokenizer/tokenizer.json", "tokens")
+CURATION_STAGES = ["import", "extract", "dedup", "filter", "remix", "train-tokenizer", "tokenize"]
+
+
+def small_config(out: Path, stages: list[str] | None = None) -> dict:
+    return {
+        "output": str(out),
+        "stages": stages or [],
+        "num_cpus": 2,
+        "import_jsonl": {"inputs": [str(SAMPLE / "text" / "cc_en_head-0091.jsonl.gz"), str(SAMPLE / "text" / "cc_en_head-0174.jsonl.gz")]},
+        "extract": {"inputs": [str(SAMPLE / "warc" / "cc-main-2020-34-sample.warc.gz"), str(SAMPLE / "warc" / "wget-2024-english-0.warc.gz")]},
+        "filter": {"set": ["blocklist.path=data/blocklist.example.txt"]},
+        "remix": {"set": ["shard_target_docs=8"]},
+        "tokenizer": {"vocab_size": 600},
+        "pretrain": {"model": "tiny", "launcher": "inline", "seq_len": 64, "micro_batch": 4, "batch": "512", "lr": "3e-3",
+                     "train_tokens": 5120, "warmup_steps": 2, "eval_every": 5, "checkpoint_every": 5},
+        "sft": {"launcher": "inline", "data": [str(SAMPLE / "sft" / "self-instruct-seed-tasks.jsonl")], "epochs": 1, "lr": 1e-3,
+                "seq_len": 256, "batch_rows": 8},
+        "dpo": {"launcher": "inline", "data": [str(SAMPLE / "preference" / "orca-dpo-pairs.jsonl")], "epochs": 1, "lr": 1e-4,
+                "batch_pairs": 16},
+        "generate": {"max_new_tokens": 8},
+    }
+
+
+def write_config(path: Path, cfg: dict) -> Path:
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def pipeline_cmd(config: Path) -> list[str]:
+    return [sys.executable, "-m", "pipelines", "run", "--config", str(config)]
+
+
+def env() -> dict:
+    e = dict(os.environ, PYTHONPATH=str(REPO), RAY_USAGE_STATS_ENABLED="0")
+    e.pop("RAY_ADDRESS", None)
+    return e
+
+
+def start(config: Path, log: Path) -> subprocess.Popen:
+    """The pipeline in its own process group (its embedded Ray instance is in it too)."""
+    return subprocess.Popen(pipeline_cmd(config), cwd=REPO, env=env(), stdout=open(log, "wb"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def run_to_end(config: Path, log: Path, timeout: float = 400) -> str:
+    p = start(config, log)
+    try:
+        p.wait(timeout)
+    finally:
+        kill_group(p)
+    text = log.read_text(errors="replace")
+    assert p.returncode == 0, text[-4000:]
+    return text
+
+
+def kill_group(p: subprocess.Popen) -> None:
+    try:
+        os.killpg(p.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        p.wait(10)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def digests(run: Path) -> dict[str, str]:
+    """sha256 of every compared output file, by path relative to the run folder."""
+    out = {}
+    for part in COMPARED:
+        p = run / part
+        files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in (".parquet", ".json") and not f.name.startswith("."))
+        for f in files:
+            if f.suffix == ".json" and f.name != "tokenizer.json":
+                continue
+            out[str(f.relative_to(run))] = hashlib.sha256(f.read_bytes()).hexdigest()
+    return out
+
+
+def mtimes(run: Path, parts: list[str]) -> dict[str, int]:
+    return {str(f.relative_to(run)): f.stat().st_mtime_ns for part in parts for f in sorted((run / part).rglob("*")) if f.is_file()}
+
+
+def wait_for(predicate, proc: subprocess.Popen, timeout: float, what: str) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"the pipeline exited ({proc.returncode}) before {what}")
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """One undisturbed run of the small config, curation and training to the final answer."""
+    base = tmp_path_factory.mktemp("reference")
+    out = base / "run"
+    log = run_to_end(write_config(base / "small.yaml", small_config(out)), base / "log.txt")
+    return out, log
+
+
+def test_undisturbed_run_ends_with_an_answer_and_a_report(reference):
+    out, log = reference
+    for stage in CURATION_STAGES:
+        stats = json.loads((out / {"import": "imported", "extract": "extracted", "dedup": "dedup", "filter": "filtered", "remix": "remix",
+                                    "train-tokenizer": "tokenizer", "tokenize": "tokens"}[stage] / "stats.json").read_text())
+        assert stats["input"] == stats["output"] + sum(stats["dropped"].values()), stage
+    assert json.loads((out / "extracted" / "stats.json").read_text())["output"] == 16 + 22
+    assert json.loads((out / "imported" / "stats.json").read_text())["input"] == 20
+    answer = json.loads((out / "answer.json").read_text())
+    assert answer["model"].endswith("dpo") and isinstance(answer["answer"], str)
+    assert "answer:" in log
+    rep = json.loads((out / "report.json").read_text())
+    by_stage = {r["stage"]: r for r in rep["stages"]}
+    assert all(by_stage[s]["complete"] for s in [*CURATION_STAGES, "pretrain", "sft", "dpo"])
+    assert by_stage["extract"]["documents_out"] == 38 and by_stage["extract"]["seconds"] > 0
+    assert by_stage["dedup"]["documents_in"] == 38 + 20
+    # the report's sections come from the stages' own files
+    filt = json.loads((out / "filtered" / "stats.json").read_text())
+    assert rep["filter"]["dropped"] == filt["dropped"]
+    assert rep["mixture"]["documents_after"] == json.loads((out / "remix" / "manifest.json").read_text())["documents_after"]
+    assert rep["dedup"] == json.loads((out / "dedup" / "dedup-stats" / "report.json").read_text())
+    assert 1.5 < rep["tokenizer"]["bytes_per_token"] < 8
+    for run in ("pretrain", "sft", "dpo"):
+        assert rep["training"][run]["loss"], run
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html and "<script" not in html and "http://" not in html.split("<h2>Artifacts")[0].split("<h2>Deduplication")[0]
+    assert set(rep["plots"]) >= {"loss", "documents"}
+
+
+def test_a_second_run_redoes_nothing(reference, tmp_path):
+    out, _ = reference
+    before = mtimes(out, COMPARED[:3] + ("pretrain", "sft", "dpo"))
+    cfg = write_config(tmp_path / "again.yaml", small_config(out))
+    log = run_to_end(cfg, tmp_path / "log.txt")
+    for stage in [*CURATION_STAGES, "pretrain", "sft", "dpo", "generate"]:
+        assert f"run: {stage}: complete" in log, stage
+    assert mtimes(out, COMPARED[:3] + ("pretrain", "sft", "dpo")) == before
+
+
+def test_killed_pipeline_resumes_and_ends_identical(reference, tmp_path):
+    """SIGKILL the whole pipeline (driver and its Ray instance) in the middle of filtering; the
+    re-run skips every finished stage, leaves their files untouched and ends byte-identical."""
+    ref, _ = reference
+    out = tmp_path / "run"
+    cfg = write_config(tmp_path / "small.yaml", small_config(out))
+    p = start(cfg, tmp_path / "killed.txt")
+    try:
+        wait_for(lambda: (out / "_run" / "dedup.json").exists(), p, 300, "dedup finished")
+        wait_for(lambda: any((out / "filtered").glob("signals/*/*")) or (out / "_run" / "filter.json").exists(), p, 120, "filter started")
+    finally:
+        kill_group(p)
+    assert p.returncode == -signal.SIGKILL
+    assert not (out / "report.json").exists() and not (out / "tokens" / "stats.json").exists()
+    done = ["imported", "extracted", "dedup"]
+    before = mtimes(out, done)
+    log = run_to_end(cfg, tmp_path / "resumed.txt")
+    for stage in ("import", "extract", "dedup"):
+        assert f"run: {stage}: complete" in log
+    assert "run: ===== filter =====" in log
+    assert mtimes(out, done) == before
+    assert digests(out) == digests(ref)
+    assert json.loads((out / "answer.json").read_text())["answer"] == json.loads((ref / "answer.json").read_text())["answer"]
+
+
+def test_config_errors_name_the_key(tmp_path):
+    from pipelines.cli import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("output: x\nextract: {inputz: [a]}\n")
+    assert main(["run", "--config", str(bad)]) == 2
+    code = tmp_path / "code.yaml"
+    code.write_text("output: !!python/object/apply:os.system ['touch " + str(tmp_path / "pwned") + "']\n")
+    assert main(["run", "--config", str(code)]) == 2
+    assert not (tmp_path / "pwned").exists()
+    stages = tmp_path / "stages.yaml"
+    stages.write_text(yaml.safe_dump({"output": str(tmp_path / "o"), "stages": ["extract", "train"]}))
+    assert main(["run", "--config", str(stages)]) == 2
+
+
+def test_sample_configs_load():
+    from pipelines import config
+    from pipelines.pipeline_config import PipelineConfig
+
+    for name in ("demo", "laptop", "cluster"):
+        cfg = config.load(PipelineConfig, str(REPO / "configs" / f"{name}.yaml"))
+        assert cfg.output and (cfg.extract.inputs or cfg.extract.cc_dump)
+    assert config.load(PipelineConfig, str(REPO / "configs" / "cluster.yaml")).output.startswith("s3://")
+
+
+@pytest.mark.slow
+def test_demo_config_end_to_end(tmp_path):
+    """`make demo` (configs/demo.yaml) on the bundled data, into a temporary folder."""
+    out = tmp_path / "demo"
+    p = subprocess.run([*pipeline_cmd(REPO / "configs" / "demo.yaml"), "--set", f"output={out}"], cwd=REPO, env=env(),
+                       capture_output=True, text=True, timeout=1500)
+    assert p.returncode == 0, p.stderr[-4000:]
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["answer"]["answer"] is not None
+    assert all(r["complete"] for r in rep["stages"])
+
+
+# ---- a Ray worker killed in the middle of a task ----
+
+def _proc_table() -> dict[int, tuple[int, int, str]]:
+    """pid -> (parent pid, session id, process title) from /proc."""
+    table = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                title = f.read().split(b"\0")[0].decode(errors="replace").strip()
+        except OSError:
+            continue
+        table[int(d)] = (int(fields[1]), int(fields[3]), title)
+    return table
+
+
+def workers_running(root: int, names: tuple[str, ...]) -> list[int]:
+    """PIDs of Ray workers of *this* pipeline process (its descendants or its session) that are
+    executing one of the named tasks right now (Ray sets the title to ``ray::<task>``)."""
+    table = _proc_table()
+    kids: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in table.items():
+        kids.setdefault(ppid, []).append(pid)
+    mine, stack = set(), [root]
+    while stack:
+        pid = stack.pop()
+        for c in kids.get(pid, []):
+            if c not in mine:
+                mine.add(c)
+                stack.append(c)
+    mine |= {pid for pid, (_, sid, _) in table.items() if sid == root}
+    return sorted(pid for pid in mine if pid in table and table[pid][2].split(" ")[0] in {f"ray::{n}" for n in names})
+
+
+def kill_worker_during(proc: subprocess.Popen, names: tuple[str, ...], timeout: float) -> tuple[int, str]:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"the pipeline exited before a {names} task was seen")
+        pids = workers_running(proc.pid, names)
+        if pids:
+            title = _proc_table().get(pids[0], (0, 0, "?"))[2]
+            os.kill(pids[0], signal.SIGKILL)
+            return pids[0], title
+        time.sleep(0.02)
+    raise AssertionError(f"no {names} task seen within {timeout} s")
+
+
+def test_worker_killed_in_extract_and_in_dedup_still_identical(reference, tmp_path):
+    ref, _ = reference
+    out = tmp_path / "run"
+    cfg = write_config(tmp_path / "small.yaml", small_config(out, stages=["import", "extract", "dedup"]))
+    p = start(cfg, tmp_path / "log.txt")
+    try:
+        pid1, t1 = kill_worker_during(p, ("extract_file",), 180)
+        pid2, t2 = kill_worker_during(p, ("_scan_dumps", "_signatures", "_candidates", "_write"), 180)
+        p.wait(300)
+    finally:
+        kill_group(p)
+    log = (tmp_path / "log.txt").read_text(errors="replace")
+    assert p.returncode == 0, log[-4000:]
+    assert t1.startswith("ray::extract_file") and t2.startswith("ray::_") and pid1 != pid2
+    assert not _alive(pid1) and not _alive(pid2)
+    mine = {k: v for k, v in digests(out).items() if k.split("/")[0] in ("imported", "extracted", "dedup")}
+    theirs = {k: v for k, v in digests(ref).items() if k.split("/")[0] in ("imported", "extracted", "dedup")}
+    assert mine == theirs and any(k.startswith("dedup/documents") for k in mine)
+    assert json.loads((out / "extracted" / "stats.json").read_text())["output"] == 38
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
