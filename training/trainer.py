@@ -178,7 +178,14 @@ def _split_data(cfg: TrainConfig) -> tuple[list[str], list[str]]:
 
 
 def train(cfg: TrainConfig, *, loader=None, val_loader=None, loss_fn: LossFn | None = None, env: DistEnv | None = None) -> dict[str, Any]:
-    """Train per ``cfg``; returns a summary (steps, tokens, last loss, val loss, checkpoint)."""
+    """Train per ``cfg``; returns a summary (steps, tokens, losses, val loss, checkpoint).
+
+    ``loader``: any object with ``next_batch()``, ``state_dict()``, ``load_state_dict()`` (default:
+    ``TokenShardLoader`` over ``cfg.data``). ``val_loader``: a zero-argument factory giving a fresh
+    loader for each evaluation (or one loader, then reused). ``loss_fn(model, batch)`` returns
+    ``(loss_sum, weight[, metrics])`` (default ``causal_lm_loss``). ``env``: an existing
+    ``init_distributed()`` result (then the caller closes it).
+    """
     own_env = env is None
     env = env or init_distributed()
     try:
