@@ -19,7 +19,16 @@ from training.model import Transformer, model_config
 PREF = SAMPLE / "preference"
 
 
-def _pairs(n_each: int = 12):
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Two cores shared with other suites: one torch thread avoids oversubscription.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _pairs(n_each: int = 12):  # n_each * 4 of each file
     out = []
     for name in ("orca-dpo-pairs.jsonl", "hh-rlhf-harmless-base-test.jsonl.gz"):
         with open(PREF / name, "rb") as f:
@@ -39,6 +48,17 @@ def setup():
     torch.manual_seed(0)
     model = Transformer(model_config("tiny", vocab_size=tok.get_vocab_size()))
     return toks, eos, model
+
+
+@pytest.fixture(scope="module")
+def hh():
+    """hh-rlhf pairs that fit the tiny model's context, tokenised with a tokenizer of their text."""
+    with open(PREF / "hh-rlhf-harmless-base-test.jsonl.gz", "rb") as f:
+        pairs = [p for p, _ in map(pair_from_record, iter_jsonl_records(f)) if p is not None]
+    texts = [m["content"] for p in pairs for m in p.prompt] + [p.chosen for p in pairs] + [p.rejected for p in pairs]
+    tok = train(texts, TokenizerConfig(vocab_size=1000))
+    toks = [tokenize_pair(tok, p) for p in pairs]
+    return tok, [(c, r) for c, r in toks if max(len(c.input_ids), len(r.input_ids)) <= 256]
 
 
 def test_sequence_logps_sums_only_answer_tokens():
@@ -64,7 +84,7 @@ def test_loss_is_ln2_when_policy_is_the_reference(setup):
     ref = copy.deepcopy(model).eval()
     batch = PairLoader(toks[:8], 8, eos, shuffle=False)._batch(range(8))
     loss_sum, n, _ = make_loss_fn(0.1, reference=ref)(model.eval(), batch)
-    assert float(loss_sum) / n == pytest.approx(math.log(2), abs=1e-6)
+    assert float(loss_sum.detach()) / n == pytest.approx(math.log(2), abs=1e-6)
 
 
 def test_one_dpo_step_raises_the_margin(setup):
@@ -115,3 +135,33 @@ def test_precomputed_reference_equals_on_the_fly(setup):
     ea = evaluate(policy, PairLoader(toks, 5, eos, ref=pre, shuffle=False, loop=False))
     eb = evaluate(policy, PairLoader(toks, 5, eos, shuffle=False, loop=False), reference=ref)
     assert ea == pytest.approx(eb, abs=1e-5)
+
+
+def test_dpo_on_the_trainer_raises_held_out_reward_accuracy(hh, tmp_path):
+    from training.chat import TokenizedChat
+    from training.dpo import DPOConfig, pairs_table, train_dpo
+    from training.sft import ChatLoader
+    from training.trainer import TrainConfig
+    from training.trainer import train as train_loop
+    import pyarrow.parquet as pq
+
+    tok, toks = hh
+    _, eos = special_ids(tok)
+    vocab = tok.get_vocab_size()
+    # The starting ("SFT") checkpoint: the tiny model briefly trained on the chosen dialogues.
+    lm = [TokenizedChat(c.input_ids, np.ones_like(c.loss_mask)) for c, _ in toks[400:600]]
+    train_loop(TrainConfig(run_dir=str(tmp_path / "sft"), model="tiny", vocab_size=vocab, seq_len=256, micro_batch=4, batch_tokens=4 * 256,
+                           train_tokens=10 * 4 * 256, lr=3e-3, warmup_steps=2, checkpoint_every=0, eval_every=0, progress=False),
+               loader=ChatLoader(lm, 256, 4, eos, seed=0))
+    train, held = toks[:160], toks[160:224]
+    path = str(tmp_path / "pairs.parquet")
+    pq.write_table(pairs_table([f"p{i}" for i in range(len(train) + len(held))], train + held, [False] * len(train) + [True] * len(held)), path)
+    cfg = DPOConfig(run_dir=str(tmp_path / "dpo"), init_from=str(tmp_path / "sft"), lr=2e-3, batch_pairs=8, micro_batch=4,
+                    warmup_steps=2, max_seq_len=256, eval_every=0, checkpoint_every=0, progress=False, data=[path])
+    out = train_dpo(cfg, eos)
+    before, after = out["held_out_before"], out["held_out_after"]
+    print("held-out before", before, "after", after)
+    assert out["reference"] == "on_the_fly" and out["steps"] == 20
+    # At the SFT checkpoint the policy is the reference: every reward is 0.
+    assert before["loss"] == pytest.approx(math.log(2), abs=1e-6) and before["reward_accuracy"] == 0.0
+    assert after["reward_accuracy"] > 0.5 and after["reward_margin"] > 0 and after["loss"] < math.log(2)

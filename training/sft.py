@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
@@ -237,7 +238,9 @@ def load_model(path: str, device: Any = "cpu") -> tuple[torch.nn.Module, dict[st
 
     ckpt, run_cfg = resolve_checkpoint(path)
     model = Transformer(model_config(run_cfg["model"], vocab_size=run_cfg["vocab_size"]))
-    load_model_weights(model, ckpt)
+    with warnings.catch_warnings():  # "torch.distributed is disabled ... single process": intended here
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        load_model_weights(model, ckpt)
     return model.to(device).eval(), run_cfg
 
 
