@@ -9,7 +9,10 @@ Throughput: MB of text per second per core of the tokenize stage (Ray, 1 and 2 w
 workers) and of a plain ``Tokenizer.encode_batch`` loop (and ``encode_batch_fast``) over the same
 shards, on one thread, measured in the same run.
 
-    python benchmarks/bench_tokenize.py [--part compression|throughput|all] [--copies N]
+Training cost: the train-tokenizer stage on 1/4, 1/2 and all of the training text: seconds and
+peak memory per MB.
+
+    python benchmarks/bench_tokenize.py [--part compression|training|throughput|all] [--copies N]
 """
 
 from __future__ import annotations
@@ -192,6 +195,38 @@ def _bench_shards(copies: int) -> tuple[Path, float]:
     return folder, _mb([t for _, t in docs])
 
 
+def training_cost(results: dict) -> None:
+    """The train-tokenizer stage (Ray) on growing slices of the training text: time and peak memory per MB."""
+    import shutil
+
+    import ray
+
+    from pipelines.train_tokenizer import train_tokenizer
+
+    train, _ = corpora()
+    folder = BUILD / "train-shards"
+    if not (folder / "done").exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        for s in range(4):
+            part = list(enumerate(train))[s::4]
+            io.write_parquet(pa.table({"id": [document_id("train", str(i)) for i, _ in part], "text": [t for _, t in part]}), str(folder / f"part-{s:03d}.parquet"))
+        (folder / "done").write_text("")
+    total = _mb(train)
+    print(f"\n== train-tokenizer stage: time and peak memory per MB (vocab 8,000, 1 trainer thread) ==")
+    print(f"{'text MB':>8} {'train s':>8} {'s/MB':>6} {'peak RSS MB':>12} {'+RSS MB':>8} {'+RSS MB per MB':>15}")
+    rows = []
+    for fraction in (0.25, 0.5, 1.0):
+        out = BUILD / "train-stage"
+        shutil.rmtree(out, ignore_errors=True)
+        cfg = T.TokenizerConfig(vocab_size=8000, max_bytes=int(total * fraction * 1e6) + 1)
+        _, fig = train_tokenizer([str(folder)], str(out), cfg)
+        ray.shutdown()  # a fresh worker per run, so each peak is its own
+        rows.append(fig)
+        print(f"{fig['text_mb']:>8.2f} {fig['train_seconds']:>8.1f} {fig['seconds_per_mb']:>6.2f} {fig['peak_rss_mb']:>12.0f} {fig['peak_rss_increase_mb']:>8.0f} {fig['peak_rss_increase_mb_per_mb']:>15.1f}")
+    print("(memory follows the distinct pre-tokens, not the text: the per-MB figure falls as text grows)")
+    results["training"] = rows
+
+
 def _cpu_timed(fn):
     """Wrap a task function so its result also carries the CPU seconds it used in its worker."""
 
@@ -287,7 +322,7 @@ def throughput(results: dict, copies: int, vocab: int, repeats: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=("all", "compression", "throughput"), default="all")
+    parser.add_argument("--part", choices=("all", "compression", "training", "throughput"), default="all")
     parser.add_argument("--copies", type=int, default=1, help="repeat the real text this many times for the throughput shards")
     parser.add_argument("--repeats", type=int, default=2, help="interleaved repeats of each throughput measurement (best is kept)")
     parser.add_argument("--vocab", type=int, default=100_000, help="ordinary tokens of the tokenizer used for throughput")
@@ -295,6 +330,8 @@ def main() -> None:
     results: dict = {}
     if args.part in ("all", "compression"):
         compression(results)
+    if args.part in ("all", "training"):
+        training_cost(results)
     if args.part in ("all", "throughput"):
         throughput(results, args.copies, args.vocab, args.repeats)
     BUILD.mkdir(parents=True, exist_ok=True)

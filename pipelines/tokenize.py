@@ -217,7 +217,6 @@ def run(args: argparse.Namespace) -> int:
     with Timer() as timer:
         stats, skipped = tokenize(args.tokenizer, args.input, args.output, cfg, run_tasks=run_tasks, failure_type=TaskFailure)
     tokens = stats.counters.get("tokens", 0)
-    mb = stats.counters.get("text_bytes", 0) / 1e6
     print_summary(
         NAME,
         stats,
@@ -226,7 +225,7 @@ def run(args: argparse.Namespace) -> int:
             "shards": stats.counters.get("shards", 0),
             "shards skipped (done)": skipped,
             "tokens out (incl. EOS)": tokens,
-            "text MB in": mb,
+            "text bytes in": stats.counters.get("text_bytes", 0),
             "tokens/s": tokens / timer.seconds if timer.seconds else 0,
         },
     )

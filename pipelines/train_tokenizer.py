@@ -77,7 +77,8 @@ def train_job(job: tuple[list[str], TokenizerConfig]) -> dict[str, Any]:
         "peak_rss_mb": round(peak / 1e6, 1) if peak else None,
         "peak_rss_increase_mb": round((peak - rss_before) / 1e6, 1) if peak else None,
         "peak_rss_increase_mb_per_mb": round((peak - rss_before) / 1e6 / mb, 3) if peak and mb else None,
-        "threads": os.cpu_count(),
+        # The trainer's thread pool: RAYON_NUM_THREADS if set, else every core of the node.
+        "threads": int(os.environ.get("RAYON_NUM_THREADS") or os.cpu_count() or 1),
     }
     return {"files": tokenizer_files(tok), "stats": stats.to_dict(), "figures": figures, "vocab_size": tok.get_vocab_size()}
 
@@ -98,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = config.load(TokenizerConfig, args.config, args.overrides)
     with Timer() as timer:
         stats, figures = train_tokenizer(args.input, args.output, cfg, force=args.force)
-    units = {"text MB used": figures.get("text_mb") or 0, "vocabulary (incl. specials)": figures.get("vocab_size") or 0}
+    units = {"text bytes used": stats.counters.get("text_bytes", 0), "vocabulary (incl. specials)": figures.get("vocab_size") or 0}
     print_summary(NAME, stats, timer.seconds, units)
     if figures.get("train_seconds") is not None:
         print(
