@@ -20,7 +20,8 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 ## The main job on the bundled real data, on an embedded local Ray instance.
-demo: install extract
+demo: install
+	$(PY) -m pipelines run --config configs/demo.yaml
 
 test: install
 	$(PY) -m pytest -q
@@ -129,3 +130,17 @@ tokenize: tokenizer
 
 bench-tokenize: install
 	$(PY) benchmarks/bench_tokenize.py
+
+## ---- pipeline (issue 8) ----
+.PHONY: run bench-scaling test-pipeline
+# The whole recipe from one config (make run CONFIG=configs/laptop.yaml); a re-run resumes.
+CONFIG ?= configs/demo.yaml
+run: install
+	$(PY) -m pipelines run --config $(CONFIG)
+
+# extract/dedup/filter/tokenize with 1 and 2 workers, side by side: seconds, docs/s, speed-up.
+bench-scaling: install
+	$(PY) benchmarks/bench_scaling.py
+
+test-pipeline: install
+	$(PY) -m pytest -q tests/test_pipeline.py tests/test_faults.py tests/test_fuzz.py

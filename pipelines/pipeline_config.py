@@ -103,6 +103,8 @@ class PretrainSection(TrainLaunch):
 class SFTSection(TrainLaunch):
     # Chat data (JSONL/Parquet files or folders); the recipe's defaults live in training.sft.SFTConfig.
     data: list[str] = field(default_factory=lambda: ["data/sample/sft"])
+    # The first N records of each data file only (a run-size choice for CPU demos; None: all).
+    max_records: Optional[int] = None
     epochs: Optional[int] = None
     lr: Optional[float] = None
     micro_batch: Optional[int] = None
@@ -114,6 +116,8 @@ class SFTSection(TrainLaunch):
 @dataclass
 class DPOSection(TrainLaunch):
     data: list[str] = field(default_factory=lambda: ["data/sample/preference"])
+    # The first N records of each data file only (a run-size choice for CPU demos; None: all).
+    max_records: Optional[int] = None
     epochs: Optional[int] = None
     lr: Optional[float] = None
     micro_batch: Optional[int] = None

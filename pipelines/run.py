@@ -222,14 +222,41 @@ def _pretrain(cfg: PipelineConfig, paths: dict[str, str]) -> int:
 
 def _finetune(stage: str, cfg: PipelineConfig, paths: dict[str, str], start: str) -> int:
     s = cfg.sft if stage == "sft" else cfg.dpo
+    data = _first_records(s.data, s.max_records, io.join(cfg.output, f"{stage}-input")) if s.max_records else s.data
     argv = [stage, "--checkpoint", start, "--tokenizer", paths["train-tokenizer"], "--output", paths[stage],
-            "--data", *s.data, "--nproc", str(s.nproc), "--launcher", s.launcher,
+            "--data", *data, "--nproc", str(s.nproc), "--launcher", s.launcher,
             *_opt("--epochs", s.epochs), *_opt("--lr", s.lr), *_opt("--micro-batch", s.micro_batch)]
     if stage == "sft":
         argv += [*_opt("--seq-len", cfg.sft.seq_len), *_opt("--batch-rows", cfg.sft.batch_rows)]
     else:
         argv += [*_opt("--batch-pairs", cfg.dpo.batch_pairs), *_opt("--beta", cfg.dpo.beta)]
     return _stage(argv + _sets(s.set))
+
+
+def _first_records(specs: list[str], n: int, folder: str) -> list[str]:
+    """The first ``n`` records of each JSONL(.gz)/Parquet data file, copied into ``folder``
+    (written once; a re-run finds them)."""
+    import gzip
+
+    files, missing = io.expand_inputs(specs, (".jsonl", ".jsonl.gz", ".json", ".parquet"))
+    if missing:
+        raise StageFailed(f"data not found: {missing}")
+    out = []
+    for f, name in zip(files, _unique_names(files)):
+        if f.endswith(".parquet"):
+            dst = io.join(folder, name + ".parquet")
+            if not io.exists(dst):
+                io.write_parquet(io.read_parquet(f).slice(0, n), dst)
+        else:
+            dst = io.join(folder, name + ".jsonl")
+            if not io.exists(dst):
+                with io.open_input(f) as fh:
+                    raw = fh.read()
+                text = (gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw).decode("utf-8", "replace")
+                lines = [ln for ln in text.splitlines() if ln.strip()][:n]
+                io.write_bytes(("\n".join(lines) + "\n").encode("utf-8"), dst)
+        out.append(dst)
+    return out
 
 
 def _final_model(paths: dict[str, str], stages: list[str]) -> str:
@@ -301,7 +328,7 @@ def _unique_names(files: list[str]) -> list[str]:
     leaves the output folder (no '/', no '..' prefix); clashes get a numeric suffix."""
     out, seen = [], set()
     for f in files:
-        base = re.sub(r"\.(jsonl|json)(\.gz)?$", "", os.path.basename(f.rstrip("/")))
+        base = re.sub(r"\.(jsonl|json|parquet)(\.gz)?$", "", os.path.basename(f.rstrip("/")))
         base = re.sub(r"[^A-Za-z0-9._-]+", "_", base).lstrip(".") or "part"
         name, k = base, 1
         while name in seen:

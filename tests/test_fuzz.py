@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from conftest import SAMPLE
 
-FUZZ = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+FUZZ = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 REAL_WARC_GZ = (SAMPLE / "warc" / "cc-main-2020-34-sample.warc.gz").read_bytes()
 REAL_WARC = (SAMPLE / "warc" / "heritrix-german-literature.warc").read_bytes()
