@@ -348,7 +348,7 @@ def _check_writable(out: str) -> str | None:
         fs, p = io.filesystem(probe)
         fs.delete_file(p)
     except OSError as e:
-        return f"cannot write the run folder {out}: {_os_error(e)}"
+        return f"the run folder is not writable: {_os_error(e)}"
     return None
 
 
