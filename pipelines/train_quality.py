@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
             for path in io.list_shards(shards[0]) if len(shards) == 1 else sum((io.list_shards(s) for s in shards), []):
                 texts = io.read_parquet(path, columns=["text"]).column("text").to_pylist()
                 negatives += texts
-                sources[path] = len(texts)
+                sources[os.path.basename(path)] = len(texts)
         if args.languages:
             from curation.langid import identify
 
