@@ -61,6 +61,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init-from", help="checkpoint folder whose weights start the run")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile each block")
     p.add_argument("--activation-checkpointing", action="store_true", default=None)
+    p.add_argument("--async-checkpoint", action="store_true", default=None, help="write intermediate checkpoints in a background thread")
     p.add_argument("--resume", action="store_true", default=None, help="continue from the run's latest checkpoint")
     p.add_argument("--nproc", type=int, default=1, help="processes (data-parallel ranks)")
     p.add_argument("--launcher", choices=["auto", "inline", "torchrun", "ray"], default="auto",
@@ -71,7 +72,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 _FLAGS = {"data": "data", "val_data": "val_data", "output": "run_dir", "model": "model", "vocab_size": "vocab_size",
           "seq_len": "seq_len", "micro_batch": "micro_batch", "max_steps": "max_steps", "warmup_steps": "warmup_steps",
           "schedule": "schedule", "checkpoint_every": "checkpoint_every", "eval_every": "eval_every",
-          "init_from": "init_from", "compile": "compile", "activation_checkpointing": "activation_checkpointing", "resume": "resume"}
+          "init_from": "init_from", "compile": "compile", "activation_checkpointing": "activation_checkpointing", "resume": "resume",
+          "async_checkpoint": "async_checkpoint"}
 
 
 def build_config(args: argparse.Namespace):

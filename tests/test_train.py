@@ -177,8 +177,14 @@ def test_two_gloo_processes_give_the_losses_of_one(shards, tmp_path):
 def test_interrupted_and_resumed_equals_straight_through(shards, tmp_path):
     straight = train(_cfg(shards, str(tmp_path / "straight"), max_steps=8))
     run = str(tmp_path / "resumed")
-    first = train(_cfg(shards, run, max_steps=4, checkpoint_every=2))
+    # The interrupted run writes its intermediate checkpoints in the background.
+    first = train(_cfg(shards, run, max_steps=4, checkpoint_every=2, async_checkpoint=True))
     assert first["steps"] == 4 and ckpt.latest_checkpoint(run).endswith("step-00000004")
+    async_written = ckpt.list_checkpoints(run)[0]
+    assert async_written.endswith("step-00000002") and ckpt.read_trainer_state(async_written)["loader"]["rows_served"] == 2 * 8
+    from training.export import load_trained
+
+    assert load_trained(async_written).state_dict()["norm.weight"].ne(1).any()  # trained weights, readable
     # A crash in the middle of a later save leaves only a temporary folder: ignored.
     os.makedirs(os.path.join(run, "checkpoints", ".tmp-step-00000006"))
     assert ckpt.latest_checkpoint(run).endswith("step-00000004")

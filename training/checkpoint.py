@@ -53,6 +53,31 @@ def _rank() -> int:
     return dist.get_rank() if dist.is_initialized() else 0
 
 
+class PendingSave:
+    """A checkpoint being written in the background; ``finish()`` (collective) waits for the
+    write and then commits it (trainer.json, rename, pruning)."""
+
+    def __init__(self, future, run_dir: str, step: int, tmp: str, final: str, trainer_state: dict[str, Any], keep: int):
+        self.future, self.run_dir, self.step, self.tmp, self.final = future, run_dir, step, tmp, final
+        self.trainer_state, self.keep = trainer_state, keep
+
+    def finish(self) -> str:
+        if self.future is not None:
+            self.future.result()
+        _barrier()
+        if _rank() == 0:
+            with open(os.path.join(self.tmp, "trainer.json"), "w") as f:
+                json.dump({"step": self.step, **self.trainer_state}, f)
+            if os.path.exists(self.final):  # a re-save of the same step: replace it whole
+                shutil.rmtree(self.final)
+            os.rename(self.tmp, self.final)
+            if self.keep > 0:
+                for old in list_checkpoints(self.run_dir)[:-self.keep]:
+                    shutil.rmtree(old, ignore_errors=True)
+        _barrier()
+        return self.final
+
+
 def save_checkpoint(
     run_dir: str,
     step: int,
@@ -60,9 +85,15 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     trainer_state: dict[str, Any],
     keep: int = 2,
-) -> str:
+    async_group: Any = None,
+) -> str | PendingSave:
     """Save at ``step``; ``trainer_state`` (JSON-able: schedule, loader, counters) is written once.
-    Keeps the newest ``keep`` checkpoints (0 keeps all)."""
+    Keeps the newest ``keep`` checkpoints (0 keeps all).
+
+    With ``async_group`` (a gloo process group of its own, so the background collectives never
+    interleave with training's), the state is staged to CPU memory now, written by a thread,
+    and a :class:`PendingSave` is returned: call its ``finish()`` before the next save and at
+    the end. Until then the previous checkpoint stays the latest complete one."""
     final = checkpoint_dir(run_dir, step)
     tmp = os.path.join(os.path.dirname(final), ".tmp-" + os.path.basename(final))
     rank = _rank()
@@ -70,24 +101,17 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         os.makedirs(tmp)
     _barrier()
-    model_sd, optim_sd = get_state_dict(model, optimizer)
-    dcp.save({"model": model_sd, "optimizer": optim_sd}, checkpoint_id=tmp)
     rng = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state()
     torch.save(rng, os.path.join(tmp, f"rng-rank{rank}.pt"))
-    _barrier()
-    if rank == 0:
-        with open(os.path.join(tmp, "trainer.json"), "w") as f:
-            json.dump({"step": step, **trainer_state}, f)
-        if os.path.exists(final):  # a re-save of the same step: replace it whole
-            shutil.rmtree(final)
-        os.rename(tmp, final)
-        if keep > 0:
-            for old in list_checkpoints(run_dir)[:-keep]:
-                shutil.rmtree(old, ignore_errors=True)
-    _barrier()
-    return final
+    model_sd, optim_sd = get_state_dict(model, optimizer)
+    state = {"model": model_sd, "optimizer": optim_sd}
+    if async_group is not None:
+        future = dcp.async_save(state, checkpoint_id=tmp, process_group=async_group)
+        return PendingSave(future, run_dir, step, tmp, final, trainer_state, keep)
+    dcp.save(state, checkpoint_id=tmp)
+    return PendingSave(None, run_dir, step, tmp, final, trainer_state, keep).finish()
 
 
 def load_checkpoint(path: str, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:

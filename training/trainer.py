@@ -67,6 +67,9 @@ class TrainConfig:
     compile: bool = False
     activation_checkpointing: bool = False
     checkpoint_every: int = 1000
+    # Write checkpoints in a background thread (staged to CPU memory first), as the report does;
+    # the final checkpoint is always written synchronously.
+    async_checkpoint: bool = False
     keep_checkpoints: int = 2
     eval_every: int = 500
     eval_batches: int = 20
@@ -284,8 +287,19 @@ def _train(cfg: TrainConfig, env: DistEnv, loader, val_loader, loss_fn: LossFn) 
     def trainer_state(step: int) -> dict[str, Any]:
         return {"tokens": tokens_seen, "schedule": schedule.state_dict(), "loader": loader.state_dict()}
 
-    def save(step: int) -> str:
-        return ckpt.save_checkpoint(cfg.run_dir, step, model, optimizer, trainer_state(step), keep=cfg.keep_checkpoints)
+    # Async saves run their collectives on a gloo group of their own (torchtitan does the same).
+    async_group = dist.new_group(backend="gloo") if cfg.async_checkpoint else None
+    pending: list[ckpt.PendingSave] = []
+
+    def save(step: int, final: bool = False) -> str:
+        while pending:
+            pending.pop().finish()
+        out = ckpt.save_checkpoint(cfg.run_dir, step, model, optimizer, trainer_state(step), keep=cfg.keep_checkpoints,
+                                   async_group=None if final else async_group)
+        if isinstance(out, ckpt.PendingSave):
+            pending.append(out)
+            return out.final
+        return out
 
     losses: list[float] = []
     val_loss = None
@@ -352,7 +366,9 @@ def _train(cfg: TrainConfig, env: DistEnv, loader, val_loader, loss_fn: LossFn) 
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step != last_step:
                 saved = save(step)
         if step > start_step or not ckpt.latest_checkpoint(cfg.run_dir):
-            saved = save(step)
+            saved = save(step, final=True)
+        while pending:
+            pending.pop().finish()
     finally:
         if bar is not None:
             bar.close()
