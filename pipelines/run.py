@@ -55,9 +55,11 @@ def layout(out: str) -> dict[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    import yaml
+
     try:
         cfg = config_mod.load(PipelineConfig, args.config, args.overrides)
-    except (config_mod.ConfigError, OSError) as e:
+    except (config_mod.ConfigError, OSError, yaml.YAMLError) as e:
         print(f"run: bad config {args.config}: {e}", file=sys.stderr)
         return 2
     stages = list(cfg.stages) or list(STAGE_ORDER)

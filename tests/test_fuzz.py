@@ -174,7 +174,7 @@ def bad_parquet_folder(tmp_path_factory):
     return folder, good.num_rows
 
 
-@pytest.mark.parametrize("stage", ["dedup", "filter", "tokenize"])
+@pytest.mark.parametrize("stage", ["dedup", pytest.param("filter", marks=pytest.mark.slow), pytest.param("tokenize", marks=pytest.mark.slow)])
 def test_bad_parquet_shards_are_named_not_fatal(ray_session, bad_parquet_folder, tmp_path, stage):
     from pipelines.cli import main
 
