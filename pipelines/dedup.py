@@ -55,6 +55,10 @@ NODE_SCHEMA = pa.schema(
     [
         ("node", pa.int64()),
         ("id", pa.string()),
+        # The id's first 16 bytes as two big-endian integers: the id order as numbers, so the
+        # driver breaks keep-rule ties without holding strings.
+        ("id_hi", pa.uint64()),
+        ("id_lo", pa.uint64()),
         ("dump", pa.string()),
         ("url", pa.string()),
         ("exact_hash", pa.uint64()),
@@ -122,6 +126,12 @@ def resolve(cfg: DedupConfig) -> DedupConfig:
     if cfg.keep not in ("newest", "oldest"):
         raise config_mod.ConfigError(f"keep: {cfg.keep!r} is not 'newest' or 'oldest'")
     return cfg
+
+
+def _id_keys(ids: list[str]) -> np.ndarray:
+    """(n x 2) uint64: the first 16 bytes of each id, big-endian, zero padded (order-preserving)."""
+    raw = b"".join(i.encode("utf-8")[:16].ljust(16, b"\0") for i in ids)
+    return np.frombuffer(raw, dtype=">u8").reshape(len(ids), 2).astype(np.uint64)
 
 
 def _peak_rss_mb() -> float:
@@ -235,9 +245,11 @@ def _signatures(task: dict[str, Any], frequent: np.ndarray) -> dict[str, Any]:
         t = pa.table([pa.array(keys[sl]), pa.array(knodes[sl]), pa.array(kdump[sl])], schema=BAND_SCHEMA)
         io.write_parquet(t, io.join(task["bands_dir"], f"p={p:04d}", task["name"]))
     sig_bytes = sigs.view(np.uint8).reshape(n, K * 4)
+    id_keys = _id_keys(table.column("id").to_pylist())
     node_table = pa.table(
         [
-            pa.array(nodes), table.column("id"), table.column("dump"), table.column("url"), pa.array(exact),
+            pa.array(nodes), table.column("id"), pa.array(id_keys[:, 0]), pa.array(id_keys[:, 1]),
+            table.column("dump"), table.column("url"), pa.array(exact),
             pa.array(nsh),
             pa.array([row.tobytes() for row in sig_bytes], type=pa.binary()),
         ],
@@ -311,6 +323,36 @@ def _verify(task: dict[str, Any]) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------
+# Phase 4b: the rows of duplicates.parquet, per shard of the removed documents
+
+
+def _duplicates(task: dict[str, Any]) -> pa.Table:
+    """Rows for removed documents of one (generation, shard): both sides' id, dump, URL, and the
+    signature estimate of their similarity, read from the index's node tables (no text)."""
+    removed, kept = np.asarray(task["removed"]), np.asarray(task["kept"])
+    want = np.unique(np.concatenate([removed, kept]))
+    t = _read_nodes(_by_file(task["index"], want), ["node", "id", "dump", "url", "signature"])
+    nodes = t.column("node").to_numpy()
+    order = np.argsort(nodes, kind="stable")
+    pos_r = order[np.searchsorted(nodes[order], removed)]
+    pos_k = order[np.searchsorted(nodes[order], kept)]
+    sig = t.column("signature")
+    sig_r = np.frombuffer(b"".join(sig.take(pa.array(pos_r)).to_pylist()), dtype=np.uint32).reshape(len(removed), -1)
+    sig_k = np.frombuffer(b"".join(sig.take(pa.array(pos_k)).to_pylist()), dtype=np.uint32).reshape(len(kept), -1)
+    take = lambda col, pos: t.column(col).take(pa.array(pos)).cast(pa.string())  # noqa: E731
+    kept_id = take("id", pos_k)
+    return pa.table(
+        [
+            take("id", pos_r), kept_id, kept_id, take("dump", pos_r), take("dump", pos_k), take("url", pos_r), take("url", pos_k),
+            pa.array([REASONS[int(r)] for r in task["reasons"]], pa.string()),
+            pa.array(mh.estimated_jaccard(sig_r, sig_k).astype(np.float32)),
+            pa.array(np.asarray(task["sizes"], dtype=np.int32)), pa.array(np.asarray(task["retracted"], dtype=bool)),
+        ],
+        schema=DUPLICATES_SCHEMA,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
 # Phase 5: write kept documents
 
 
@@ -351,8 +393,10 @@ def _write(task: dict[str, Any], frequent: np.ndarray) -> StageStats:
         return stats
     cluster = [None] * n
     size = [None] * n
-    for row, cid, csize in zip(task["cluster_rows"], task["cluster_ids"], task["cluster_sizes"]):
-        cluster[row], size[row] = cid, csize
+    ids = table.column("id")
+    for row, csize in zip(task["cluster_rows"], task["cluster_sizes"]):
+        # A kept document that has duplicates names its cluster: the cluster id is its own id.
+        cluster[row], size[row] = ids[row].as_py(), csize
     meta = table.column("metadata").combine_chunks()
     fields = [meta.type.field(i) for i in range(meta.type.num_fields)]
     children = [meta.field(i) for i in range(meta.type.num_fields)]
@@ -547,18 +591,17 @@ def dedup(inputs: list[str], output: str, cfg: DedupConfig, index: str | None = 
     touched = np.unique(labels[(members >> GEN_SHIFT) == gen])
     sel = np.isin(labels, touched)
     members, labels = members[sel], np.unique(labels[sel], return_inverse=True)[1]
-    info = _member_info(index, members)
-    dump_rank = np.array([age_rank.get(d or "", -1) for d in info["dump"]], dtype=np.int64)
-    ids = np.array(info["id"], dtype=object).astype(str)
-    kept_idx = cl.choose_kept(labels, dump_rank, ids, cfg.keep)
-    # priority of each member under the keep rule (lower is better), for exact groups.
-    prio_order = np.lexsort((ids, -dump_rank if cfg.keep == "newest" else dump_rank))
+    keys = _member_keys(index, members, age_rank)
+    id_order = (keys["id_hi"], keys["id_lo"])
+    kept_idx = cl.choose_kept(labels, keys["dump_rank"], id_order, cfg.keep)
+    # Priority of each member under the keep rule (lower is better), for exact groups.
+    rank = -keys["dump_rank"] if cfg.keep == "newest" else keys["dump_rank"]
+    prio_order = np.lexsort((keys["id_lo"], keys["id_hi"], rank))
     priority = np.empty(len(members), dtype=np.int64)
     priority[prio_order] = np.arange(len(members))
-    reasons = cl.removal_reasons(labels, info["exact"], kept_idx, priority)
+    reasons = cl.removal_reasons(labels, keys["exact"], kept_idx, priority)
     kept_of = kept_idx[labels]
     sizes = np.bincount(labels) if len(labels) else np.zeros(0, np.int64)
-    sim = mh.estimated_jaccard(info["sig"], info["sig"][kept_of]) if len(members) else np.zeros(0)
 
     is_new = (members >> GEN_SHIFT) == gen
     removed = reasons > 0
@@ -568,18 +611,18 @@ def dedup(inputs: list[str], output: str, cfg: DedupConfig, index: str | None = 
     stats.add("clusters", len(kept_idx))
     stats.add("retracted_from_index", int(retracted.sum()))
     li = np.flatnonzero(listed)
-    li = li[np.argsort(ids[li], kind="stable")]  # by removed id: independent of the shard layout
-    dup = pa.table(
-        [
-            pa.array(ids[li]), pa.array(ids[kept_of[li]]), pa.array(ids[kept_of[li]]),
-            pa.array([info["dump"][i] for i in li], pa.string()), pa.array([info["dump"][i] for i in kept_of[li]], pa.string()),
-            pa.array([info["url"][i] for i in li], pa.string()), pa.array([info["url"][i] for i in kept_of[li]], pa.string()),
-            pa.array([REASONS[int(r)] for r in reasons[li]], pa.string()),
-            pa.array(sim[li].astype(np.float32)), pa.array(sizes[labels[li]].astype(np.int32)),
-            pa.array(retracted[li]),
-        ],
-        schema=DUPLICATES_SCHEMA,
-    )
+    file_of = members[li] >> SHARD_SHIFT  # (generation, shard) of each removed document
+    dtasks = []
+    for f in np.unique(file_of):
+        sel = li[file_of == f]
+        dtasks.append({"index": index, "removed": members[sel], "kept": members[kept_of[sel]], "reasons": reasons[sel],
+                       "sizes": sizes[labels[sel]], "retracted": retracted[sel]})
+    parts = run_tasks(_duplicates, dtasks, desc="dedup: duplicates")
+    if any(isinstance(r, TaskFailure) for r in parts):
+        raise RuntimeError(f"building duplicates failed: {next(r for r in parts if isinstance(r, TaskFailure)).error}")
+    dup = pa.concat_tables(parts) if parts else DUPLICATES_SCHEMA.empty_table()
+    # Ordered by removed id: independent of the shard layout.
+    dup = dup.take(pc.sort_indices(dup, sort_keys=[("removed_id", "ascending")]))
     # The index's removed->kept table after this run (cumulative over generations).
     keep_prev = ~np.isin(prev_reps[0], members)
     rep_nodes = np.concatenate([prev_reps[0][keep_prev], members[removed]])
@@ -600,7 +643,7 @@ def dedup(inputs: list[str], output: str, cfg: DedupConfig, index: str | None = 
         wtasks.append({
             "cfg": cfg, "path": t["path"], "out": io.join(output, "documents", t["name"]),
             "removed_rows": row_of[rm], "removed_reasons": reasons[rm],
-            "cluster_rows": row_of[kc].tolist(), "cluster_ids": ids[kc].tolist(), "cluster_sizes": sizes[labels[kc]].tolist(),
+            "cluster_rows": row_of[kc].tolist(), "cluster_sizes": sizes[labels[kc]].tolist(),
         })
     for t, res in zip(wtasks, run_tasks(_write, wtasks, desc="dedup: write", args=(frequent,))):
         if isinstance(res, TaskFailure):
@@ -609,7 +652,7 @@ def dedup(inputs: list[str], output: str, cfg: DedupConfig, index: str | None = 
             stats.merge(res)
     io.write_parquet(dup, io.join(output, "duplicates.parquet"))
     stats.check()
-    per_dump = _per_dump(stats, members, is_new, info["dump"], reasons)
+    per_dump = _per_dump(stats, members, is_new, keys["dump"], reasons)
     generations = generations + [{"gen": gen, "dumps": gen_dump_list, "output": output, "shards": shards}]
     io.write_json(generations, lay["generations"])
     timer.__exit__()
@@ -643,24 +686,33 @@ def _read_reps(index: str, gen: int) -> tuple[np.ndarray, np.ndarray]:
     return t.column("node").to_numpy(), t.column("rep").to_numpy()
 
 
-def _member_info(index: str, members: np.ndarray) -> dict[str, Any]:
-    """id, dump, url, exact hash and signature of each cluster member, in member order."""
-    by_file: dict[str, list[int]] = {}
-    gens = members >> GEN_SHIFT
-    shards = (members >> SHARD_SHIFT) & ((1 << (GEN_SHIFT - SHARD_SHIFT)) - 1)
-    for g, s in sorted(set(zip(gens.tolist(), shards.tolist()))):
-        path = io.join(index, "nodes", f"gen={g:03d}", f"part-{s:05d}.parquet")
-        by_file[path] = members[(gens == g) & (shards == s)]
-    t = _read_nodes(by_file, ["node", "id", "dump", "url", "exact_hash", "signature"])
+def _by_file(index: str, nodes: np.ndarray) -> dict[str, np.ndarray]:
+    """The node-table file of each (generation, shard) among ``nodes``, with its nodes."""
+    out: dict[str, np.ndarray] = {}
+    files = nodes >> SHARD_SHIFT
+    for f in np.unique(files).tolist():
+        g, sh = f >> (GEN_SHIFT - SHARD_SHIFT), f & _SHARD_MASK
+        out[io.join(index, "nodes", f"gen={g:03d}", f"part-{sh:05d}.parquet")] = nodes[files == f]
+    return out
+
+
+def _member_keys(index: str, members: np.ndarray, age_rank: dict[str, int]) -> dict[str, np.ndarray]:
+    """What the keep rule needs of each cluster member, as arrays in member order: dump (and its
+    age rank), the id's order keys, the exact hash. No strings per member are kept."""
+    t = _read_nodes(_by_file(index, members), ["node", "dump", "id_hi", "id_lo", "exact_hash"])
     order = np.argsort(t.column("node").to_numpy(), kind="stable")
     t = t.take(pa.array(order))
     if not np.array_equal(t.column("node").to_numpy(), members):
         raise RuntimeError("index node tables do not hold every cluster member")
-    sig = t.column("signature").to_pylist()
-    sig = np.frombuffer(b"".join(sig), dtype=np.uint32).reshape(len(members), -1) if sig else np.zeros((0, 1), np.uint32)
+    dump = pc.dictionary_encode(pc.fill_null(t.column("dump"), "")).combine_chunks()
+    names = dump.dictionary.to_pylist()
+    codes = dump.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    rank_of = np.array([age_rank.get(d, -1) for d in names] or [0], dtype=np.int64)
     return {
-        "id": t.column("id").to_pylist(), "dump": t.column("dump").to_pylist(), "url": t.column("url").to_pylist(),
-        "exact": t.column("exact_hash").to_numpy(), "sig": sig,
+        "dump_rank": rank_of[codes] if len(codes) else np.zeros(0, np.int64),
+        "dump": (np.array(names, dtype=object)[codes] if len(codes) else np.zeros(0, dtype=object)),
+        "id_hi": t.column("id_hi").to_numpy(), "id_lo": t.column("id_lo").to_numpy(),
+        "exact": t.column("exact_hash").to_numpy(),
     }
 
 

@@ -341,3 +341,12 @@ def test_unreadable_shard_is_named_and_the_rest_processed(ray_session, corpus, t
     assert list(stats["failed_files"]) == [str(bad / "part-00000.parquet")]
     assert stats["input"] == len(docs)
     StageStats.from_dict(stats).check()
+
+
+def test_id_order_keys_sort_like_the_ids(real_docs):
+    from pipelines.dedup import _id_keys
+
+    ids = [d["id"] for d in real_docs] + ["a", "ab", "b", "é-unicode", "zz" * 20]
+    keys = _id_keys(ids)
+    by_keys = [ids[i] for i in np.lexsort((keys[:, 1], keys[:, 0]))]
+    assert by_keys == sorted(ids, key=lambda s: s.encode("utf-8")[:16])

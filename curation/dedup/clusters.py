@@ -73,16 +73,19 @@ def connected_components(u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.n
     return nodes, rank[labels].astype(np.int64)
 
 
-def choose_kept(labels: np.ndarray, dump_rank: np.ndarray, ids: np.ndarray, keep: str = "newest") -> np.ndarray:
+def choose_kept(labels: np.ndarray, dump_rank: np.ndarray, ids: np.ndarray | tuple[np.ndarray, ...],
+                keep: str = "newest") -> np.ndarray:
     """Index (into the arrays) of the kept member of each component, by component number.
 
     ``keep="newest"``: the copy from the newest dump (highest rank), ties broken by the
-    smallest id; ``"oldest"``: the first crawl of the page, ties by id.
+    smallest id; ``"oldest"``: the first crawl of the page, ties by id. ``ids`` is one sortable
+    array, or a tuple of arrays compared in turn (most significant first).
     """
     if keep not in ("newest", "oldest"):
         raise ValueError(f"keep rule {keep!r} is not 'newest' or 'oldest'")
     rank = -dump_rank if keep == "newest" else dump_rank
-    o = np.lexsort((ids, rank, labels))
+    id_keys = tuple(reversed(ids)) if isinstance(ids, tuple) else (ids,)
+    o = np.lexsort((*id_keys, rank, labels))
     first = np.concatenate(([True], labels[o][1:] != labels[o][:-1])) if len(o) else np.zeros(0, bool)
     kept = np.empty(labels.max() + 1 if len(labels) else 0, dtype=np.int64)
     kept[labels[o][first]] = o[first]
