@@ -171,8 +171,10 @@ def _reference_ngrams(words: list[str], top_ns, dup_ns) -> dict:
     for n in top_ns:
         grams = Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
         best = max(grams.values(), default=0)
-        chars = {sum(map(len, g)) for g, k in grams.items() if k == best}
-        out[f"top_{n}gram_char_frac"] = (min(chars) * best / total, max(chars) * best / total) if best > 1 else (0.0, 0.0)
+        # Counter keeps first-occurrence order, so this is the earliest of the most frequent.
+        first = next((g for g, k in grams.items() if k == best), ())
+        v = sum(map(len, first)) * best / total if best > 1 else 0.0
+        out[f"top_{n}gram_char_frac"] = (v, v)
     for n in dup_ns:
         seen, covered = set(), [False] * len(words)
         for i in range(len(words) - n + 1):
@@ -322,3 +324,24 @@ def test_vectorised_token_classes_match_the_plain_definition(sample_docs):
         content = [x for x in (punct.sub("", w) for w in words) if x]
         alpha = sum(1 for w in words if any(c.isalpha() for c in w))
         assert signals_mod._token_classes(doc["text"]) == (len(content), sum(map(len, content)), alpha), doc["url"]
+
+
+def test_signals_do_not_depend_on_the_process_hash_seed(sample_docs, tmp_path):
+    """Word ids come from Python's salted str hash; every signal must still be the same in a
+    process with another PYTHONHASHSEED (ties of the top n-gram are broken by position)."""
+    import subprocess
+    import sys
+
+    texts = [d["text"] for d in list(sample_docs.values())[:200]]
+    (tmp_path / "texts.json").write_text(json.dumps(texts))
+    code = (
+        "import json, sys; from curation.filter import FilterConfig, compute_signals; "
+        "t = json.load(open(sys.argv[1])); "
+        "print(json.dumps([compute_signals(x, 'en', FilterConfig()) for x in t]))"
+    )
+    runs = []
+    for seed in ("1", "2"):
+        env = dict(os.environ, PYTHONHASHSEED=seed, PYTHONPATH=str(REPO))
+        res = subprocess.run([sys.executable, "-c", code, str(tmp_path / "texts.json")], env=env, capture_output=True, text=True, check=True)
+        runs.append(json.loads(res.stdout))
+    assert runs[0] == runs[1]

@@ -224,8 +224,12 @@ def _ngram_fractions(words: list[str], top_ns: list[int], dup_ns: list[int], sca
                     continue
                 run_starts = np.flatnonzero(np.concatenate(([True], ~same)))
                 sizes = np.diff(np.append(run_starts, len(hs)))
-                best = int(sizes.argmax())
-                start = int(order[run_starts[best]])
+                # Among n-grams of equal count, the one that occurs first: the hash order of
+                # the runs changes from process to process (salted str hashes), positions do not.
+                firsts = order[run_starts]
+                ties = np.flatnonzero(sizes == sizes.max())
+                start = int(firsts[ties].min())
+                best = int(ties[firsts[ties].argmin()])
                 out[f"top_{w}gram_char_frac"] = float(sizes[best] * (cum[start + n] - cum[start])) / total
             dup_words = [w for kind, w in kinds if kind == "dup"]
             if dup_words:
@@ -263,7 +267,7 @@ def _few_candidates(words: list[str], cum: np.ndarray, total: float, pos: list[i
             return
         for kind, w in wanted.get(n, ()):
             if kind == "top":
-                best = max(repeated, key=len)  # first-seen among equals, as the sort would be
+                best = max(repeated, key=len)  # among equal counts the first to occur (dict order)
                 out[f"top_{w}gram_char_frac"] = float(len(best) * (cum[best[0] + n] - cum[best[0]])) / total
             else:
                 starts = sorted(p for g in repeated for p in g[1:])
