@@ -163,6 +163,8 @@ def remix(inputs: list[str], output: str, cfg: RemixConfig, workers: int | None 
     domains = {
         d: {
             "target_share": round(targets.get(d, 0.0), 6),
+            # The share after the epoch cap moved the capped domains' shortfall to the others.
+            "planned_share": round(quotas[d] / total, 6) if total else 0.0,
             "achieved_share": round(unit_after[d] / out_total, 6),
             "documents_before": docs_before[d],
             "bytes_before": bytes_before[d],
@@ -191,7 +193,7 @@ def remix(inputs: list[str], output: str, cfg: RemixConfig, workers: int | None 
     _remove_tree(shuffle_dir)
     runtime.print_summary(NAME, stats, timer.seconds, {"shards written": n_out, "documents written": manifest["documents_after"], "MB written": manifest["bytes_after"] / 1e6})
     for d, m in domains.items():
-        print(f"  {d:<14} target {m['target_share']:6.1%}  achieved {m['achieved_share']:6.1%}  epochs {m['epochs']:.2f}"
+        print(f"  {d:<14} target {m['target_share']:6.1%}  after cap {m['planned_share']:6.1%}  achieved {m['achieved_share']:6.1%}  epochs {m['epochs']:.2f}"
               f"  docs {m['documents_before']:,} -> {m['documents_after']:,}", file=sys.stderr)
     return 1 if stats.failed_files else 0
 

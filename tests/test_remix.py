@@ -84,6 +84,7 @@ def test_remix_mixture_accounting_and_determinism(ray_session, inputs, tmp_path,
     for d, target in WEIGHTS.items():
         got = m["domains"][d]
         assert abs(got["achieved_share"] - target) <= 0.01, (d, got)
+        assert abs(got["achieved_share"] - got["planned_share"]) <= 0.01, (d, got)
         assert got["epochs"] <= cfg.max_epochs
     assert m["domains"]["science"]["epochs"] > 1 > m["domains"]["other"]["epochs"]  # up and down
     assert m["domains"]["code"]["documents_after"] == 0  # weight 0
