@@ -3,13 +3,17 @@
 Phases (each a set of Ray tasks; everything between them goes through files):
 
 1. ``dumps``: read the ``dump`` column of every shard, so every dump has an age rank.
+   (``--line-repeat-min``: count every line once per document per shard, sum the counts per
+   hash partition, and take the lines repeated in enough documents - removed from every text.)
 2. ``signatures`` (one task per shard): normalise, hash, MinHash, band keys. Writes the shard's
-   node table (id, dump, exact hash, signature; no text) and one band file per partition, each
-   sorted by (key, node) - the index of this generation.
+   node table (id, dump, URL, exact hash, signature; no text) and one band file per partition,
+   each sorted by (key, node) - this run's generation of the index.
 3. ``candidates`` (one task per partition): merge that partition's band files of every
-   generation (each checked sorted), emit star edges per group of equal keys.
+   generation (each checked sorted), emit star edges per group of equal keys; ``--verify``
+   checks every edge's true Jaccard in tasks that read only the shards holding its documents.
 4. driver: connected components over the int64 edges (plus the index's removed->kept edges),
-   the keep rule, ``duplicates.parquet``, the new index generation's removed->kept table.
+   the keep rule on per-member integer keys; ``duplicates`` tasks (one per shard of removed
+   documents) build the rows of ``duplicates.parquet`` from the node tables.
 5. ``write`` (one task per shard): the kept documents, with cluster fields added to metadata.
 
 A document's node id is ``gen << 48 | shard << 28 | row``: stable across re-runs, and unique
