@@ -27,7 +27,7 @@ import sys
 from curation.stats import StageStats
 from pipelines import io
 from pipelines.runtime import TaskFailure, Timer, print_summary, run_tasks
-from pipelines.sft import SUFFIXES, _resolve, add_common_arguments, check_tokenizer, prepare_files, read_records, shard_name, tokenizer_file
+from pipelines.sft import SUFFIXES, _resolve, absolute, add_common_arguments, check_tokenizer, prepare_files, read_records, shard_name, tokenizer_file
 
 NAME = "dpo"
 HELP = "direct preference optimisation of an SFT checkpoint against its frozen self (sigmoid loss, beta 0.1)"
@@ -132,8 +132,9 @@ def run(args: argparse.Namespace) -> int:
                         print(f"dpo: reference log-probs failed for {s}: {d.error}", file=sys.stderr)
                         return 1
                 ref_shards = [io.join(ref_dir, os.path.basename(s)) for s in shards]
-        rc = launch({**to_dict(cfg), "data": shards, "reference_data": ref_shards, "pad_id": pad_id},
-                    args.nproc, args.launcher, entry_module="training.dpo")
+        launch_cfg = {**to_dict(cfg), "data": [absolute(x) for x in shards], "reference_data": [absolute(x) for x in ref_shards],
+                      "pad_id": pad_id, "run_dir": absolute(cfg.run_dir), "init_from": absolute(ckpt)}
+        rc = launch(launch_cfg, args.nproc, args.launcher, entry_module="training.dpo")
     if rc != 0:
         print(f"dpo: training exited with status {rc}", file=sys.stderr)
         return rc

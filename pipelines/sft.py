@@ -55,6 +55,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-packing", action="store_true", help="one conversation per row")
 
 
+def absolute(path: str) -> str:
+    """Paths handed to training workers are absolute (a Ray worker runs in another folder)."""
+    return path if io.is_uri(path) else os.path.abspath(path)
+
+
 def tokenizer_file(path: str) -> str:
     return path if path.endswith(".json") else os.path.join(path, "tokenizer.json")
 
@@ -186,7 +191,9 @@ def run(args: argparse.Namespace) -> int:
             for f, e in sorted(stats.failed_files.items()):
                 print(f"  {f}: {e}", file=sys.stderr)
             return 1
-        rc = launch({**to_dict(cfg), "data": shards, "pad_id": pad_id}, args.nproc, args.launcher, entry_module="training.sft")
+        launch_cfg = {**to_dict(cfg), "data": [absolute(x) for x in shards], "pad_id": pad_id,
+                      "run_dir": absolute(cfg.run_dir), "init_from": absolute(ckpt)}
+        rc = launch(launch_cfg, args.nproc, args.launcher, entry_module="training.sft")
     if rc != 0:
         print(f"sft: training exited with status {rc}", file=sys.stderr)
         return rc
