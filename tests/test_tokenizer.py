@@ -254,3 +254,11 @@ def test_training_text_selection_is_hashed_and_capped(docs):
     assert stats.counters["stopped_at_max_bytes"] == 1
     # Stops reading: only the batches up to the budget were consumed.
     assert stats.output + sum(stats.dropped.values()) < len(pairs)
+
+
+def test_training_is_deterministic(docs):
+    texts = [d["text"] for d in docs[:300]]
+    cfg = T.TokenizerConfig(vocab_size=1500)
+    one = T.train(texts, cfg).to_str()
+    # Same text, fed in other batch sizes: the same tokenizer, byte for byte.
+    assert T.train([texts[i : i + 7] for i in range(0, len(texts), 7)], cfg).to_str() == one
