@@ -272,23 +272,33 @@ def _candidates(task: dict[str, Any]) -> dict[str, Any]:
     out = task["edges_path"]
     if io.exists(out):
         return {"skipped": True}
+    gen = task["gen"]
     keys, nodes, ranks = [], [], []
-    for path, rank_of_code in task["files"]:
+    new_keys = None
+    # This run's files first; an earlier generation's rows are kept only where their key occurs
+    # in this run, so sorting and grouping grow with the new dump (the index is only scanned).
+    for path, rank_of_code, file_gen in sorted(task["files"], key=lambda f: f[2] != gen):
+        if file_gen != gen and new_keys is None:
+            new_keys = np.unique(np.concatenate(keys)) if keys else np.zeros(0, np.uint64)
         t = io.read_parquet(path)
         k = t.column("key").to_numpy()
         n = t.column("node").to_numpy()
         if not cl.is_sorted(k, n):
             raise ValueError(f"band file {path} is not sorted by (key, node)")
+        d = t.column("dump_code").to_numpy().astype(np.int64)
+        if file_gen != gen:
+            at = np.minimum(np.searchsorted(new_keys, k), max(len(new_keys) - 1, 0))
+            hit = new_keys[at] == k if len(new_keys) else np.zeros(len(k), dtype=bool)
+            k, n, d = k[hit], n[hit], d[hit]
         keys.append(k)
         nodes.append(n)
-        ranks.append(np.asarray(rank_of_code, dtype=np.int32)[t.column("dump_code").to_numpy().astype(np.int64)])
+        ranks.append(np.asarray(rank_of_code, dtype=np.int32)[d])
     k = np.concatenate(keys) if keys else np.zeros(0, np.uint64)
     n = np.concatenate(nodes) if nodes else np.zeros(0, np.int64)
     r = np.concatenate(ranks) if ranks else np.zeros(0, np.int32)
     u, v = cl.star_edges(k, r, n)
     # Edges between two documents of earlier generations are already in the index's
     # removed->kept table; only edges that touch this generation are new.
-    gen = task["gen"]
     new = ((u >> GEN_SHIFT) == gen) | ((v >> GEN_SHIFT) == gen)
     u, v = cl.unique_edges(u[new], v[new])
     un, first = np.unique(n, return_index=True)
@@ -554,7 +564,7 @@ def dedup(inputs: list[str], output: str, cfg: DedupConfig, index: str | None = 
             for f in io.list_shards(folder):
                 if g["gen"] == gen and os.path.basename(f) not in ok_names:
                     continue
-                files.append((f, rank_of_code[g["gen"]] or [0]))
+                files.append((f, rank_of_code[g["gen"]] or [0], g["gen"]))
         part_tasks.append({"files": files, "gen": gen, "edges_path": io.join(output, "graph", f"edges-p={p:04d}.parquet")})
     cand = run_tasks(_candidates, part_tasks, desc="dedup: candidates")
     failed = [r for r in cand if isinstance(r, TaskFailure)]
@@ -588,8 +598,16 @@ def dedup(inputs: list[str], output: str, cfg: DedupConfig, index: str | None = 
         io.write_parquet(pa.table({"u": u, "v": v, "jaccard": jac, "accepted": ok_edge}), io.join(output, "graph", "verified.parquet"))
         u, v = u[ok_edge], v[ok_edge]
     prev_reps = _read_reps(index, gen - 1) if gen else (np.zeros(0, np.int64), np.zeros(0, np.int64))
-    cu = np.concatenate([u, prev_reps[0]])
-    cv = np.concatenate([v, prev_reps[1]])
+    # Earlier clusters enter only where a new edge touches one of their documents.
+    old = np.unique(np.concatenate([u, v]))
+    old = old[(old >> GEN_SHIFT) != gen]
+    at = np.minimum(np.searchsorted(prev_reps[0], old), max(len(prev_reps[0]) - 1, 0))
+    is_removed = prev_reps[0][at] == old if len(prev_reps[0]) else np.zeros(len(old), dtype=bool)
+    reps = np.unique(np.where(is_removed, prev_reps[1][at] if len(prev_reps[0]) else old, old))
+    pos = np.minimum(np.searchsorted(reps, prev_reps[1]), max(len(reps) - 1, 0))
+    rel = reps[pos] == prev_reps[1] if len(reps) else np.zeros(len(prev_reps[1]), dtype=bool)
+    cu = np.concatenate([u, prev_reps[0][rel]])
+    cv = np.concatenate([v, prev_reps[1][rel]])
     members, labels = cl.connected_components(cu, cv)
     # Only clusters with a document of this run can change.
     touched = np.unique(labels[(members >> GEN_SHIFT) == gen])

@@ -279,6 +279,12 @@ def test_incremental_index_equals_joint_run(ray_session, corpus, tmp_path, keep)
     assert removed_joint == removed_inc
     kept_inc = (_ids(ra) | _ids(rb)) - removed_inc
     assert kept_inc == _ids(joint)
+    # Three generations, one dump each, against one growing index: still the joint result.
+    idx3 = tmp_path / "index3"
+    outs = [tmp_path / f"gen{k}" for k in range(len(inputs))]
+    for folder, out in zip(inputs, outs):
+        assert dedup([folder], str(out), DedupConfig(partitions=4, keep=keep), index=str(idx3)) == 0
+    assert set().union(*({d["removed_id"] for d in _removed(o)} for o in outs)) == removed_joint
     retracted = [d for d in _removed(rb) if d["retracted"]]
     if keep == "newest":
         assert retracted, "a newer copy in B must replace some kept document of A"
