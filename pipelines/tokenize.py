@@ -255,6 +255,13 @@ def tokenize(tokenizer: str, inputs: list[str], output: str, cfg: TokenizeConfig
         stats.merge(StageStats.from_dict(res["stats"]))
         skipped += bool(res["skipped"])
     stats.check()
+    # Shards of an earlier run over more inputs are not ours any more: the trainer reads the folder.
+    current = {posixpath.basename(dst) for _, dst, *_ in items}
+    for old in io.list_shards(output) if io.exists(output) else []:
+        base = posixpath.basename(old)
+        if base.startswith("tokens-") and base not in current:
+            fs, p = io.filesystem(old)
+            fs.delete_file(p)
     summary = stats.to_dict()
     summary["tokenizer_sha256"] = sha
     summary["shards"] = {posixpath.basename(dst): src for src, dst, *_ in items}

@@ -124,16 +124,19 @@ def test_tokenize_is_deterministic_across_workers_and_resumes(tok_folder, text_s
     assert (tmp_path / "a" / "stats.json").read_bytes() == (tmp_path / "b" / "stats.json").read_bytes()
 
 
-def test_tokenize_redoes_shards_of_another_tokenizer(tok_folder, text_shards, tmp_path):
+def test_tokenize_redoes_shards_of_another_tokenizer_and_drops_stale_ones(tok_folder, text_shards, tmp_path):
     folder, shards = text_shards
     one = tmp_path / "one"
     one.mkdir()
     (one / "part.parquet").write_bytes((folder / "part-000.parquet").read_bytes())
-    _run(tok_folder, [one], tmp_path / "out")
+    # A first run over two inputs; the second run has one, so its second shard must go.
+    _run(tok_folder, [one, folder / "part-001.parquet"], tmp_path / "out")
+    assert (tmp_path / "out" / "tokens-00001.parquet").exists()
     other = tmp_path / "tok2"
     T.save(T.train((r["text"] for r in shards[1]), T.TokenizerConfig(vocab_size=1000)), str(other))
     stats, skipped = _run(other, [one], tmp_path / "out")
     assert skipped == 0
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.parquet")) == ["tokens-00000.parquet"]
     ids = pq.read_table(tmp_path / "out" / "tokens-00000.parquet").column("input_ids").to_pylist()
     assert max(max(x) for x in ids) == 1001  # the new tokenizer's EOS
 
