@@ -214,7 +214,7 @@ def main() -> int:
     ap.add_argument("--no-throughput", dest="throughput", action="store_false")
     ap.add_argument("--pretrain-steps", type=int, default=30)
     ap.add_argument("--sft-epochs", type=int, default=2)
-    ap.add_argument("--dpo-lr", type=float, default=1e-3)
+    ap.add_argument("--dpo-lr", type=float, default=3e-4)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     t = time.perf_counter()
