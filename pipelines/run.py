@@ -74,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
     if err:
         print(f"run: {err}", file=sys.stderr)
         return 2
+    start_dir = os.getcwd()
     runtime.init_ray(num_cpus=cfg.num_cpus)
     print(f"run: {len(stages)} stages into {cfg.output}: {', '.join(stages)}", file=sys.stderr)
     steps: dict[str, Callable[[], int]] = {
@@ -100,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"\nrun: {stage}: complete ({_marker(stage, paths)} exists), skipped", file=sys.stderr)
                 continue
             print(f"\nrun: ===== {stage} =====", file=sys.stderr)
+            _reenter(start_dir)
             tasks_before = _task_ids()
             t0 = time.perf_counter()
             try:
@@ -133,6 +135,21 @@ def run(args: argparse.Namespace) -> int:
         print(f"\nrun: report: {where['html']} ({where['json']})", file=sys.stderr)
     print(f"run: done in {total.seconds:,.1f} s" + (" (some inputs could not be read: see the report)" if status else ""), file=sys.stderr)
     return status
+
+
+def _reenter(folder: str) -> None:
+    """Step back into the starting folder by its path. Under `ray job submit` that folder is the
+    job's working_dir package, which Ray's runtime-env agent deletes and fetches again when the
+    job's workers set it up anew (Ray >= 2.41 replaces a cached working_dir), leaving this
+    process in a deleted folder: relative paths (models/quality.ftz, configs, data/...) and lazy
+    imports would fail from the second stage on."""
+    try:
+        if os.path.samefile(os.getcwd(), folder):
+            return
+    except OSError:  # the folder we are in was deleted (or replaced)
+        pass
+    if os.path.isdir(folder):
+        os.chdir(folder)
 
 
 # ---- completion ----
@@ -384,13 +401,16 @@ def _list_tasks() -> list[dict] | None:
 
         job = ray.get_runtime_context().get_job_id()
         with contextlib.redirect_stderr(open(os.devnull, "w")):
-            rows = list_tasks(filters=[("job_id", "=", job)], limit=100_000, raise_on_missing_output=False, timeout=30)
+            rows = list_tasks(filters=[("job_id", "=", job)], limit=10_000, raise_on_missing_output=False, timeout=30)
         return [{"task_id": r.task_id, "name": r.name, "node_id": r.node_id} for r in rows]
     except Exception:  # noqa: BLE001 - no state API here: the report says "unknown"
         return None
 
 
 def _task_nodes(before: set[str] | None) -> dict[str, list[str]] | None:
+    if before is None:
+        return None
+    time.sleep(2)  # workers report task events about once a second
     tasks = _list_tasks()
     if tasks is None or before is None:
         return None

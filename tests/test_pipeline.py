@@ -250,9 +250,10 @@ def _proc_table() -> dict[int, tuple[int, int, str]]:
     return table
 
 
-def workers_running(root: int, names: tuple[str, ...]) -> list[int]:
-    """PIDs of Ray workers of *this* pipeline process (its descendants or its session) that are
-    executing one of the named tasks right now (Ray sets the title to ``ray::<task>``)."""
+def workers_running(root: int, names: tuple[str, ...]) -> list[tuple[int, str]]:
+    """(pid, title) of Ray workers of *this* pipeline process (its descendants or its session)
+    executing one of the named tasks right now (Ray sets a worker's title to ``ray::<task>``
+    while it runs the task, ``ray::IDLE`` otherwise)."""
     table = _proc_table()
     kids: dict[int, list[int]] = {}
     for pid, (ppid, _, _) in table.items():
@@ -265,20 +266,22 @@ def workers_running(root: int, names: tuple[str, ...]) -> list[int]:
                 mine.add(c)
                 stack.append(c)
     mine |= {pid for pid, (_, sid, _) in table.items() if sid == root}
-    return sorted(pid for pid in mine if pid in table and table[pid][2].split(" ")[0] in {f"ray::{n}" for n in names})
+    wanted = {f"ray::{n}" for n in names}
+    return sorted((pid, table[pid][2]) for pid in mine if pid in table and table[pid][2].split(" ")[0] in wanted)
 
 
 def kill_worker_during(proc: subprocess.Popen, names: tuple[str, ...], timeout: float) -> tuple[int, str]:
+    """SIGKILL the first worker seen running one of the named tasks; returns its pid and title."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
             raise AssertionError(f"the pipeline exited before a {names} task was seen")
-        pids = workers_running(proc.pid, names)
-        if pids:
-            title = _proc_table().get(pids[0], (0, 0, "?"))[2]
-            os.kill(pids[0], signal.SIGKILL)
-            return pids[0], title
-        time.sleep(0.02)
+        found = workers_running(proc.pid, names)
+        if found:
+            pid, title = found[0]
+            os.kill(pid, signal.SIGKILL)
+            return pid, title
+        time.sleep(0.01)
     raise AssertionError(f"no {names} task seen within {timeout} s")
 
 
@@ -324,8 +327,10 @@ def _kill_and_resume(out: Path, tmp_path: Path) -> None:
         kill_group(p)
     log = (tmp_path / "killed.txt").read_text(errors="replace")
     assert p.returncode == -signal.SIGKILL, log[-3000:]
-    assert t1.startswith("ray::extract_file") and t2.startswith("ray::_") and pid1 != pid2
+    assert t1.startswith("ray::extract_file") and t2.startswith("ray::_") and pid1 != pid2, (t1, t2)
     assert not _alive(pid1) and not _alive(pid2)
+    # Ray saw both deaths mid-task (and retried the tasks)
+    assert log.count("A worker died or was killed while executing a task") >= 2, log[-3000:]
     for stage in ("extract", "dedup"):
         assert json.loads((out / "_run" / f"{stage}.json").read_text())["rc"] == 0, stage
     assert json.loads((out / "extracted" / "stats.json").read_text())["output"] == 38
