@@ -198,3 +198,23 @@ def test_bad_parquet_shards_are_named_not_fatal(ray_session, bad_parquet_folder,
         assert f"{name}.parquet" in failed or stats["input"] > n_good, (name, failed)
     assert all(msg.splitlines()[0].strip() for msg in failed.values())
     assert "good.parquet" not in failed and stats["input"] == stats["output"] + sum(stats["dropped"].values())
+
+
+@FUZZ
+@given(names=st.lists(st.text(min_size=1, max_size=30), min_size=1, max_size=8))
+def test_shard_names_from_input_paths_stay_inside_the_output_folder(names):
+    """Output names derive from input file names (data the user does not control, e.g. a crawl
+    listing): joined to the output folder they never leave it."""
+    import os
+
+    from pipelines.extract import shard_names
+    from pipelines.run import _unique_names
+    from pipelines.sft import shard_name
+
+    out = "/srv/run/stage"
+    paths = ["/in/" + n for n in names]
+    for name in [*_unique_names(paths), *[shard_name(p) for p in paths]]:
+        assert "/" not in name and name not in ("", ".", "..")
+        assert os.path.dirname(os.path.normpath(os.path.join(out, name + ".parquet"))) == out
+    for name in shard_names(paths):
+        assert os.path.normpath(os.path.join(out, name + ".parquet")).startswith(out + "/"), name
