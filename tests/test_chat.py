@@ -12,7 +12,6 @@ import torch
 from conftest import SAMPLE
 from tokenizer import TokenizerConfig, format_chat, train
 from training.chat import (
-    block_causal_mask,
     conversations_from_record,
     iter_jsonl_records,
     pack,
@@ -22,7 +21,7 @@ from training.chat import (
     tokenize_conversation,
     tokenize_pair,
 )
-from training.model import Transformer, model_config
+from training.model import Transformer, attention_mask, model_config
 
 SFT = SAMPLE / "sft"
 PREF = SAMPLE / "preference"
@@ -171,7 +170,7 @@ def test_no_attention_crosses_packed_conversations(tok):
     a, b, c = (tokenize_conversation(tok, x) for x in (convs[0], convs[500], convs[1500]))
     (row,) = pack([a, b], 1024, eos)
     (row2,) = pack([c, b], 1024, eos)  # b after a different neighbour
-    mask = block_causal_mask(row.segment_ids)[0, 0]
+    mask = attention_mask(1, row.input_ids.shape[1], torch.device("cpu"), torch.as_tensor(row.segment_ids))[0, 0]
     na = len(a.input_ids)
     assert not mask[na:, :na].any() and mask[na, na] and not mask[:na, na:].any()
 

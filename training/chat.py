@@ -258,8 +258,9 @@ def tokenize_pair(tok: Tokenizer, pair: PreferencePair) -> tuple[TokenizedChat, 
 class ChatBatch:
     """A batch of rows; each row holds one or more whole conversations and padding.
 
-    ``segment_ids`` numbers the conversations of a row from 1 (0 is padding); a token attends
-    only to earlier tokens of its own conversation (:func:`block_causal_mask`) and
+    ``segment_ids`` numbers the conversations of a row from 1 (0 is padding); passed to the
+    model, a token attends only to earlier tokens of its own conversation
+    (``training.model.attention_mask``) and
     ``positions`` restart at 0 with each conversation, as they would if it were alone.
     """
 
@@ -324,18 +325,6 @@ def pad_batch(examples: Sequence[TokenizedChat], pad_id: int, multiple_of: int =
     longest = max(len(e.input_ids) for e in examples)
     seq_len = -(-longest // multiple_of) * multiple_of
     return collate([_row([e], seq_len, pad_id) for e in examples])
-
-
-def block_causal_mask(segment_ids) -> Any:
-    """``[B, 1, T, T]`` boolean: query ``i`` may attend key ``j`` iff ``j <= i`` and both are in
-    the same conversation. Padding (segment 0) attends only to itself, so no row is empty."""
-    import torch
-
-    seg = torch.as_tensor(segment_ids)
-    t = seg.shape[-1]
-    causal = torch.ones(t, t, dtype=torch.bool, device=seg.device).tril()
-    same = seg[:, :, None] == seg[:, None, :]
-    return (causal[None] & same)[:, None]
 
 
 def batches(items: Sequence[Any], batch_size: int) -> Iterable[Sequence[Any]]:
