@@ -5,10 +5,10 @@ Three steps, each resumable:
    ``rejected`` records): adapt, tokenise chosen and rejected conversations with the answer
    mask, drop pairs longer than the context (``too_long``), mark a held-out share by hash;
    ``<run>/pairs/<file>.parquet``.
-2. With ``reference=precomputed`` (default): Ray tasks, one per pair shard, run the frozen
+2. With ``--reference precomputed`` (default): Ray tasks, one per pair shard, run the frozen
    starting checkpoint once over its pairs and write the summed answer log-probs beside them,
    ``<run>/reference/<file>.parquet`` (``key``, ``ref_chosen``, ``ref_rejected``). With
-   ``--set reference=on_the_fly`` the reference runs inside every training step instead; both
+   ``--reference on_the_fly`` the reference runs inside every training step instead; both
    go through ``training.dpo.pair_logps``.
 3. The trainer's loop with the DPO loss (``training.dpo.main``), through the pre-training
    launchers.
