@@ -35,11 +35,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from tokenizer import TokenizerConfig, train as train_tokenizer  # noqa: E402
-from training.chat import TokenizedChat, conversations_from_record, iter_jsonl_records, pack, pair_from_record, special_ids, tokenize_conversation, tokenize_pair  # noqa: E402
+from training.chat import TokenizedChat, conversations_from_record, iter_jsonl_records, pair_from_record, special_ids, tokenize_conversation, tokenize_pair  # noqa: E402
 from training.dpo import PairLoader, make_loss_fn  # noqa: E402
 from training.model import Transformer, model_config  # noqa: E402
 from training.optim import build_optimizer  # noqa: E402
-from training.sft import ChatLoader, to_trainer_batch  # noqa: E402
+from training.sft import ChatLoader  # noqa: E402
 from training.trainer import causal_lm_loss  # noqa: E402
 
 SAMPLE = REPO / "data" / "sample"
