@@ -11,6 +11,8 @@ speed:    documents/s on one core of this project's signatures and of datasketch
           (update_batch, same permutations, same shingles), alternating, best of 3 rounds.
 scale:    the whole stage in a fresh process per size: wall time, documents/s, peak memory
           per worker and of the driver, and the cost per document relative to the smallest size.
+incremental: the newest dump of the 100k corpus against the index of the earlier three, beside
+          all four at once (CPU per document).
 cc:       the single-node connected-components step alone on synthetic int64 edge arrays up to
           50M documents: time and peak memory (what one machine's driver can cluster).
 """
@@ -228,10 +230,32 @@ def cc(sizes: list[tuple[int, int]]) -> None:
         print(f"   {docs:>12,} {edges:>12,} {nodes:>15,} {comps:>11,} {secs:>8.1f} {mb:>8,.0f} {mb * 2**20 / edges:>11.0f}")
 
 
+def incremental(size: int = 100_000) -> None:
+    """The newest dump against the index of the earlier ones, beside all dumps at once."""
+    src = BUILD / f"scale-{size // 1000}k"
+    dumps = sorted(str(p) for p in src.iterdir() if p.is_dir())
+    runs = [("all dumps at once", [dumps], "joint"), ("earlier dumps (index)", [dumps[:-1]], "inc"),
+            ("newest dump vs index", [dumps[-1:]], "inc")]
+    print(f"\n== incremental: the newest dump against the index of the earlier ones ({src.name}) ==")
+    print(f"   {'run':<24} {'documents':>10} {'CPU s':>8} {'CPU ms/doc':>11} {'removed':>9} {'retracted':>10}")
+    for k, (name, inputs, tag) in enumerate(runs):
+        out = BUILD / f"bench-inc-{k}"
+        shutil.rmtree(out, ignore_errors=True)
+        index = BUILD / f"bench-inc-index-{tag}"
+        if k < 2:
+            shutil.rmtree(index, ignore_errors=True)
+        subprocess.run([sys.executable, "-m", "pipelines", "dedup", "--input", *inputs[0], "--output", str(out),
+                        "--index", str(index)], check=True, cwd=REPO, stderr=subprocess.DEVNULL)
+        st = json.loads((out / "stats.json").read_text())
+        cpu = sum(v for key, v in st["counters"].items() if key.startswith("cpu_seconds_"))
+        print(f"   {name:<24} {st['input']:>10,} {cpu:>8.1f} {cpu / st['input'] * 1000:>11.3f} "
+              f"{sum(st['dropped'].values()):>9,} {st['counters'].get('retracted_from_index', 0):>10,}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", default=str(BUILD / "corpus"))
-    ap.add_argument("--parts", default="speed,accuracy,scale,cc")
+    ap.add_argument("--parts", default="speed,accuracy,scale,incremental,cc")
     ap.add_argument("--scale", default="100000,200000,400000")
     ap.add_argument("--cc", default="1000000,10000000,50000000", help="documents for the clustering-step sizes (edges = half)")
     a = ap.parse_args()
@@ -243,6 +267,8 @@ def main() -> int:
         accuracy(corpus)
     if "scale" in parts:
         scale([int(x) for x in a.scale.split(",")])
+    if "incremental" in parts:
+        incremental()
     if "cc" in parts:
         cc([(int(d), int(d) // 2) for d in a.cc.split(",")])
     return 0
