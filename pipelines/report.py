@@ -289,4 +289,4 @@ def write_report(cfg: Any, paths: dict[str, str], stages: list[str]) -> dict[str
     where = {"json": io.join(cfg.output, "report.json"), "html": io.join(cfg.output, "report.html")}
     io.write_json(json.loads(json.dumps(rep, default=str)), where["json"])
     io.write_bytes(render_html(rep, plots).encode("utf-8"), where["html"])
-    return where
+    return {**where, "stages": rep["stages"], "answer": (rep.get("answer") or {}).get("answer")}

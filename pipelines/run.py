@@ -132,7 +132,14 @@ def run(args: argparse.Namespace) -> int:
         except OSError as e:
             print(f"run: report failed: {_os_error(e)}", file=sys.stderr)
             return 1
-        print(f"\nrun: report: {where['html']} ({where['json']})", file=sys.stderr)
+        print(f"\n== run: summary ==\n  {'stage':<16} {'in':>9} {'out':>9} {'seconds':>9}", file=sys.stderr)
+        for row in where["stages"]:
+            if row.get("complete"):
+                secs = f"{row['seconds']:,.1f}" if row.get("seconds") is not None else "-"
+                print(f"  {row['stage']:<16} {row['documents_in'] or 0:>9,} {row['documents_out'] or 0:>9,} {secs:>9}", file=sys.stderr)
+        if where.get("answer") is not None:
+            print(f"  final answer: {where['answer'][:200]!r}", file=sys.stderr)
+        print(f"run: report: {where['html']} ({where['json']})", file=sys.stderr)
     print(f"run: done in {total.seconds:,.1f} s" + (" (some inputs could not be read: see the report)" if status else ""), file=sys.stderr)
     return status
 
