@@ -38,7 +38,7 @@ STAGE ?= extract
 ARGS  ?= --input $(SAMPLE)/warc --output $(OUT)/extracted
 submit: install
 	@test -n "$$RAY_ADDRESS" || { echo "set RAY_ADDRESS to the cluster's dashboard address, e.g. http://127.0.0.1:8265"; exit 2; }
-	$(VENV)/bin/ray job submit --address "$$RAY_ADDRESS" --working-dir . \
+	RAY_AUTH_MODE=$${RAY_AUTH_MODE:-token} $(VENV)/bin/ray job submit --address "$$RAY_ADDRESS" --working-dir . \
 	  --runtime-env-json '{"excludes": [".venv", ".git", "out", "runs", "build", ".cache"]}' \
 	  -- python -m pipelines $(STAGE) $(ARGS)
 
