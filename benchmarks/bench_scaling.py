@@ -1,12 +1,14 @@
 """Scaling of each CPU stage from 1 to 2 workers, side by side in one run (`make bench-scaling`).
 
-For each worker count a fresh local Ray instance with that many CPUs runs extract (the bundled
-WARC files), dedup (their documents plus the bundled Dolma documents), filter and tokenize (with a
-tokenizer trained once beforehand, outside the timings), each into a fresh folder. Prints wall
-time per stage, documents per second and the speed-up of 2 workers over 1; the outputs of the two
-runs are compared byte for byte (the stages promise the same output for any worker count).
+For each worker count a fresh local Ray instance with that many CPUs runs extract (the 7 bundled
+WARC files), then dedup, filter and tokenize over a larger multi-dump corpus made once from the
+real bundled documents (benchmarks/dedup_corpus.py: re-crawls and near-copies of real pages, 4 dumps,
+--docs documents) plus the extracted pages; tokenize uses a tokenizer trained once beforehand,
+outside the timings. Prints wall time per stage, documents per second and the speed-up of the
+last worker count over the first, and checks that the outputs' rows are the same for every worker
+count (the stages promise identical output whatever the number of workers).
 
-    python benchmarks/bench_scaling.py [--workers 1 2] [--repeat 1] [--out build/bench-scaling]
+    python benchmarks/bench_scaling.py [--workers 1 2] [--docs 20000] [--out build/bench-scaling]
 """
 
 from __future__ import annotations
@@ -27,11 +29,14 @@ SAMPLE = REPO / "data" / "sample"
 
 
 def _digest(folder: Path) -> str:
+    """The rows of every shard (not the file bytes: token shards record their input's path)."""
+    import pyarrow.parquet as pq
+
     h = hashlib.sha256()
     for f in sorted(folder.rglob("*.parquet")):
         if not f.name.startswith("."):
             h.update(f.relative_to(folder).as_posix().encode())
-            h.update(f.read_bytes())
+            h.update(repr(pq.read_table(f).to_pydict()).encode())
     return h.hexdigest()[:16]
 
 
@@ -45,20 +50,17 @@ def _timed(argv: list[str]) -> float:
     return time.perf_counter() - t0
 
 
-def run_once(workers: int, base: Path, tokenizer: Path) -> dict[str, dict]:
+def run_once(workers: int, base: Path, tokenizer: Path, corpus: list[str]) -> dict[str, dict]:
     import ray
-
-    from pipelines.run import _import_jsonl
 
     os.environ.pop("RAY_ADDRESS", None)
     ray.init(num_cpus=workers, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     try:
         shutil.rmtree(base, ignore_errors=True)
-        _import_jsonl([str(SAMPLE / "text")], str(base / "imported"))  # input preparation, not timed
         res: dict[str, dict] = {}
         steps = [
             ("extract", ["extract", "--input", str(SAMPLE / "warc"), "--output", str(base / "extracted")], base / "extracted"),
-            ("dedup", ["dedup", "--input", str(base / "extracted"), str(base / "imported"), "--output", str(base / "dedup")], base / "dedup" / "documents"),
+            ("dedup", ["dedup", "--input", str(base / "extracted"), *corpus, "--output", str(base / "dedup")], base / "dedup" / "documents"),
             ("filter", ["filter", "--input", str(base / "dedup" / "documents"), "--output", str(base / "filtered")], base / "filtered"),
             ("tokenize", ["tokenize", "--tokenizer", str(tokenizer), "--input", str(base / "dedup" / "documents"), "--output", str(base / "tokens")], base / "tokens"),
         ]
@@ -76,8 +78,16 @@ def main() -> int:
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--out", default=str(REPO / "build" / "bench-scaling"))
     ap.add_argument("--vocab", type=int, default=4000)
+    ap.add_argument("--docs", type=int, default=20_000, help="documents in the generated multi-dump corpus")
     args = ap.parse_args()
     out = Path(args.out)
+    corpus_dir = out / f"corpus-{args.docs}"
+    if not corpus_dir.exists():
+        import subprocess
+
+        subprocess.run([sys.executable, str(REPO / "benchmarks" / "dedup_corpus.py"), "corpus", "--out", str(corpus_dir),
+                        "--docs", str(args.docs), "--no-truth"], check=True)
+    corpus = sorted(str(d) for d in corpus_dir.iterdir() if d.is_dir())  # one folder per dump
     tok = out / "tokenizer"
     if not (tok / "stats.json").exists():  # one tokenizer for every run, trained outside the timings
         import ray
@@ -87,9 +97,10 @@ def main() -> int:
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR", log_to_driver=False)
         cli(["train-tokenizer", "--input", str(SAMPLE / "text"), "--output", str(tok), "--set", f"vocab_size={args.vocab}"])
         ray.shutdown()
-    results = {w: run_once(w, out / f"w{w}", tok) for w in args.workers}
+    results = {w: run_once(w, out / f"w{w}", tok, corpus) for w in args.workers}
     first, last = args.workers[0], args.workers[-1]
-    print(f"\nCPU stage scaling on this machine ({os.cpu_count()} cores; bundled sample data)", file=sys.stderr)
+    print(f"\nCPU stage scaling on this machine ({os.cpu_count()} cores; extract: 7 bundled WARC files; "
+          f"dedup/filter/tokenize: {args.docs:,}-document generated corpus + extracted pages)", file=sys.stderr)
     head = f"{'stage':<10} {'documents':>9} " + " ".join(f"{f'{w} worker(s) s':>14} {'docs/s':>8}" for w in args.workers) + f" {'speed-up':>9} {'same output':>12}"
     print(head)
     for stage in results[first]:
