@@ -364,7 +364,7 @@ def test_two_node_cluster_job_equals_single_node(reference, slot, tmp_path):
     from raycluster import RayCluster
 
     ref, _ = reference
-    with in_slot(slot, tmp_path / "run") as out, RayCluster(head_cpus=1, resources='{"head_node": 1}') as cluster:
+    with in_slot(slot, tmp_path / "run") as out, _started(lambda: RayCluster(head_cpus=1, resources='{"head_node": 1}')) as cluster:
         cfg = write_config(tmp_path / "small.yaml", small_config(out, stages=CURATION_STAGES))
         cluster.add_node(cpus=1, resources='{"second_node": 1}')
         _wait_nodes(cluster, 2)
@@ -380,6 +380,18 @@ def test_two_node_cluster_job_equals_single_node(reference, slot, tmp_path):
     rep = json.loads((out / "report.json").read_text())
     assert len(rep["ray_nodes_used"]) == 2
     assert_same_outputs(out, ref)
+
+
+def _started(make, tries: int = 3):
+    """RayCluster, tried again when `ray start` picked a port another of its components took
+    (tests/raycluster.py draws free ports one by one, so the GCS port can fall in the worker range)."""
+    for attempt in range(tries):
+        try:
+            return make()
+        except RuntimeError as e:
+            if "port" not in str(e) or attempt == tries - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 def _wait_nodes(cluster, n: int, timeout: float = 60) -> None:
