@@ -30,3 +30,15 @@ def ray_session():
     init_ray(num_cpus=2)
     yield
     ray.shutdown()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """One intra-op torch thread per test process: the suite shares two cores, and more threads
+    made tiny-model steps 5-12x slower here (oversubscription)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

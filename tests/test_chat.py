@@ -27,14 +27,6 @@ SFT = SAMPLE / "sft"
 PREF = SAMPLE / "preference"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Two cores shared with other suites: one torch thread avoids oversubscription.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _records(path):
     with open(path, "rb") as f:

@@ -19,14 +19,6 @@ from training.model import Transformer, model_config
 PREF = SAMPLE / "preference"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Two cores shared with other suites: one torch thread avoids oversubscription.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _pairs(n_each: int = 12):  # n_each * 4 of each file
     out = []

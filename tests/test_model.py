@@ -16,14 +16,6 @@ from training.model import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # 2 shared cores: one intra-op thread avoids oversubscription when others run too.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def test_report_configs_on_meta():
     for name, layers, dim, heads, kv, ffn in (("7b", 30, 4096, 32, 32, 11008), ("67b", 95, 8192, 64, 8, 22016)):

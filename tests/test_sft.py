@@ -19,14 +19,6 @@ from training.sft import IGNORE, ChatLoader, SFTConfig, answer_loss, collate, la
 SFT = SAMPLE / "sft"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Two cores shared with other suites: one torch thread avoids oversubscription.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _convs(name: str):
     with open(SFT / name, "rb") as f:

@@ -32,13 +32,6 @@ def shards(tmp_path_factory):
     return str(out)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _cfg(shards: str, run_dir: str, **kw) -> TrainConfig:
     base = dict(run_dir=run_dir, data=[shards], model="tiny", vocab_size=2048, seq_len=64, micro_batch=2,
