@@ -299,20 +299,11 @@ def test_faults_worker_kills_then_pipeline_kill_then_resume(reference, slot, tmp
 
 
 def assert_same_outputs(out: Path, ref: Path) -> None:
-    """Every curation output byte-identical to the reference's, except a known filter defect:
-    the filter's `top_<n>gram_char_frac` signal (kept in each document's metadata) can differ
-    between processes (see the xfail message); the documents themselves must still be equal."""
+    """Every curation output byte-identical to the reference's."""
     mine, theirs = digests(out), digests(ref)
     assert any(k.startswith("dedup/documents") for k in mine) and any(k.startswith("tokens/") for k in mine)
     assert sorted(mine) == sorted(theirs)
-    differ = sorted(k for k in mine if mine[k] != theirs[k])
-    assert all(k.startswith("filtered/") for k in differ), differ
-    for k in differ:
-        a, b = pq.read_table(out / k), pq.read_table(ref / k)
-        assert a.drop_columns(["metadata"]).equals(b.drop_columns(["metadata"])), k
-    if differ:
-        pytest.xfail(f"filter output not byte-identical across processes ({differ}): curation/filter/signals.py "
-                     "_ngram_fractions picks the top n-gram among equal counts in hash order, and str hashes are salted per process")
+    assert sorted(k for k in mine if mine[k] != theirs[k]) == []
 
 
 def _kill_and_resume(out: Path, tmp_path: Path) -> None:

@@ -22,6 +22,8 @@ import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch import nn
+from torch.distributed.checkpoint._traverse import set_element
+from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_state_dict, set_model_state_dict, set_state_dict
 
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
@@ -114,11 +116,23 @@ def save_checkpoint(
     return PendingSave(None, run_dir, step, tmp, final, trainer_state, keep).finish()
 
 
+class _WeightsOnlyLoadPlanner(DefaultLoadPlanner):
+    """DCP's default planner unpickles non-tensor items with ``weights_only=False``; a crafted
+    checkpoint could run code that way. Load them as weights only (tensors, numbers, containers)."""
+
+    def load_bytes(self, read_item, value) -> None:  # type: ignore[override]
+        obj = torch.load(value, weights_only=True)
+        if self.flatten_state_dict:
+            set_element(self.original_state_dict, self.mappings[read_item.dest_index.fqn], obj)
+        else:
+            self.state_dict[read_item.dest_index.fqn] = obj
+
+
 def load_checkpoint(path: str, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     """Restore model, optimiser and this rank's RNG from ``path``; returns the trainer state."""
     model_sd, optim_sd = get_state_dict(model, optimizer)
     state = {"model": model_sd, "optimizer": optim_sd}
-    dcp.load(state, checkpoint_id=path)
+    dcp.load(state, checkpoint_id=path, planner=_WeightsOnlyLoadPlanner())
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
     rng_path = os.path.join(path, f"rng-rank{_rank()}.pt")
     if os.path.exists(rng_path):
@@ -135,7 +149,7 @@ def load_model_weights(model: nn.Module, path: str) -> None:
     size, with or without a process group): how SFT/DPO and export start from a trained model."""
     sd = get_model_state_dict(model)
     state = {"model": sd}
-    dcp.load(state, checkpoint_id=path)
+    dcp.load(state, checkpoint_id=path, planner=_WeightsOnlyLoadPlanner())
     set_model_state_dict(model, state["model"], options=StateDictOptions(strict=True))
 
 
