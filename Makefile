@@ -6,7 +6,7 @@ OUT    ?= out
 SAMPLE := data/sample
 SHARED := ../shared/data
 
-.PHONY: install demo test test-slow extract submit bench-extract clean
+.PHONY: install demo test test-slow extract submit bench-extract bench-commoncrawl clean
 
 install: $(VENV)/.installed
 
@@ -44,6 +44,9 @@ submit: install
 
 bench-extract: install
 	$(PY) benchmarks/bench_extract.py
+
+bench-commoncrawl: install
+	$(PY) benchmarks/bench_commoncrawl.py
 
 clean:
 	rm -rf $(OUT)
