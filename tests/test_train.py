@@ -273,3 +273,48 @@ def test_bench_gpu_script_runs_on_cpu_with_compile(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.load(open(tmp_path / "bench_gpu.json"))
     assert result["compile"] and result["tokens_per_s"] > 0 and result["timed_steps"] == 2
+
+
+def test_training_killed_between_checkpoints_resumes_from_the_last_complete_one(shards, tmp_path):
+    """A real training process SIGKILLed mid-run, with a half-written checkpoint folder left
+    behind, resumes from the last complete checkpoint and ends with the straight run's losses."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from dataclasses import asdict
+
+    steps = 30
+    straight = train(_cfg(shards, str(tmp_path / "straight"), max_steps=steps, checkpoint_every=4))
+    run = str(tmp_path / "killed")
+    cfg_path = tmp_path / "killed.json"
+    cfg_path.write_text(json.dumps(asdict(_cfg(shards, run, max_steps=steps, checkpoint_every=4, cpu_threads=1))))
+    proc = subprocess.Popen([sys.executable, "-m", "training.trainer", str(cfg_path)], cwd=str(SAMPLE.parents[1]),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None:
+            latest = ckpt.latest_checkpoint(run)
+            if latest and ckpt.read_trainer_state(latest)["step"] >= 8:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "training ended before it could be killed: " + proc.stderr.read().decode()[-2000:]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    killed_at = ckpt.read_trainer_state(ckpt.latest_checkpoint(run))["step"]
+    assert 8 <= killed_at < steps
+    # What a crash in the middle of a save leaves: a temporary folder with part of the files.
+    half = os.path.join(run, "checkpoints", f".tmp-step-{killed_at + 4:08d}")
+    os.makedirs(half, exist_ok=True)
+    with open(os.path.join(half, "__0_0.distcp"), "wb") as f:
+        f.write(b"half a shard")
+    assert ckpt.latest_checkpoint(run).endswith(f"step-{killed_at:08d}")
+    resumed = train(_cfg(shards, run, max_steps=steps, checkpoint_every=4, resume=True))
+    assert resumed["steps"] == steps
+    after = _losses(run)  # the resumed run's records replace the killed run's for the same steps
+    assert sorted(after) == list(range(1, steps + 1))
+    for step, loss in enumerate(straight["losses"], 1):
+        assert after[step] == pytest.approx(loss, rel=1e-6, abs=1e-6), step
