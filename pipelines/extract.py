@@ -114,6 +114,9 @@ def extract_file(task: tuple) -> dict:
             io.write_json(stats.to_dict(), stats_path)  # before the shard's rename: a shard implies its stats
     except NotAnArchive as e:
         stats = StageStats(failed_files={path: str(e)})
+    except io.WriteError as e:
+        io.remove(stats_path)  # written just before the shard: without the shard it must not stay
+        stats = StageStats(failed_files={path: str(e)})
     except OSError as e:
         stats = StageStats(failed_files={path: f"read error: {e}"})
     return stats.to_dict()

@@ -153,6 +153,19 @@ def write_parquet(table: pa.Table, path: str, row_group_size: int = ROW_GROUP_SI
         raise
 
 
+class WriteError(OSError):
+    """An output that could not be written (disk full, read-only, permissions); names the final
+    path (not the temporary one) and keeps the errno of the cause."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def _write_error(path: str, e: OSError) -> WriteError:
+    reason = e.strerror or (str(e).rsplit("Detail: ", 1)[-1] if "Detail: " in str(e) else str(e))
+    return WriteError(e.errno or 0, f"cannot write {path}: {reason}", path)
+
+
 class ShardWriter:
     """Write a Parquet shard in row groups as batches arrive; it appears under its final name
     only when closed without error (temporary name, then rename), so memory stays bounded and a
@@ -163,9 +176,12 @@ class ShardWriter:
         self.fs, p = filesystem(path)
         self.fs.create_dir(posixpath.dirname(p) if is_uri(path) else os.path.dirname(p), recursive=True)
         self.tmp = _tmp_name(path)
-        self._writer = pq.ParquetWriter(
-            filesystem(self.tmp)[1], schema, filesystem=self.fs, compression=PARQUET_COMPRESSION
-        )
+        try:
+            self._writer = pq.ParquetWriter(
+                filesystem(self.tmp)[1], schema, filesystem=self.fs, compression=PARQUET_COMPRESSION
+            )
+        except OSError as e:
+            raise _write_error(path, e) from e
         self._pending: list[dict] = []
         self.rows = 0
 
@@ -176,18 +192,27 @@ class ShardWriter:
 
     def _flush(self) -> None:
         if self._pending:
-            self._writer.write_table(pa.Table.from_pylist(self._pending, schema=self.schema))
+            try:
+                self._writer.write_table(pa.Table.from_pylist(self._pending, schema=self.schema))
+            except OSError as e:
+                raise _write_error(self.path, e) from e
             self.rows += len(self._pending)
             self._pending = []
 
     def close(self) -> None:
-        self._flush()
-        self._writer.close()
-        _commit(self.tmp, self.path)
+        try:
+            self._flush()
+            self._writer.close()
+            _commit(self.tmp, self.path)
+        except OSError as e:
+            _remove_quietly(self.tmp)
+            raise e if isinstance(e, WriteError) else _write_error(self.path, e) from e
 
     def abort(self) -> None:
         try:
             self._writer.close()
+        except OSError:
+            pass  # already failing: the temporary file goes either way
         finally:
             _remove_quietly(self.tmp)
 
@@ -211,6 +236,9 @@ def write_bytes(data: bytes, path: str) -> None:
         with fs.open_output_stream(tp) as f:
             f.write(data)
         _commit(tmp, path)
+    except OSError as e:
+        _remove_quietly(tmp)
+        raise _write_error(path, e) from e
     except BaseException:
         _remove_quietly(tmp)
         raise
@@ -234,6 +262,11 @@ def list_shards(folder: str, suffix: str = ".parquet") -> list[str]:
     """Complete shards under a folder, sorted by path (temporary files are skipped)."""
     files, _ = expand_inputs([folder], (suffix,))
     return [f for f in files if not os.path.basename(f).startswith(".")]
+
+
+def remove(path: str) -> None:
+    """Delete a file if it is there (a stale output of a failed write)."""
+    _remove_quietly(path)
 
 
 def _remove_quietly(path: str) -> None:
