@@ -19,6 +19,12 @@ from pathlib import Path
 BIN = Path(sys.executable).parent
 
 
+# Worker ports come from a fixed block below the kernel's ephemeral range (32768-60999 on Linux),
+# where free_port() never draws, so a node's other ports cannot fall inside its worker range.
+_WORKER_BLOCK = 20000
+_nodes_started = 0
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -26,12 +32,14 @@ def free_port() -> int:
 
 
 def _node_ports() -> list[str]:
-    lo = free_port() // 100 * 100
+    global _nodes_started
+    lo = _WORKER_BLOCK + 200 * (_nodes_started % 50)
+    _nodes_started += 1
     return [
         f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}",
         f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
         f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
-        f"--min-worker-port={lo + 10000 if lo < 50000 else 20000}", f"--max-worker-port={(lo + 10000 if lo < 50000 else 20000) + 99}",
+        f"--min-worker-port={lo}", f"--max-worker-port={lo + 199}",
     ]
 
 

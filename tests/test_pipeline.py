@@ -349,17 +349,18 @@ def _alive(pid: int) -> bool:
 @pytest.mark.cluster
 def test_two_node_cluster_job_equals_single_node(reference, slot, tmp_path):
     """A head (`ray start --head`) and a second node (`ray start --address`), one CPU each and a
-    resource of their own; the curation stages of the small config submitted as a Ray job. The
-    tasks ran on both nodes (Ray's state API, recorded per stage in _run/<stage>.json) and every
-    output equals the single-node reference run byte for byte."""
+    resource of their own; the whole small pipeline (curation, training, the final answer)
+    submitted as a Ray job. The tasks ran on both nodes (Ray's state API, recorded per stage in
+    _run/<stage>.json), every curation output equals the single-node reference run byte for
+    byte, and the final answer is the reference's."""
     from raycluster import RayCluster
 
     ref, _ = reference
     with in_slot(slot, tmp_path / "run") as out, _started(lambda: RayCluster(head_cpus=1, resources='{"head_node": 1}')) as cluster:
-        cfg = write_config(tmp_path / "small.yaml", small_config(out, stages=CURATION_STAGES))
+        cfg = write_config(tmp_path / "small.yaml", small_config(out))
         cluster.add_node(cpus=1, resources='{"second_node": 1}')
         _wait_nodes(cluster, 2)
-        result = cluster.submit("python", "-m", "pipelines", "run", "--config", str(cfg), cwd=str(REPO), timeout=400)
+        result = cluster.submit("python", "-m", "pipelines", "run", "--config", str(cfg), cwd=str(REPO), timeout=600)
         assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-3000:], cluster.log())
     out = tmp_path / "run"
     nodes = set()
@@ -371,6 +372,7 @@ def test_two_node_cluster_job_equals_single_node(reference, slot, tmp_path):
     rep = json.loads((out / "report.json").read_text())
     assert len(rep["ray_nodes_used"]) == 2
     assert_same_outputs(out, ref)
+    assert json.loads((out / "answer.json").read_text())["answer"] == json.loads((ref / "answer.json").read_text())["answer"]
 
 
 def _started(make, tries: int = 3):
