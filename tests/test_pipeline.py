@@ -320,8 +320,9 @@ def _kill_and_resume(out: Path, tmp_path: Path) -> None:
     assert p.returncode == -signal.SIGKILL, log[-3000:]
     assert t1.startswith("ray::extract_file") and t2.startswith("ray::_") and pid1 != pid2, (t1, t2)
     assert not _alive(pid1) and not _alive(pid2)
-    # Ray saw both deaths mid-task (and retried the tasks)
-    assert log.count("A worker died or was killed while executing a task") >= 2, log[-3000:]
+    # Ray saw a death mid-task and retried the task. Only one is required: a short dedup task can
+    # finish between reading the worker's title and the kill, and then the worker dies idle.
+    assert log.count("A worker died or was killed while executing a task") >= 1, log[-3000:]
     for stage in ("extract", "dedup"):
         assert json.loads((out / "_run" / f"{stage}.json").read_text())["rc"] == 0, stage
     assert json.loads((out / "extracted" / "stats.json").read_text())["output"] == 38
