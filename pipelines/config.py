@@ -33,7 +33,7 @@ def load(cls: type[T], path: str | None = None, overrides: list[str] | dict[str,
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: a config file must hold a mapping, not {type(loaded).__name__}")
         data = loaded
-    for key, value in _pairs(overrides):
+    for key, value in parse_overrides(overrides).items():
         node = data
         parts = key.split(".")
         for part in parts[:-1]:
@@ -42,17 +42,18 @@ def load(cls: type[T], path: str | None = None, overrides: list[str] | dict[str,
     return build(cls, data)
 
 
-def _pairs(overrides: list[str] | dict[str, Any] | None) -> list[tuple[str, Any]]:
+def parse_overrides(overrides: list[str] | dict[str, Any] | None) -> dict[str, Any]:
+    """``--set key=value`` items as {key: value}, values read as YAML scalars (safe_load)."""
     if not overrides:
-        return []
+        return {}
     if isinstance(overrides, dict):
-        return list(overrides.items())
-    out = []
+        return dict(overrides)
+    out = {}
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value")
         key, raw = item.split("=", 1)
-        out.append((key.strip(), yaml.safe_load(raw)))
+        out[key.strip()] = yaml.safe_load(raw)
     return out
 
 

@@ -22,7 +22,6 @@ import sys
 import tempfile
 from typing import Any
 
-import yaml
 
 from curation.stats import StageStats
 from pipelines import config as config_mod
@@ -94,11 +93,7 @@ def build_config(args: argparse.Namespace):
         over.update({"batch_auto": True} if args.batch == "auto" else {"batch_tokens": args.batch, "batch_auto": False})
     if args.train_tokens is not None:
         over["train_tokens"] = args.train_tokens
-    for item in args.overrides:
-        if "=" not in item:
-            raise config_mod.ConfigError(f"override {item!r} is not of the form key=value")
-        k, v = item.split("=", 1)
-        over[k.strip()] = yaml.safe_load(v)
+    over.update(config_mod.parse_overrides(args.overrides))
     return config_mod.load(TrainConfig, args.config, over)
 
 

@@ -134,8 +134,6 @@ def _prepare_sft_file(path: str, out_dir: str, tokenizer_path: str, max_len: int
 
 def _resolve(args: argparse.Namespace, cls, extra: dict[str, Any]):
     """The stage's config: defaults, then ``--config``, then flags, then ``--set`` overrides."""
-    import yaml
-
     from pipelines import config as config_mod
 
     over: dict[str, Any] = {"run_dir": args.output, "init_from": args.checkpoint}
@@ -143,11 +141,7 @@ def _resolve(args: argparse.Namespace, cls, extra: dict[str, Any]):
         if getattr(args, flag, None) is not None:
             over[key] = getattr(args, flag)
     over.update({k: v for k, v in extra.items() if v is not None})
-    for item in args.overrides:
-        if "=" not in item:
-            raise config_mod.ConfigError(f"override {item!r} is not of the form key=value")
-        k, v = item.split("=", 1)
-        over[k.strip()] = yaml.safe_load(v)
+    over.update(config_mod.parse_overrides(args.overrides))
     return config_mod.load(cls, args.config, over)
 
 
