@@ -173,3 +173,30 @@ def test_timeouts_are_counted_not_fatal():
     stats.check()
     assert stats.dropped["extraction_timeout"] >= 10 and stats.input == 50
     assert len(docs) == stats.output
+
+
+def test_trafilatura_fix_leaves_every_pages_text_unchanged():
+    # The sample's archive.org forum pages are the ones the fix is for (nested layout tables).
+    import trafilatura
+
+    from curation.extract import trafilatura_fix
+    from curation.extract.html import decode_html, is_html
+
+    pages = []
+    for path in sorted(glob.glob(str(SAMPLE / "warc" / "*.warc*"))):
+        with open(path, "rb") as f:
+            pages += [(r.uri, decode_html(r.body, r.charset)[0]) for r in iter_records(f)
+                      if r.kind == "response" and r.status == 200 and not r.truncated and is_html(r.content_type, r.body)]
+    assert len(pages) > 100 and any("iathreads/forum-display" in (url or "") for url, _ in pages)
+    cfg = ExtractConfig()
+
+    def texts() -> list[str | None]:
+        return [trafilatura.extract(html, url=url, fast=cfg.fast, include_comments=cfg.include_comments,
+                                    include_tables=cfg.include_tables, with_metadata=False, deduplicate=False)
+                for url, html in pages]
+
+    trafilatura_fix.uninstall()
+    stock = texts()
+    if not trafilatura_fix.install():
+        pytest.skip(f"trafilatura {trafilatura.__version__}: the fix applies to 2.3.1's code only, so it is not installed")
+    assert texts() == stock

@@ -1,6 +1,17 @@
 """Extraction: WARC/WET/ARC records -> main text, language, metadata -> documents."""
 
-from curation.extract.extractor import ExtractConfig, Extractor, dump_name, extract_text
-from curation.extract.warc import NotAnArchive, Record, iter_records
+import importlib
 
-__all__ = ["ExtractConfig", "Extractor", "NotAnArchive", "Record", "dump_name", "extract_text", "iter_records"]
+# Names load on first use (PEP 562): the extractor's sandbox child imports this package on its
+# way to `main_text` and needs none of pyarrow, fastText or FastWARC.
+_EXPORTS = {
+    "ExtractConfig": "extractor", "Extractor": "extractor", "dump_name": "extractor",
+    "extract_text": "main_text", "NotAnArchive": "warc", "Record": "warc", "iter_records": "warc",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)

@@ -12,6 +12,7 @@ from typing import Iterable, Iterator
 
 from curation import langid
 from curation.extract.html import Undecodable, decode_html, html_title, is_html
+from curation.extract.main_text import extract_text
 from curation.extract.sandbox import CallCrashed, CallTimedOut, Sandbox
 from curation.extract.warc import Record
 from curation.schema import document_id
@@ -41,16 +42,6 @@ class ExtractConfig:
     min_text_chars: int = 1
 
 
-def extract_text(html: str, url: str | None, fast: bool, include_comments: bool, include_tables: bool) -> str | None:
-    """Main text of one page with trafilatura (importable, so it can run in the sandbox)."""
-    import trafilatura
-
-    return trafilatura.extract(
-        html, url=url, fast=fast, include_comments=include_comments, include_tables=include_tables,
-        with_metadata=False, deduplicate=False,
-    )
-
-
 _CRAWL = re.compile(r"CC-MAIN-\d{4}-\d{2}", re.I)
 
 
@@ -73,7 +64,7 @@ class Extractor:
 
     def __init__(self, cfg: ExtractConfig | None = None):
         self.cfg = cfg or ExtractConfig()
-        self._sandbox = Sandbox("curation.extract.extractor:extract_text", self.cfg.timeout_s, self.cfg.memory_mb) if self.cfg.sandbox else None
+        self._sandbox = Sandbox("curation.extract.main_text:extract_text", self.cfg.timeout_s, self.cfg.memory_mb) if self.cfg.sandbox else None
 
     def close(self) -> None:
         if self._sandbox is not None:
