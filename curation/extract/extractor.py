@@ -25,8 +25,8 @@ class ExtractConfig:
     # F1 0.959 on the 181-page article-extraction-benchmark gold set against 0.953 for its
     # defaults, at 1.6x less CPU than the defaults on those pages; with trafilatura_fix the
     # whole stage takes 3x less CPU than a plain loop over the sample WARCs (`make bench-extract`).
-    # Tables on web pages are mostly layout and
-    # navigation; set include_tables to keep them (F1 0.962, ~1.0x the defaults' cost).
+    # Tables on web pages are mostly layout and navigation; set include_tables to keep them
+    # (F1 0.962, ~1.0x the defaults' cost).
     fast: bool = True
     include_comments: bool = False
     include_tables: bool = False
