@@ -23,11 +23,13 @@ import argparse
 import json
 import os
 import sys
+from typing import Any
 
-from curation.stats import StageStats
 from pipelines import io
 from pipelines.runtime import TaskFailure, Timer, print_summary, run_tasks
-from pipelines.sft import SUFFIXES, _resolve, absolute, add_common_arguments, check_tokenizer, prepare_files, read_records, shard_name, tokenizer_file
+from pipelines.sft import (
+    SUFFIXES, _resolve, absolute, add_common_arguments, check_tokenizer, prepare_chat_file, prepare_files, shard_name, tokenizer_file,
+)
 
 NAME = "dpo"
 HELP = "direct preference optimisation of an SFT checkpoint against its frozen self (sigmoid loss, beta 0.1)"
@@ -42,39 +44,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--held-out-fraction", type=float, default=0.1, help="share of pairs held out for the before/after metrics")
 
 
-def _prepare_pair_file(path: str, out_dir: str, tokenizer_path: str, max_len: int, held_out_fraction: float, seed: int) -> dict:
-    from tokenizer import load
+def pair_examples(tok, rec: Any) -> tuple[list[tuple], str | None]:
+    """The chosen and rejected conversations of one preference record (the longer one counts for ``too_long``)."""
     from training.chat import pair_from_record, tokenize_pair
-    from training.dpo import pairs_table
-    from training.sft import split_held_out
 
-    name = shard_name(path)
-    shard, stats_path = io.join(out_dir, name + ".parquet"), io.join(out_dir, name + ".stats.json")
-    if io.exists(shard) and io.exists(stats_path):
-        return io.read_json(stats_path)
-    tok = load(tokenizer_path)
-    stats = StageStats()
-    keys, pairs = [], []
-    for lineno, rec in enumerate(read_records(path)):
-        stats.seen()
-        pair, reason = pair_from_record(rec) if rec is not None else (None, "invalid_json")
-        if pair is None:
-            stats.drop(reason)
-            continue
-        c, r = tokenize_pair(tok, pair)
-        if max(len(c.input_ids), len(r.input_ids)) > max_len:
-            stats.drop("too_long")
-            continue
-        stats.kept()
-        stats.add("answer_tokens", int(c.loss_mask.sum() + r.loss_mask.sum()))
-        stats.add("tokens", len(c.input_ids) + len(r.input_ids))
-        keys.append(f"{name}:{lineno}")
-        pairs.append((c, r))
-    held = split_held_out(keys, held_out_fraction, seed)
-    stats.add("held_out", int(held.sum()))
-    io.write_parquet(pairs_table(keys, pairs, held.tolist()), shard)
-    io.write_json(stats.to_dict(), stats_path)
-    return stats.to_dict()
+    pair, reason = pair_from_record(rec)
+    if pair is None:
+        return [], reason
+    c, r = tokenize_pair(tok, pair)
+    # One example of two rows: too_long looks at the longer, the token counts cover both.
+    return [("", (c, r), max(len(c.input_ids), len(r.input_ids)), int(c.loss_mask.sum() + r.loss_mask.sum()))], None
 
 
 def _reference_shard(pair_shard: str, out_dir: str, checkpoint: str, pad_id: int, micro_batch: int) -> int:
@@ -99,7 +78,7 @@ def _reference_shard(pair_shard: str, out_dir: str, checkpoint: str, pad_id: int
 def run(args: argparse.Namespace) -> int:
     from pipelines.config import to_dict
     from pipelines.pretrain import launch
-    from training.dpo import DPOConfig
+    from training.dpo import DPOConfig, pairs_table
     from training.model import model_config
     from training.sft import resolve_checkpoint
 
@@ -114,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
     max_len = cfg.max_seq_len or model_config(run_cfg["model"]).max_seq_len
     pair_dir, ref_dir = io.join(cfg.run_dir, "pairs"), io.join(cfg.run_dir, "reference")
     with Timer() as t:
-        stats = prepare_files(files, pair_dir, _prepare_pair_file, (tok_path, max_len, args.held_out_fraction, cfg.seed), "dpo: tokenise pairs")
+        stats = prepare_files(files, pair_dir, prepare_chat_file,
+                              (tok_path, max_len, args.held_out_fraction, cfg.seed, pair_examples, pairs_table), "dpo: tokenise pairs")
         stats.failed_files.update(missing)
         stats.check()
         shards = [io.join(pair_dir, shard_name(f) + ".parquet") for f in files if f not in stats.failed_files]

@@ -96,10 +96,18 @@ def prepare_files(files: list[str], out_dir: str, task: Callable, task_args: tup
     return stats
 
 
-def _prepare_sft_file(path: str, out_dir: str, tokenizer_path: str, max_len: int, held_out_fraction: float, seed: int) -> dict:
+def prepare_chat_file(path: str, out_dir: str, tokenizer_path: str, max_len: int, held_out_fraction: float, seed: int,
+                      examples: Callable, table: Callable) -> dict:
+    """Tokenise one JSONL/Parquet file of chat records into ``<out_dir>/<file>.parquet``; its stats.
+
+    ``examples(tok, record)`` gives ``(items, reason)``: ``items`` is a list of
+    ``(key_suffix, example, tokens, answer_tokens)``, one per training example the record holds,
+    and ``reason`` names the drop when it holds none. Examples longer than ``max_len`` are dropped
+    (``too_long``); a hash of each key marks the held-out share. ``table(keys, examples, held_out)``
+    builds the shard. A file already prepared is skipped (its stats are read back).
+    """
     from tokenizer import load
-    from training.chat import conversations_from_record, tokenize_conversation
-    from training.sft import examples_table, split_held_out
+    from training.sft import split_held_out
 
     name = shard_name(path)
     shard, stats_path = io.join(out_dir, name + ".parquet"), io.join(out_dir, name + ".stats.json")
@@ -109,27 +117,38 @@ def _prepare_sft_file(path: str, out_dir: str, tokenizer_path: str, max_len: int
     stats = StageStats()
     keys, exs = [], []
     for lineno, rec in enumerate(read_records(path)):
-        convs, reason = conversations_from_record(rec) if rec is not None else ([], "invalid_json")
-        if not convs:
+        items, reason = examples(tok, rec) if rec is not None else ([], "invalid_json")
+        if not items:
             stats.seen()
             stats.drop(reason or "empty")
             continue
-        for k, conv in enumerate(convs):
+        for suffix, ex, tokens, answer_tokens in items:
             stats.seen()
-            ex = tokenize_conversation(tok, conv)
-            if len(ex.input_ids) > max_len:
+            if tokens > max_len:
                 stats.drop("too_long")
                 continue
             stats.kept()
-            stats.add("answer_tokens", int(ex.loss_mask.sum()))
-            stats.add("tokens", len(ex.input_ids))
-            keys.append(f"{name}:{lineno}:{k}")
+            stats.add("answer_tokens", answer_tokens)
+            stats.add("tokens", tokens)
+            keys.append(f"{name}:{lineno}{suffix}")
             exs.append(ex)
     held = split_held_out(keys, held_out_fraction, seed)
     stats.add("held_out", int(held.sum()))
-    io.write_parquet(examples_table(keys, exs, held.tolist()), shard)
+    io.write_parquet(table(keys, exs, held.tolist()), shard)
     io.write_json(stats.to_dict(), stats_path)
     return stats.to_dict()
+
+
+def sft_examples(tok, rec: Any) -> tuple[list[tuple], str | None]:
+    """Each conversation of an SFT record, tokenised with its answer mask (keys ``:<n>``)."""
+    from training.chat import conversations_from_record, tokenize_conversation
+
+    convs, reason = conversations_from_record(rec)
+    items = []
+    for k, conv in enumerate(convs):
+        ex = tokenize_conversation(tok, conv)
+        items.append((f":{k}", ex, len(ex.input_ids), int(ex.loss_mask.sum())))
+    return items, reason
 
 
 def _resolve(args: argparse.Namespace, cls, extra: dict[str, Any]):
@@ -163,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
     from pipelines.config import to_dict
     from pipelines.pretrain import launch
     from training.model import model_config
-    from training.sft import SFTConfig, resolve_checkpoint
+    from training.sft import SFTConfig, examples_table, resolve_checkpoint
 
     cfg = _resolve(args, SFTConfig, {"seq_len": args.seq_len, "batch_rows": args.batch_rows, "packing": False if args.no_packing else None})
     ckpt, run_cfg = resolve_checkpoint(cfg.init_from)
@@ -176,7 +195,8 @@ def run(args: argparse.Namespace) -> int:
     max_len = cfg.seq_len or model_config(run_cfg["model"]).max_seq_len
     data_dir = io.join(cfg.run_dir, "data")
     with Timer() as t:
-        stats = prepare_files(files, data_dir, _prepare_sft_file, (tok_path, max_len, cfg.held_out_fraction, cfg.seed), "sft: tokenise")
+        stats = prepare_files(files, data_dir, prepare_chat_file,
+                              (tok_path, max_len, cfg.held_out_fraction, cfg.seed, sft_examples, examples_table), "sft: tokenise")
         stats.failed_files.update(missing)
         stats.check()
         shards = [io.join(data_dir, shard_name(f) + ".parquet") for f in files if f not in stats.failed_files]
