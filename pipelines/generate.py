@@ -31,7 +31,8 @@ def _model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
-def _load(args: argparse.Namespace):
+def load_model_and_sampling(args: argparse.Namespace):
+    """Tokenizer, model, end-of-answer id, sampling settings and vocabulary size from the command's flags."""
     from pipelines.sft import tokenizer_file
     from tokenizer import load
     from training.chat import special_ids
@@ -45,7 +46,7 @@ def _load(args: argparse.Namespace):
     return tok, model, eos, sampling, run_cfg["vocab_size"]
 
 
-def _stream(tok, model, eos: int, sampling, vocab: int, messages: list[dict[str, str]], out=sys.stdout) -> str:
+def stream_answer(tok, model, eos: int, sampling, vocab: int, messages: list[dict[str, str]], out=sys.stdout) -> str:
     """Generate an answer to ``messages``, printing text as it is decoded; returns the answer."""
     from training.chat import tokenize_prompt
     from training.generate import generate
@@ -66,7 +67,8 @@ def _stream(tok, model, eos: int, sampling, vocab: int, messages: list[dict[str,
     return text.strip()
 
 
-def _messages(system: str | None, history: list[dict[str, str]]) -> list[dict[str, str]]:
+def with_system(system: str | None, history: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The conversation with the system prompt, if any, in front."""
     return ([{"role": "system", "content": system}] if system else []) + history
 
 
@@ -81,8 +83,8 @@ class Generate:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
-        tok, model, eos, sampling, vocab = _load(args)
-        _stream(tok, model, eos, sampling, vocab, _messages(args.system, [{"role": "user", "content": args.prompt}]))
+        tok, model, eos, sampling, vocab = load_model_and_sampling(args)
+        stream_answer(tok, model, eos, sampling, vocab, with_system(args.system, [{"role": "user", "content": args.prompt}]))
         return 0
 
 
@@ -97,7 +99,7 @@ class Chat:
     @staticmethod
     def run(args: argparse.Namespace, stdin=None, stdout=None) -> int:
         stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
-        tok, model, eos, sampling, vocab = _load(args)
+        tok, model, eos, sampling, vocab = load_model_and_sampling(args)
         history: list[dict[str, str]] = []
         stdout.write("chat: an empty line or /quit ends, /reset forgets the conversation\n")
         while True:
@@ -111,7 +113,7 @@ class Chat:
                 continue
             history.append({"role": "user", "content": line.strip()})
             stdout.write("Assistant:")
-            answer = _stream(tok, model, eos, sampling, vocab, _messages(args.system, history), stdout)
+            answer = stream_answer(tok, model, eos, sampling, vocab, with_system(args.system, history), stdout)
             history.append({"role": "assistant", "content": answer or "..."})
 
 
@@ -132,7 +134,7 @@ def _repetition_chunk(chunk: tuple[int, list[str]], checkpoint: str, tokenizer_p
     for i, prompt in enumerate(prompts):
         # Each prompt samples from its own seed, so results do not depend on the chunking.
         cfg = SamplingConfig(**{**sampling_kw, "seed": sampling_kw["seed"] + start + i})
-        ids = tokenize_prompt(tok, _messages(system, [{"role": "user", "content": prompt}]))
+        ids = tokenize_prompt(tok, with_system(system, [{"role": "user", "content": prompt}]))
         out = list(generate(model, ids, eos, cfg, run_cfg["vocab_size"]))
         stopped = len(out) < cfg.max_new_tokens and len(ids) + len(out) < model.cfg.max_seq_len
         rows.append({"index": start + i, "prompt": prompt, "response": tok.decode(out, skip_special_tokens=False),

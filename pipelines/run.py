@@ -295,7 +295,7 @@ def _final_model(paths: dict[str, str], stages: list[str]) -> str:
 def _generate(cfg: PipelineConfig, paths: dict[str, str], stages: list[str]) -> int:
     """One answer from the final model, streamed to the terminal and kept in answer.json."""
     from pipelines.cli import build_parser
-    from pipelines.generate import _load, _messages, _stream  # the generate command's own steps
+    from pipelines.generate import load_model_and_sampling, stream_answer, with_system
 
     g = cfg.generate
     model = _final_model(paths, stages)
@@ -303,10 +303,10 @@ def _generate(cfg: PipelineConfig, paths: dict[str, str], stages: list[str]) -> 
             "--max-new-tokens", str(g.max_new_tokens), "--temperature", str(g.temperature), "--seed", str(g.seed)]
     print("run: python -m pipelines " + " ".join(_quote(a) for a in argv), file=sys.stderr)
     args = build_parser().parse_args(argv)
-    tok, net, eos, sampling, vocab = _load(args)
+    tok, net, eos, sampling, vocab = load_model_and_sampling(args)
     print(f"\nprompt: {g.prompt}\nanswer: ", end="", flush=True)
     t0 = time.perf_counter()
-    answer = _stream(tok, net, eos, sampling, vocab, _messages(None, [{"role": "user", "content": g.prompt}]), out=sys.stdout)
+    answer = stream_answer(tok, net, eos, sampling, vocab, with_system(None, [{"role": "user", "content": g.prompt}]), out=sys.stdout)
     io.write_json({"model": model, "prompt": g.prompt, "answer": answer, "seconds": time.perf_counter() - t0,
                    "max_new_tokens": g.max_new_tokens, "temperature": g.temperature, "seed": g.seed}, paths["generate"])
     return 0
