@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import SAMPLE, shared
 from curation.extract import ExtractConfig, Extractor, iter_records
@@ -200,3 +202,44 @@ def test_trafilatura_fix_leaves_every_pages_text_unchanged():
     if not trafilatura_fix.install():
         pytest.skip(f"trafilatura {trafilatura.__version__}: the fix applies to 2.3.1's code only, so it is not installed")
     assert texts() == stock
+
+
+_TAGS = ["div", "p", "span", "td", "tr", "table", "th", "aside", "form", "footer", "math", "figure", "img", "font"]
+
+
+@st.composite
+def _html_trees(draw, depth: int = 0):
+    """Small element trees in which any tag may nest in itself (a <td> inside a <td>), with text and tails."""
+    from lxml.html import Element
+
+    words = st.one_of(st.none(), st.sampled_from(["a", "b c", " ", "\n"]))
+    elem = Element(draw(st.sampled_from(_TAGS)))
+    elem.text = draw(words)
+    for child in draw(st.lists(_html_trees(depth + 1), max_size=0 if depth >= 4 else 4)):
+        child.tail = draw(words)
+        elem.append(child)
+    return elem
+
+
+@settings(max_examples=300, deadline=None)
+@given(tree=_html_trees(), tables=st.booleans(), recall=st.booleans(), images=st.booleans())
+def test_trafilatura_fix_cleans_trees_as_upstream_does(tree, tables, recall, images):
+    # Upstream's loop and the fix must leave the very same tree, whatever nests in what.
+    from copy import deepcopy
+
+    from lxml import etree, html
+    from trafilatura import htmlprocessing
+    from trafilatura.settings import Extractor as Options
+
+    from curation.extract import trafilatura_fix
+
+    trafilatura_fix.uninstall()
+    if htmlprocessing.tree_cleaning.__module__ != "trafilatura.htmlprocessing":
+        pytest.skip("trafilatura's own tree_cleaning is not reachable")
+    root = html.Element("html")
+    body = etree.SubElement(root, "body")
+    body.append(tree)
+    options = Options(tables=tables, recall=recall, images=images)
+    stock = htmlprocessing.tree_cleaning(deepcopy(root), options)
+    fixed = trafilatura_fix.tree_cleaning(deepcopy(root), options)
+    assert etree.tostring(fixed) == etree.tostring(stock)
