@@ -107,7 +107,7 @@ def trafilatura_stock_vs_fixed(pages: list[tuple[str | None, str]]) -> tuple[flo
                                    with_metadata=False, deduplicate=False) for url, html in pages]
         return out, cpu_seconds() - c0
 
-    assert not trafilatura_fix._installed, "the fix must not be in place yet: (b) and stock (c) run plain trafilatura"
+    assert not trafilatura_fix.installed(), "the fix must not be in place yet: (b) and stock (c) run plain trafilatura"
     stock, stock_s = run()
     trafilatura_fix.install()
     fixed, fixed_s = run()

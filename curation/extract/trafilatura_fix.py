@@ -126,6 +126,11 @@ def install() -> bool:
     return _installed
 
 
+def installed() -> bool:
+    """Whether the fixes are in place in this process now."""
+    return bool(_installed)
+
+
 def uninstall() -> None:
     """Put trafilatura's own code back (tests compare the two)."""
     global _installed
