@@ -33,9 +33,9 @@ warnings.filterwarnings("ignore")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from curation.extract import ExtractConfig, extract_text, iter_records, trafilatura_fix  # noqa: E402
+from curation.extract import ExtractConfig, Extractor, extract_text, iter_records, trafilatura_fix  # noqa: E402
 from curation.extract.evaluate import score  # noqa: E402
-from curation.extract.html import decode_html, is_html  # noqa: E402
+from curation.extract.html import decode_html  # noqa: E402
 from pipelines.extract import SUFFIXES, extract_file, shard_names  # noqa: E402
 
 
@@ -86,12 +86,11 @@ def plain_loop(files: list[str]) -> tuple[int, float, float]:
 
 def sample_pages(files: list[str]) -> list[tuple[str | None, str]]:
     """(url, decoded HTML) of every page the stage runs trafilatura on."""
-    cfg, pages = ExtractConfig(), []
-    for path in files:
-        with open(path, "rb") as f:
-            for rec in iter_records(f):
-                if rec.kind == "response" and not rec.truncated and not rec.error and rec.status in cfg.keep_status and is_html(rec.content_type, rec.body):
-                    pages.append((rec.uri, decode_html(rec.body, rec.charset)[0]))
+    pages = []
+    with Extractor(ExtractConfig(sandbox=False)) as ex:
+        for path in files:
+            with open(path, "rb") as f:
+                pages += [(rec.uri, html) for rec, html in ex.pages(iter_records(f))]
     return pages
 
 

@@ -182,15 +182,14 @@ def test_trafilatura_fix_leaves_every_pages_text_unchanged():
     import trafilatura
 
     from curation.extract import trafilatura_fix
-    from curation.extract.html import decode_html, is_html
 
+    cfg = ExtractConfig(sandbox=False)
     pages = []
-    for path in sorted(glob.glob(str(SAMPLE / "warc" / "*.warc*"))):
-        with open(path, "rb") as f:
-            pages += [(r.uri, decode_html(r.body, r.charset)[0]) for r in iter_records(f)
-                      if r.kind == "response" and r.status == 200 and not r.truncated and is_html(r.content_type, r.body)]
+    with Extractor(cfg) as ex:
+        for path in sorted(glob.glob(str(SAMPLE / "warc" / "*.warc*"))):
+            with open(path, "rb") as f:
+                pages += [(rec.uri, html) for rec, html in ex.pages(iter_records(f))]
     assert len(pages) > 100 and any("iathreads/forum-display" in (url or "") for url, _ in pages)
-    cfg = ExtractConfig()
 
     def texts() -> list[str | None]:
         return [trafilatura.extract(html, url=url, fast=cfg.fast, include_comments=cfg.include_comments,

@@ -96,20 +96,36 @@ class Extractor:
             stats.kept()
             yield doc
 
-    def _document(self, rec: Record, source: str, dump: str) -> tuple[str, dict | None]:
+    def pages(self, records: Iterable[Record]) -> Iterator[tuple[Record, str]]:
+        """The records whose HTML goes to trafilatura, with that HTML decoded (benchmarks, tests)."""
+        for rec in records:
+            if self._unusable(rec) is None and rec.kind != "conversion" and is_html(rec.content_type, rec.body):
+                try:
+                    yield rec, decode_html(rec.body, rec.charset)[0]
+                except Undecodable:
+                    continue
+
+    def _unusable(self, rec: Record) -> str | None:
+        """Why a record can give no document before its payload is read, or None."""
         if rec.kind == "corrupt":
             # A gzip member cut short reads as a truncated stream; anything else is corrupt framing.
-            return ("truncated_record" if "truncat" in (rec.error or "").lower() else "corrupt_record"), None
+            return "truncated_record" if "truncat" in (rec.error or "").lower() else "corrupt_record"
         if rec.kind not in ("response", "conversion", "resource"):
-            return "not_response", None
+            return "not_response"
         if rec.truncated:
-            return "truncated_record", None
+            return "truncated_record"
         if rec.error:
-            return "corrupt_record", None
+            return "corrupt_record"
         if rec.status is not None and rec.status not in self.cfg.keep_status:
-            return "http_status", None
+            return "http_status"
         if len(rec.body) > self.cfg.max_payload_bytes:
-            return "too_large", None
+            return "too_large"
+        return None
+
+    def _document(self, rec: Record, source: str, dump: str) -> tuple[str, dict | None]:
+        reason = self._unusable(rec)
+        if reason:
+            return reason, None
         title = None
         charset = rec.charset
         if rec.kind == "conversion":  # WET: Common Crawl already extracted the text
