@@ -130,10 +130,7 @@ def open_remote(url: str, retries: int = 5, backoff_s: float = 1.0, timeout_s: f
         return _HTTPStream(url, retries, backoff_s, timeout_s)
     if url.startswith("s3://"):
         return _open_s3(url, retries, backoff_s, timeout_s)
-    # Not pio.open_input: pyarrow's open_input_stream gunzips *.gz by default, and a WARC reader
-    # wants the per-record gzip members as they are.
-    fs, path = pio.filesystem(url)
-    return fs.open_input_stream(path, compression=None)
+    return pio.open_input(url)  # the bytes as stored: a WARC reader wants its per-record gzip members
 
 
 def backoff_delay(url: str, attempt: int, backoff_s: float) -> float:

@@ -43,7 +43,7 @@ from curation.stats import StageStats
 from pipelines import config as config_mod
 from pipelines import io
 from pipelines.cli import add_config_arguments
-from pipelines.runtime import TaskFailure, Timer, print_summary, run_tasks
+from pipelines.runtime import TaskFailure, Timer, merge_results, print_summary, run_tasks
 
 NAME = "dedup"
 HELP = "exact + MinHash-LSH near-duplicate removal across dumps (incremental against an index)"
@@ -667,11 +667,7 @@ def dedup(inputs: list[str], output: str, cfg: DedupConfig, index: str | None = 
             "removed_rows": row_of[rm], "removed_reasons": reasons[rm],
             "cluster_rows": row_of[kc].tolist(), "cluster_sizes": sizes[labels[kc]].tolist(),
         })
-    for t, res in zip(wtasks, run_tasks(_write, wtasks, desc="dedup: write", args=(frequent,))):
-        if isinstance(res, TaskFailure):
-            stats.failed_files[t["path"]] = res.error
-        else:
-            stats.merge(res)
+    merge_results(stats, [t["path"] for t in wtasks], run_tasks(_write, wtasks, desc="dedup: write", args=(frequent,)))
     io.write_parquet(dup, io.join(output, "duplicates.parquet"))
     stats.check()
     per_dump = _per_dump(stats, members, is_new, keys["dump"], reasons)

@@ -63,14 +63,8 @@ def run(args: argparse.Namespace) -> int:
     runtime.init_ray()
     with runtime.Timer() as timer:
         results = runtime.run_tasks(extract_file, tasks, desc="extract", max_in_flight=args.workers)
-    total = StageStats()
-    for task, result in zip(tasks, results):
-        if isinstance(result, runtime.TaskFailure):
-            total.failed_files[task[0]] = result.error
-        else:
-            total.merge(StageStats.from_dict(result))
-    for spec, error in missing.items():
-        total.failed_files[spec] = error
+    total = runtime.merge_results(StageStats(), [t[0] for t in tasks], results)
+    total.failed_files.update(missing)
     total.check()
     io.write_json(total.to_dict(), io.join(args.output, "stats.json"))
     runtime.print_summary(

@@ -109,11 +109,8 @@ def filter_documents(inputs: list[str], output: str, cfg: FilterConfig, rejects:
             }
             for i in ok
         ]
-        for t, res in zip(decide_tasks, runtime.run_tasks(_decide_shard, decide_tasks, desc="filter: decide", max_in_flight=workers)):
-            if isinstance(res, runtime.TaskFailure):
-                total.failed_files[t["path"]] = res.error
-            else:
-                total.merge(StageStats.from_dict(res))
+        results = runtime.run_tasks(_decide_shard, decide_tasks, desc="filter: decide", max_in_flight=workers)
+        runtime.merge_results(total, [t["path"] for t in decide_tasks], results)
         io.write_json(decision, stamp_path)
     total.check()
     summary = total.to_dict()

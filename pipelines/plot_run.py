@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 
 NAME = "plot-run"
 HELP = "draw a training run's loss and learning-rate curves (PNG) from its log.jsonl"

@@ -135,11 +135,8 @@ def remix(inputs: list[str], output: str, cfg: RemixConfig, workers: int | None 
             {"path": files[i], "index": i, "cfg": cfg_dict, "plan": plan, "n_out": n_out, "dir": shuffle_dir, "run_key": run_key}
             for i in good
         ]
-        for t, res in zip(sample_tasks, runtime.run_tasks(_sample_shard, sample_tasks, desc="remix: sample", max_in_flight=workers)):
-            if isinstance(res, runtime.TaskFailure):
-                stats.failed_files[t["path"]] = res.error
-            else:
-                stats.merge(StageStats.from_dict(res))
+        results = runtime.run_tasks(_sample_shard, sample_tasks, desc="remix: sample", max_in_flight=workers)
+        runtime.merge_results(stats, [t["path"] for t in sample_tasks], results)
         done = [t["index"] for t in sample_tasks if t["path"] not in stats.failed_files]
 
         # 4. shuffle

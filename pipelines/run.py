@@ -321,12 +321,7 @@ def _import_jsonl(specs: list[str], output: str) -> int:
     tasks = [(f, io.join(output, n + ".parquet"), io.join(output, "_stats", n + ".json")) for f, n in zip(files, names)]
     with runtime.Timer() as t:
         results = runtime.run_tasks(_import_file, tasks, desc="import")
-    stats = StageStats(failed_files=dict(missing))
-    for task, res in zip(tasks, results):
-        if isinstance(res, runtime.TaskFailure):
-            stats.failed_files[task[0]] = res.error
-        else:
-            stats.merge(StageStats.from_dict(res))
+    stats = runtime.merge_results(StageStats(failed_files=dict(missing)), files, results)
     stats.check()
     io.write_json(stats.to_dict(), io.join(output, "stats.json"))
     runtime.print_summary("import", stats, t.seconds, {"files": len(files) + len(missing)})

@@ -80,6 +80,17 @@ def run_tasks(
     return results
 
 
+def merge_results(stats: StageStats, names: Sequence[str], results: Sequence[Any]) -> StageStats:
+    """Fold each task's stats (a dict or StageStats) into ``stats``; a failed task is named in
+    ``failed_files`` under its entry of ``names``. Returns ``stats``."""
+    for name, res in zip(names, results):
+        if isinstance(res, TaskFailure):
+            stats.failed_files[name] = res.error
+        else:
+            stats.merge(res if isinstance(res, StageStats) else StageStats.from_dict(res))
+    return stats
+
+
 def _short_error(e: Exception) -> str:
     cause = getattr(e, "cause", None) or e
     return f"{type(cause).__name__}: {cause}".splitlines()[0][:500]

@@ -26,7 +26,7 @@ from typing import Any, Callable
 from curation.stats import StageStats
 from pipelines import io
 from pipelines.cli import add_config_arguments
-from pipelines.runtime import TaskFailure, Timer, print_summary, run_tasks
+from pipelines.runtime import Timer, merge_results, print_summary, run_tasks
 
 NAME = "sft"
 HELP = "supervised fine-tuning of a checkpoint on chat data (loss on answers only), on the pre-training loop"
@@ -86,14 +86,7 @@ def read_records(path: str):
 
 def prepare_files(files: list[str], out_dir: str, task: Callable, task_args: tuple, desc: str) -> StageStats:
     """Run ``task(file, out_dir, *task_args)`` per file (skipping prepared ones), merge stats."""
-    stats = StageStats()
-    results = run_tasks(task, files, desc=desc, args=(out_dir, *task_args))
-    for path, res in zip(files, results):
-        if isinstance(res, TaskFailure):
-            stats.failed_files[path] = res.error
-        else:
-            stats.merge(StageStats.from_dict(res))
-    return stats
+    return merge_results(StageStats(), files, run_tasks(task, files, desc=desc, args=(out_dir, *task_args)))
 
 
 def prepare_chat_file(path: str, out_dir: str, tokenizer_path: str, max_len: int, held_out_fraction: float, seed: int,

@@ -14,7 +14,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import BinaryIO, Iterator
 
-from fastwarc.warc import ArchiveIterator, WarcRecordType
+from fastwarc.warc import ArchiveIterator
 
 # Record types the extractor looks at; the others are counted and skipped without reading them.
 _WANTED = ("response", "conversion", "resource")
