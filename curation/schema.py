@@ -41,8 +41,6 @@ DOCUMENT_SCHEMA = pa.schema(
     ]
 )
 
-REQUIRED_COLUMNS = tuple(DOCUMENT_SCHEMA.names)
-
 
 def document_id(dump: str, key: str) -> str:
     """A stable document id: 128 bits of BLAKE2b over the dump and a per-record key."""

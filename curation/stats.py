@@ -70,9 +70,6 @@ class StageStats:
             failed_files=dict(d.get("failed_files", {})),
         )
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=False)
-
 
 def _plain(v: float) -> float | int:
     return int(v) if float(v).is_integer() else round(float(v), 6)

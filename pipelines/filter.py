@@ -70,7 +70,7 @@ def filter_documents(inputs: list[str], output: str, cfg: FilterConfig, rejects:
     files, missing = io.expand_inputs(inputs, (".parquet",))
     files = [f for f in files if not os.path.basename(f).startswith(".")]
     names = _shard_names(files)
-    sig_key = _digest({"signals": signal_settings(cfg), "model": _file_digest(model) if model else None})
+    sig_key = io.json_digest({"signals": signal_settings(cfg), "model": _file_digest(model) if model else None})
     runtime.init_ray()
     total = StageStats(failed_files=dict(missing))
     with runtime.Timer() as timer:
@@ -97,7 +97,7 @@ def filter_documents(inputs: list[str], output: str, cfg: FilterConfig, rejects:
             raise config.ConfigError("quality.threshold needs a quality model (quality.model)")
 
         # 2. decide
-        decision = {"config": dataclasses.asdict(cfg), "blocklist": _digest(blocklist_text), "quality_cut": cut, "rejects": rejects, "signals": sig_key}
+        decision = {"config": dataclasses.asdict(cfg), "blocklist": io.json_digest(blocklist_text), "quality_cut": cut, "rejects": rejects, "signals": sig_key}
         stamp_path = io.join(output, "decision.json")
         fresh = not io.exists(stamp_path) or io.read_json(stamp_path) != json.loads(json.dumps(decision))
         decide_tasks = [
@@ -148,22 +148,14 @@ def _score_shard(task: dict[str, Any]) -> str | None:
     # CPU seconds spent scoring, kept beside the signals: per-core throughput that other load on
     # the machine does not distort (bench-filter reads it).
     signals = signals.replace_schema_metadata({"cpu_seconds": f"{time.process_time() - cpu:.6f}"})
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_file(sink, signals.schema, options=pa.ipc.IpcWriteOptions(compression="zstd")) as w:
-        w.write_table(signals)
-    io.write_bytes(sink.getvalue().to_pybytes(), task["signals"])
+    io.write_arrow(signals, task["signals"])
     return None
-
-
-def _read_signals(path: str) -> pa.Table:
-    with io.open_input(path) as f:
-        return pa.ipc.open_file(pa.py_buffer(f.read())).read_all()
 
 
 def _candidate_scores(task: dict[str, Any]) -> np.ndarray:
     """Quality scores of the documents of a shard that pass every rule but the model's."""
     cfg = _cfg(task["cfg"])
-    signals = _read_signals(task["signals"])
+    signals = io.read_arrow(task["signals"])
     urls = io.read_parquet(task["path"], columns=["url"]).column("url").to_pylist()
     passing = np.array([r is None for r in decisions(signals, urls, cfg, parse_blocklist(task["blocklist"]), None)], dtype=bool)
     scores = signals.column("quality_score").to_numpy(zero_copy_only=False)
@@ -185,7 +177,7 @@ def _decide_shard(task: dict[str, Any]) -> dict:
     cpu = time.process_time()
     cfg = _cfg(task["cfg"])
     docs = io.read_parquet(task["path"])
-    signals = _read_signals(task["signals"])
+    signals = io.read_arrow(task["signals"])
     kept, dropped, stats = decide_table(docs, signals, cfg, parse_blocklist(task["blocklist"]), task["cut"])
     stats.add("cpu_seconds_score", float((signals.schema.metadata or {}).get(b"cpu_seconds", b"0")))
     stats.check()
@@ -221,10 +213,6 @@ def _read_blocklist(path: str) -> str:
 def _file_digest(path: str) -> str:
     with open(path, "rb") as f:
         return hashlib.blake2b(f.read(), digest_size=8).hexdigest()
-
-
-def _digest(obj: Any) -> str:
-    return hashlib.blake2b(json.dumps(obj, sort_keys=True, default=str).encode(), digest_size=8).hexdigest()
 
 
 def _shard_names(files: list[str]) -> list[str]:

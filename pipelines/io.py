@@ -8,6 +8,7 @@ name, so a re-run can skip complete outputs and redo the rest.
 from __future__ import annotations
 
 import glob as _glob
+import hashlib
 import json
 import os
 import posixpath
@@ -52,11 +53,6 @@ def join(base: str, *parts: str) -> str:
 def exists(path: str) -> bool:
     fs, p = filesystem(path)
     return fs.get_file_info(p).type != pafs.FileType.NotFound
-
-
-def makedirs(path: str) -> None:
-    fs, p = filesystem(path)
-    fs.create_dir(p, recursive=True)
 
 
 def open_input(path: str) -> BinaryIO:
@@ -253,6 +249,24 @@ def read_json(path: str) -> Any:
         return json.loads(f.read().decode("utf-8"))
 
 
+def write_arrow(table: pa.Table, path: str) -> None:
+    """An Arrow IPC file (zstd), written atomically: stage-internal tables read back whole."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, table.schema, options=pa.ipc.IpcWriteOptions(compression="zstd")) as w:
+        w.write_table(table)
+    write_bytes(sink.getvalue().to_pybytes(), path)
+
+
+def read_arrow(path: str) -> pa.Table:
+    with open_input(path) as f:
+        return pa.ipc.open_file(pa.py_buffer(f.read())).read_all()
+
+
+def json_digest(obj: Any) -> str:
+    """A short stable key for a JSON-able value (settings, inputs): is earlier work still valid?"""
+    return hashlib.blake2b(json.dumps(obj, sort_keys=True, default=str).encode(), digest_size=8).hexdigest()
+
+
 def read_parquet(path: str, columns: list[str] | None = None) -> pa.Table:
     fs, p = filesystem(path)
     return pq.read_table(p, filesystem=fs, columns=columns)
@@ -273,5 +287,5 @@ def _remove_quietly(path: str) -> None:
     try:
         fs, p = filesystem(path)
         fs.delete_file(p)
-    except (OSError, FileNotFoundError):
+    except OSError:
         pass

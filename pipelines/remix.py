@@ -22,13 +22,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
-import json
 import math
 import os
 import sys
 from collections import Counter
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -76,7 +73,7 @@ def remix(inputs: list[str], output: str, cfg: RemixConfig, workers: int | None 
     manifest_path = io.join(output, "manifest.json")
     files, missing = io.expand_inputs(inputs, (".parquet",))
     files = [f for f in files if not os.path.basename(f).startswith(".")]
-    run_key = _digest({"cfg": dataclasses.asdict(cfg), "inputs": [(f, _size(f)) for f in files]})
+    run_key = io.json_digest({"cfg": dataclasses.asdict(cfg), "inputs": [(f, _size(f)) for f in files]})
     if io.exists(manifest_path) and io.read_json(manifest_path).get("run_key") == run_key:
         print(f"remix: {output} is complete (manifest.json matches); nothing to do", file=sys.stderr)
         return 0
@@ -286,7 +283,7 @@ def _sample_shard(task: dict) -> dict:
     bucket = ((keys >> np.uint64(32)) * np.uint64(task["n_out"])) >> np.uint64(32)
     for b in np.unique(bucket).tolist():
         piece = out.filter(pa.array(bucket == b))
-        _write_arrow(piece, io.join(task["dir"], f"b={b:05d}", f"{task['index']:05d}.arrow"))
+        io.write_arrow(piece, io.join(task["dir"], f"b={b:05d}", f"{task['index']:05d}.arrow"))
     io.write_json({"run_key": task["run_key"], "stats": stats.to_dict()}, marker)
     return stats.to_dict()
 
@@ -294,7 +291,7 @@ def _sample_shard(task: dict) -> dict:
 def _shuffle_bucket(task: dict) -> dict:
     folder = io.join(task["dir"], f"b={task['bucket']:05d}")
     pieces = [io.join(folder, f"{i:05d}.arrow") for i in task["shards"]]
-    tables = [_read_arrow(p) for p in pieces if io.exists(p)]
+    tables = [io.read_arrow(p) for p in pieces if io.exists(p)]
     if tables:
         t = pa.concat_tables(tables)
         order = pc.sort_indices(t, sort_keys=[("key", "ascending"), ("id", "ascending"), ("epoch", "ascending")])
@@ -313,18 +310,6 @@ def _shuffle_bucket(task: dict) -> dict:
 
 # ---- helpers ----------------------------------------------------------------------------------
 
-def _write_arrow(table: pa.Table, path: str) -> None:
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_file(sink, table.schema, options=pa.ipc.IpcWriteOptions(compression="zstd")) as w:
-        w.write_table(table)
-    io.write_bytes(sink.getvalue().to_pybytes(), path)
-
-
-def _read_arrow(path: str) -> pa.Table:
-    with io.open_input(path) as f:
-        return pa.ipc.open_file(pa.py_buffer(f.read())).read_all()
-
-
 def _remove_tree(path: str) -> None:
     fs, p = io.filesystem(path)
     try:
@@ -337,6 +322,3 @@ def _size(path: str) -> int:
     fs, p = io.filesystem(path)
     return int(fs.get_file_info(p).size or 0)
 
-
-def _digest(obj: Any) -> str:
-    return hashlib.blake2b(json.dumps(obj, sort_keys=True, default=str).encode(), digest_size=8).hexdigest()

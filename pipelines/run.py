@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         "pretrain": lambda: _pretrain(cfg, paths),
         "sft": lambda: _finetune("sft", cfg, paths, paths["pretrain"]),
         "dpo": lambda: _finetune("dpo", cfg, paths, paths["sft"] if "sft" in stages or _done("sft", paths) else paths["pretrain"]),
-        "generate": lambda: _generate(cfg, paths, stages),
+        "generate": lambda: _generate(cfg, paths),
     }
     status = 0
     with runtime.Timer() as total:
@@ -285,20 +285,20 @@ def _first_records(specs: list[str], n: int, folder: str) -> list[str]:
     return out
 
 
-def _final_model(paths: dict[str, str], stages: list[str]) -> str:
+def _final_model(paths: dict[str, str]) -> str:
     for stage in ("dpo", "sft", "pretrain"):
         if _done(stage, paths):
             return paths[stage]
     raise StageFailed("generate: no trained model in this run yet (pretrain, sft and dpo have not finished)")
 
 
-def _generate(cfg: PipelineConfig, paths: dict[str, str], stages: list[str]) -> int:
+def _generate(cfg: PipelineConfig, paths: dict[str, str]) -> int:
     """One answer from the final model, streamed to the terminal and kept in answer.json."""
     from pipelines.cli import build_parser
     from pipelines.generate import load_model_and_sampling, stream_answer, with_system
 
     g = cfg.generate
-    model = _final_model(paths, stages)
+    model = _final_model(paths)
     argv = ["generate", "--checkpoint", model, "--tokenizer", paths["train-tokenizer"], "--prompt", g.prompt,
             "--max-new-tokens", str(g.max_new_tokens), "--temperature", str(g.temperature), "--seed", str(g.seed)]
     print("run: python -m pipelines " + " ".join(_quote(a) for a in argv), file=sys.stderr)
@@ -414,7 +414,7 @@ def _task_nodes(before: set[str] | None) -> dict[str, list[str]] | None:
         return None
     time.sleep(2)  # workers report task events about once a second
     tasks = _list_tasks()
-    if tasks is None or before is None:
+    if tasks is None:
         return None
     nodes: dict[str, set[str]] = {}
     for t in tasks:

@@ -123,7 +123,6 @@ def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
     out = []
     for base in (_POLY, _POLY_INV):
         p = np.ones(n, dtype=U64)
-        k, step = 1, base
         p[1] = U64(base)
         k = 2
         with np.errstate(over="ignore"):
