@@ -159,8 +159,10 @@ def tokenize_shard(item: tuple[str, str, str, TokenizeConfig], tokenizer_json: s
         meta = _shard_meta(dst)
         if meta and meta.get("input") == src and meta.get("tokenizer_sha256") == sha:
             return {"stats": meta["stats"], "skipped": True}
+    from tokenizer.bpe import EOS, encode_text, special_id
+
     tok = _tokenizer(tokenizer_json, sha, cfg.threads_per_task)
-    eos = tok.token_to_id("<｜end▁of▁sentence｜>")
+    eos = special_id(tok, EOS)
     stats = StageStats()
     ids_out: list[str] = []
     chunks: list[np.ndarray] = []
@@ -174,8 +176,7 @@ def tokenize_shard(item: tuple[str, str, str, TokenizeConfig], tokenizer_json: s
             continue
         texts = [t for _, t in keep]
         n_bytes += sum(len(t.encode("utf-8")) for t in texts)
-        for (doc_id, _), enc in zip(keep, tok.encode_batch_fast(texts, add_special_tokens=False)):
-            ids = enc.ids
+        for (doc_id, _), ids in zip(keep, encode_text(tok, texts)):
             ids.append(eos)
             chunks.append(np.asarray(ids, dtype=np.uint32))
             lengths.append(len(ids))

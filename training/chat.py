@@ -31,7 +31,7 @@ import gzip
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -269,10 +269,6 @@ class ChatBatch:
     segment_ids: np.ndarray  # int32 [B, T]
     positions: np.ndarray  # int64 [B, T]
 
-    @property
-    def answer_tokens(self) -> int:
-        return int(self.loss_mask[:, 1:].sum())
-
 
 def pack(examples: Sequence[TokenizedChat], seq_len: int, pad_id: int, *, packing: bool = True) -> list[ChatBatch]:
     """Rows of ``seq_len`` tokens, filled greedily in order (deterministic).
@@ -327,6 +323,3 @@ def pad_batch(examples: Sequence[TokenizedChat], pad_id: int, multiple_of: int =
     return collate([_row([e], seq_len, pad_id) for e in examples])
 
 
-def batches(items: Sequence[Any], batch_size: int) -> Iterable[Sequence[Any]]:
-    for i in range(0, len(items), batch_size):
-        yield items[i : i + batch_size]

@@ -191,15 +191,4 @@ class TokenShardLoader:
                 return
 
 
-def count_tokens(paths: list[str]) -> int:
-    """Tokens in the shards, from the Parquet metadata and offsets only."""
-    total = 0
-    for p in paths:
-        f = _open_parquet(p)
-        for rg in range(f.num_row_groups):
-            col = f.read_row_group(rg, columns=["input_ids"]).column("input_ids").combine_chunks()
-            total += len(col.values)
-    return total
-
-
 TOKEN_SHARD_SCHEMA = pa.schema([("id", pa.string()), ("input_ids", pa.list_(pa.uint32()))])

@@ -17,7 +17,7 @@ import shutil
 import torch
 from torch import nn
 
-from training.model import ModelConfig, Transformer, model_config
+from training.model import ModelConfig, Transformer
 
 _BLOCK = {
     "attention.wq.weight": "self_attn.q_proj.weight",

@@ -16,7 +16,6 @@ parameter count and FLOPs per token.
 from __future__ import annotations
 
 import argparse
-import math
 from dataclasses import dataclass, replace
 
 import torch

@@ -28,8 +28,9 @@ import pyarrow.parquet as pq
 import torch
 
 from training.chat import ChatBatch, TokenizedChat, collate, pack
+from training.data import IGNORE_INDEX
 
-IGNORE = -100
+IGNORE = IGNORE_INDEX  # label of tokens without loss (prompts, padding)
 
 
 @dataclass
@@ -146,13 +147,6 @@ class ChatLoader:
         mine = idx[self.rank :: self.world]
         return mine.tolist() or idx[:1].tolist()
 
-    @property
-    def rows_per_epoch(self) -> int:
-        return len(self.rows)
-
-    def steps_per_epoch(self, rows_per_step: int) -> int:
-        return max(1, math.ceil(len(self.rows) / rows_per_step))
-
     def next_batch(self) -> dict[str, torch.Tensor]:
         order = self._order(self.epoch)
         take: list[ChatBatch] = []
@@ -185,16 +179,16 @@ class ChatLoader:
 @torch.no_grad()
 def answer_loss(model: torch.nn.Module, examples: Sequence[TokenizedChat], pad_id: int, *, seq_len: int = 2048, micro_batch: int = 8, device: Any = "cpu") -> tuple[float, int]:
     """Mean cross-entropy per answer token on ``examples`` (held-out), and the token count."""
+    from training.trainer import causal_lm_loss
+
     was = model.training
     model.eval()
     total, n = 0.0, 0
     rows = pack(examples, seq_len, pad_id, packing=True)
     for i in range(0, len(rows), micro_batch):
-        b = to_trainer_batch(collate(rows[i : i + micro_batch]), device)
-        logits = model(b["input_ids"], position_ids=b["position_ids"], segment_ids=b["segment_ids"])
-        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), b["labels"].flatten(), ignore_index=IGNORE, reduction="sum")
+        loss, count = causal_lm_loss(model, to_trainer_batch(collate(rows[i : i + micro_batch]), device))
         total += float(loss)
-        n += int((b["labels"] != IGNORE).sum())
+        n += int(count)
     model.train(was)
     return total / max(1, n), n
 
