@@ -158,14 +158,17 @@ def _launch_ray(cfg_dict: dict[str, Any], nproc: int, entry_module: str) -> int:
     return 0
 
 
+def _read_json(path: str) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
 def write_stats(run_dir: str, seconds: float) -> StageStats:
     """stats.json of the run: sequences trained (in = out: training drops none), tokens, steps."""
     from pipelines import io
 
-    with open(os.path.join(run_dir, "summary.json")) as f:
-        summary = json.load(f)
-    with open(os.path.join(run_dir, "config.json")) as f:
-        resolved = json.load(f)["resolved"]
+    summary = _read_json(os.path.join(run_dir, "summary.json"))
+    resolved = _read_json(os.path.join(run_dir, "config.json"))["resolved"]
     stats = StageStats()
     rows = summary["tokens"] // resolved["seq_len"]
     stats.seen(rows)
@@ -184,7 +187,10 @@ def run(args: argparse.Namespace) -> int:
         print("pretrain: --data (token shards) is required", file=sys.stderr)
         return 2
     summary_path = os.path.join(cfg.run_dir, "summary.json")
-    if os.path.exists(summary_path) and json.load(open(summary_path)).get("complete") and not cfg.resume:
+    if os.path.exists(summary_path) and _read_json(summary_path).get("complete") and not cfg.resume:
+        if not os.path.exists(os.path.join(cfg.run_dir, "stats.json")):
+            # Killed after the last step but before stats.json: the schedule is complete, write it now.
+            write_stats(cfg.run_dir, float("nan"))
         print(f"pretrain: {cfg.run_dir} is complete (summary.json); nothing to do", file=sys.stderr)
         return 0
     from training.checkpoint import latest_checkpoint
@@ -200,8 +206,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"pretrain: training exited with status {rc}", file=sys.stderr)
         return rc
     stats = write_stats(cfg.run_dir, t.seconds)
-    with open(summary_path) as f:
-        summary = json.load(f)
+    summary = _read_json(summary_path)
     print_summary(NAME, stats, t.seconds, {"steps": summary["steps"], "tokens": summary["tokens"], "tokens/s": summary["tokens"] / max(t.seconds, 1e-9)})
     print(f"  last loss {summary.get('last_loss')}, val loss {summary.get('val_loss')}, checkpoint {summary.get('checkpoint')}", file=sys.stderr)
     return 0

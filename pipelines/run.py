@@ -237,13 +237,7 @@ def _pretrain(cfg: PipelineConfig, paths: dict[str, str]) -> int:
     if os.path.isdir(out) and latest_checkpoint(out):
         print(f"run: pretrain: {out} has a checkpoint; resuming from the last complete one", file=sys.stderr)
         argv.append("--resume")
-    rc = _stage(argv + _sets(p.set))
-    if rc == 0 and not io.exists(io.join(out, "stats.json")):
-        # Killed after the last step but before stats.json: the schedule is complete, write it now.
-        from pipelines.pretrain import write_stats
-
-        write_stats(out, float("nan"))
-    return rc
+    return _stage(argv + _sets(p.set))
 
 
 def _finetune(stage: str, cfg: PipelineConfig, paths: dict[str, str], start: str) -> int:
