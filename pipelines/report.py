@@ -88,8 +88,7 @@ def _tokenizer(paths: dict[str, str]) -> dict[str, Any] | None:
         out["training"] = tstats.get("training")
     if kstats:
         c = kstats.get("counters", {})
-        tokens = c.get("tokens") or c.get("tokens_out")
-        nbytes = c.get("bytes") or c.get("text_bytes") or c.get("bytes_in")
+        tokens, nbytes = c.get("tokens"), c.get("text_bytes")  # the tokenize stage's counters
         out["tokens"], out["text_bytes"] = tokens, nbytes
         out["bytes_per_token"] = nbytes / tokens if tokens and nbytes else None
         out["counters"] = c
