@@ -5,6 +5,7 @@ so stopping it never touches another Ray instance (``ray stop`` would stop them 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -49,8 +50,15 @@ class RayCluster:
         self.gcs_port, self.dashboard_port = free_port(), free_port()
         self.address = f"127.0.0.1:{self.gcs_port}"
         self.dashboard = f"http://127.0.0.1:{self.dashboard_port}"
-        self.env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token")
-        self.env.pop("RAY_ADDRESS", None)
+        # Token authentication stays on, with a token of this cluster's own: a fresh machine has
+        # no ~/.ray/auth_token (only a local ray.init() writes one), and `ray start` needs one.
+        token = Path(self.temp) / "auth_token"
+        token.write_text(secrets.token_hex(32))
+        token.chmod(0o600)
+        self.env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", RAY_USAGE_STATS_ENABLED="0",
+                        RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
+        for name in ("RAY_ADDRESS", "RAY_AUTH_TOKEN"):
+            self.env.pop(name, None)
         self.procs: list[subprocess.Popen] = []
         cmd = [
             str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
