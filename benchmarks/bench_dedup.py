@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 
 from curation.dedup import DedupConfig  # noqa: E402
 from curation.dedup import minhash as mh  # noqa: E402
-from pipelines import io  # noqa: E402
+from storage import io  # noqa: E402
 
 BUILD = REPO / "build" / "dedup"
 

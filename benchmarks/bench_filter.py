@@ -99,7 +99,7 @@ def per_rule(docs: list[dict], cfg: FilterConfig, repeats: int) -> list[tuple[st
 
 
 def replicate(docs: list[dict], n: int, folder: str, shards: int) -> int:
-    from pipelines import io
+    from storage import io
 
     if os.path.isdir(folder):
         shutil.rmtree(folder)

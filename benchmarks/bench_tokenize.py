@@ -41,7 +41,7 @@ sys.path.insert(0, str(REPO))
 import tokenizer as T  # noqa: E402
 from curation.schema import document_id  # noqa: E402
 from curation.sources import read_dolma_jsonl  # noqa: E402
-from pipelines import io  # noqa: E402
+from storage import io  # noqa: E402
 
 SAMPLE = REPO / "data" / "sample"
 SHARED = REPO.parent / "shared" / "data"

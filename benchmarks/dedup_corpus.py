@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO))
 from curation.dedup.corpus import CorpusConfig, generate, pairwise_jaccard  # noqa: E402
 from curation.schema import documents_to_table  # noqa: E402
 from curation.sources import read_dolma_jsonl  # noqa: E402
-from pipelines import io  # noqa: E402
+from storage import io  # noqa: E402
 
 SOURCES = [REPO / "data" / "sample" / "text", REPO.parent / "shared" / "data" / "text"]
 ROWS_PER_SHARD = 20_000

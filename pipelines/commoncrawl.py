@@ -27,7 +27,7 @@ import time
 import zlib
 from typing import BinaryIO, Callable
 
-from pipelines import io as pio
+from storage import io as pio
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ def open_remote(url: str, retries: int = 5, backoff_s: float = 1.0, timeout_s: f
     ``Range`` request; another 4xx fails at once. Such a stream has ``retry_count``, the retries
     it has needed so far. ``s3://``: pyarrow's anonymous S3 filesystem (region us-east-1;
     ``AWS_ENDPOINT_URL`` points it at a mirror), opening retried the same way. Anything else: the
-    file through :func:`pipelines.io.filesystem`. Failures raise :class:`RemoteFileError`, whose
+    file through :func:`storage.io.filesystem`. Failures raise :class:`RemoteFileError`, whose
     message names the URL. ``retries``, ``backoff_s``, ``timeout_s``: see :class:`CommonCrawlConfig`.
     """
     if url.startswith(("http://", "https://")):

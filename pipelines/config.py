@@ -26,7 +26,7 @@ def load(cls: type[T], path: str | None = None, overrides: list[str] | dict[str,
     """Build ``cls`` from its defaults, then a YAML file, then overrides (``a.b=value``)."""
     data: dict[str, Any] = {}
     if path:
-        from pipelines import io
+        from storage import io
 
         with io.open_input(path) as f:
             loaded = yaml.safe_load(f.read().decode("utf-8")) or {}

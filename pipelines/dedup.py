@@ -41,7 +41,7 @@ from curation.dedup import minhash as mh
 from curation.schema import validate
 from curation.stats import StageStats
 from pipelines import config as config_mod
-from pipelines import io
+from storage import io
 from pipelines.cli import add_config_arguments
 from pipelines.runtime import TaskFailure, Timer, merge_results, print_summary, run_tasks
 

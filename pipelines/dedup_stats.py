@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from curation.dedup import clusters as cl
-from pipelines import io
+from storage import io
 
 NAME = "dedup-stats"
 HELP = "report what dedup did: per-dump counts, cross-dump matrix, k-dump curve, clusters, domains"

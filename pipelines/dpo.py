@@ -25,7 +25,7 @@ import os
 import sys
 from typing import Any
 
-from pipelines import io
+from storage import io
 from pipelines.runtime import TaskFailure, Timer, print_summary, run_tasks
 from pipelines.sft import (
     SUFFIXES, _resolve, absolute, add_common_arguments, check_tokenizer, prepare_chat_file, prepare_files, shard_name, tokenizer_file,

@@ -18,7 +18,8 @@ import sys
 from curation.extract import ExtractConfig, Extractor, NotAnArchive, iter_records
 from curation.schema import DOCUMENT_SCHEMA
 from curation.stats import StageStats
-from pipelines import commoncrawl, config, io, runtime
+from pipelines import commoncrawl, config, runtime
+from storage import io
 from pipelines.cli import add_config_arguments
 
 NAME = "extract"

@@ -38,7 +38,8 @@ from curation.filter.documents import decisions
 from curation.filter.rules import check_rule_names
 from curation.schema import validate
 from curation.stats import StageStats
-from pipelines import config, io, runtime
+from pipelines import config, runtime
+from storage import io
 from pipelines.cli import add_config_arguments
 
 NAME = "filter"

@@ -17,7 +17,7 @@ import sys
 from typing import Any
 
 from curation.stats import StageStats
-from pipelines import io
+from storage import io
 from pipelines.runtime import TaskFailure, Timer, print_summary, run_tasks
 
 

@@ -165,7 +165,7 @@ def _read_json(path: str) -> dict:
 
 def write_stats(run_dir: str, seconds: float) -> StageStats:
     """stats.json of the run: sequences trained (in = out: training drops none), tokens, steps."""
-    from pipelines import io
+    from storage import io
 
     summary = _read_json(os.path.join(run_dir, "summary.json"))
     resolved = _read_json(os.path.join(run_dir, "config.json"))["resolved"]

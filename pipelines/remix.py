@@ -35,7 +35,8 @@ from curation.remix import (
     BINS, DomainAssigner, RemixConfig, copies, cut_bins, domain_quotas, shuffle_keys, target_shares, unit_bins,
 )
 from curation.stats import StageStats
-from pipelines import config, io, runtime
+from pipelines import config, runtime
+from storage import io
 from pipelines.cli import add_config_arguments
 
 NAME = "remix"

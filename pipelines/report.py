@@ -18,7 +18,7 @@ import math
 import os
 from typing import Any
 
-from pipelines import io
+from storage import io
 
 CURATION = ("import", "extract", "dedup", "filter", "remix", "train-tokenizer", "tokenize")
 TRAINING = ("pretrain", "sft", "dpo")

@@ -25,7 +25,8 @@ from typing import Any, Callable
 
 from curation.stats import StageStats
 from pipelines import config as config_mod
-from pipelines import io, runtime
+from pipelines import runtime
+from storage import io
 from pipelines.cli import add_config_arguments
 from pipelines.pipeline_config import STAGE_ORDER, PipelineConfig
 

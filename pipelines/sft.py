@@ -24,7 +24,7 @@ import sys
 from typing import Any, Callable
 
 from curation.stats import StageStats
-from pipelines import io
+from storage import io
 from pipelines.cli import add_config_arguments
 from pipelines.runtime import Timer, merge_results, print_summary, run_tasks
 

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from curation.schema import document_id
 from curation.stats import StageStats
-from pipelines import io
+from storage import io
 
 NAME = "tokenize"
 HELP = "Turn text shards into token shards (id, input_ids list<uint32> with EOS) with the trained tokenizer."

@@ -15,7 +15,8 @@ import sys
 
 from curation.filter.quality import QualityTrainConfig, evaluate, gold_articles, sft_texts, split_examples, train
 from curation.sources import read_dolma_jsonl
-from pipelines import config, io, runtime
+from pipelines import config, runtime
+from storage import io
 from pipelines.cli import add_config_arguments
 
 NAME = "train-quality"

@@ -18,7 +18,7 @@ import time
 from typing import Any, Iterator
 
 from curation.stats import StageStats
-from pipelines import io
+from storage import io
 from pipelines.tokenize import iter_documents, text_shards
 from tokenizer import TokenizerConfig
 from tokenizer.bpe import tokenizer_files

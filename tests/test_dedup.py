@@ -18,7 +18,7 @@ from curation.dedup.corpus import CorpusConfig, generate, pairwise_jaccard
 from curation.schema import documents_to_table
 from curation.sources import read_dolma_jsonl
 from curation.stats import StageStats
-from pipelines import io
+from storage import io
 from tests.conftest import SAMPLE
 
 

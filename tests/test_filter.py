@@ -253,7 +253,7 @@ def test_quality_model_ranks_articles_above_web_text(sample_docs, gold_english):
 
 @pytest.fixture(scope="module")
 def stage_input(tmp_path_factory, sample_docs, warc_docs):
-    from pipelines import io
+    from storage import io
 
     root = tmp_path_factory.mktemp("filter_in")
     docs = list(sample_docs.values())
@@ -302,7 +302,7 @@ def test_filter_stage_accounting_rejects_and_cached_signals(ray_session, stage_i
 def test_filter_stage_names_a_bad_input_and_goes_on(ray_session, stage_input, tmp_path):
     import pyarrow as pa
 
-    from pipelines import io
+    from storage import io
     from pipelines.filter import filter_documents
 
     root, _ = stage_input

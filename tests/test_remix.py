@@ -31,7 +31,7 @@ def sample_docs() -> list[dict]:
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory, sample_docs):
     """The sample as three shards and as one."""
-    from pipelines import io
+    from storage import io
 
     root = tmp_path_factory.mktemp("remix_in")
     n = len(sample_docs)

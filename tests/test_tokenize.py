@@ -14,7 +14,8 @@ import pytest
 import tokenizer as T
 from curation.schema import documents_to_table
 from curation.sources import read_dolma_jsonl
-from pipelines import cli, io
+from pipelines import cli
+from storage import io
 from pipelines.tokenize import TokenizeConfig, tokenize
 from pipelines.runtime import TaskFailure, run_tasks
 from tests.conftest import SAMPLE
