@@ -71,15 +71,18 @@ def run(args: argparse.Namespace) -> int:
 def load_config(path: str | None, overrides: list[str] | None) -> FilterConfig:
     """The stage's settings: the chosen preset's settings first, then the config file and --set."""
     chosen = config.load(FilterConfig, path, overrides).preset
-    if chosen not in PRESETS:
-        raise config.ConfigError(f"preset: {chosen!r} is not a preset; choose one of {', '.join(PRESETS)}")
+    _check_preset(chosen)
     return config.load(FilterConfig, path, overrides, defaults=PRESETS[chosen]["settings"])
+
+
+def _check_preset(name: str) -> None:
+    if name not in PRESETS:
+        raise config.ConfigError(f"preset: {name!r} is not a preset; choose one of {', '.join(PRESETS)}")
 
 
 def filter_documents(inputs: list[str], output: str, cfg: FilterConfig, rejects: str | None = None, workers: int | None = None) -> int:
     """Run the stage; returns the exit status (non-zero when an input could not be read)."""
-    if cfg.preset not in PRESETS:
-        raise config.ConfigError(f"preset: {cfg.preset!r} is not a preset; choose one of {', '.join(PRESETS)}")
+    _check_preset(cfg.preset)
     try:
         check_rule_names(cfg.disabled_rules, cfg)
     except ValueError as e:
@@ -106,7 +109,7 @@ def filter_documents(inputs: list[str], output: str, cfg: FilterConfig, rejects:
         ok = [i for i, t in enumerate(score_tasks) if t["path"] not in total.failed_files]
 
         # between the phases: the corpus-wide quality cut
-        cut, ok = quality_cut(cfg, model, [score_tasks[i] for i in ok], blocklist_text, workers, total, ok)
+        cut, ok = quality_cut(cfg, model, score_tasks, ok, blocklist_text, workers, total)
 
         # 2. decide
         decision = {"config": dataclasses.asdict(cfg), "blocklist": io.json_digest(blocklist_text), "quality_cut": cut,
@@ -146,12 +149,13 @@ def signal_folders(output: str, cfg: FilterConfig, model: str | None) -> dict[st
 
 
 def quality_cut(
-    cfg: FilterConfig, model: str | None, tasks: list[dict[str, Any]], blocklist_text: str, workers: int | None,
-    total: StageStats, ok: list[int],
+    cfg: FilterConfig, model: str | None, score_tasks: list[dict[str, Any]], ok: list[int], blocklist_text: str,
+    workers: int | None, total: StageStats,
 ) -> tuple[float | None, list[int]]:
-    """(the model-score cut in force, the shards still to decide). ``quality.top_fraction`` runs
-    one task per shard (at most ``workers`` at once) collecting the scores of the documents that
-    pass every other rule; a shard whose task fails is named in ``failed_files`` and left out."""
+    """(the model-score cut in force, the shards of ``ok`` still to decide). ``quality.top_fraction``
+    runs one task per shard (at most ``workers`` at once) collecting the scores of the documents
+    that pass every other rule; a shard whose task fails is named in ``failed_files``, counted
+    (``failed_tasks.quality_cut``) and left out."""
     cut = cfg.quality.threshold
     if cfg.quality.top_fraction is None:
         if cut is not None and not model:
@@ -159,12 +163,12 @@ def quality_cut(
         return cut, ok
     if not model:
         raise config.ConfigError("quality.top_fraction needs a quality model (quality.model)")
-    items = [t | {"blocklist": blocklist_text} for t in tasks]
+    items = [score_tasks[i] | {"blocklist": blocklist_text} for i in ok]
     results = runtime.run_tasks(_candidate_scores, items, desc="filter: quality cut", max_in_flight=workers)
     scores, kept = [], []
-    for i, t, res in zip(ok, tasks, results):
+    for i, res in zip(ok, results):
         if isinstance(res, runtime.TaskFailure):
-            total.failed_files[t["path"]] = f"quality cut: {res.error}"
+            total.failed_files[score_tasks[i]["path"]] = f"quality cut: {res.error}"
             total.add("failed_tasks.quality_cut")
         else:
             scores.append(res)
@@ -191,26 +195,28 @@ def _score_shard(task: dict[str, Any]) -> str | None:
     missing = [fam for fam, p in paths.items() if not io.exists(p)]
     if not missing:
         return None
+    # CPU seconds spent on each family, kept beside its signals: per-core throughput that other
+    # load on the machine does not distort (bench-filter reads it). Reading the shard counts
+    # towards the first family computed.
+    cpu = time.process_time()
     try:
         docs = io.read_parquet(task["path"])
         validate(docs.schema)
     except (OSError, ValueError, pa.ArrowInvalid) as e:
         return f"not a readable document shard: {str(e).splitlines()[0][:300]}"
     cfg = _cfg(task["cfg"])
-    # CPU seconds spent on each family, kept beside its signals: per-core throughput that other
-    # load on the machine does not distort (bench-filter reads it).
-    cpu = time.process_time()
     if "base" in missing:
         base = base_table(docs, task["model"])
         _write_signals(base, paths["base"], time.process_time() - cpu)
+        cpu = time.process_time()
     else:
         base = io.read_arrow(paths["base"])
     for fam in missing:
         if fam == "base":
             continue
-        cpu = time.process_time()
         table = family_table(docs, base, cfg, fam)
         _write_signals(table, paths[fam], time.process_time() - cpu)
+        cpu = time.process_time()
     return None
 
 
