@@ -11,7 +11,6 @@ import json
 import os
 from collections import Counter
 
-import numpy as np
 import pyarrow.parquet as pq
 import pytest
 

@@ -202,8 +202,9 @@ _REFERENCE_COMMON = [
      "the two models differ slightly, so a page near 0.65 can fall on the other side."),
     ("word tokenizer",
      "our implementation of spaCy's rule-based English tokenizer and sentencizer (curation/filter/en_words.py) "
-     "over spaCy 3.8's rule tables (data/reference_tables.json), not spaCy itself. Same tokens on all 871 "
-     "bundled English and gold documents (tests/test_filter.py). One known difference: spaCy's special-case "
+     "over spaCy 3.8's rule tables (data/reference_tables.json), not spaCy itself. Same tokens as spaCy on all "
+     "690 documents of data/sample/text and the 181 gold articles, and on the English documents tests/test_filter.py "
+     "checks. One known difference: spaCy's special-case "
      "matcher runs over the whole document and a match across a space, which it then discards, can still "
      "block an overlapping match; ours matches within each whitespace-free piece (never seen in the sample)."),
     ("other languages",
