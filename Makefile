@@ -98,8 +98,9 @@ bench-gpu: install
 	$(PY) benchmarks/bench_gpu.py
 
 ## ---- filter and remix (issue 4) ----
-.PHONY: filter remix train-quality bench-filter
+.PHONY: filter remix train-quality quality-data bench-filter
 # Input: the dedup stage's documents if present, else the extracted documents.
+# Presets: make filter FILTER_ARGS="--set preset=fineweb" (or gopher, c4; default deepseek).
 FILTER_IN   ?= $(if $(wildcard $(OUT)/dedup/documents),$(OUT)/dedup/documents,$(OUT)/extracted)
 FILTER_ARGS ?= --write-rejects --set blocklist.path=data/blocklist.example.txt
 filter: install
@@ -109,10 +110,16 @@ REMIX_ARGS ?=
 remix: install
 	$(PY) -m pipelines remix --input $(OUT)/filtered --output $(OUT)/remix $(REMIX_ARGS)
 
-# Retrain the shipped models/quality.ftz (gold articles + SFT vs. the sample's web text).
+# Retrain the shipped models/quality.ftz from committed files only (gold articles + instruction data
+# vs. the sample's web text; seed 0, held-out hosts): same bytes on the same platform.
 train-quality: install
 	$(PY) -m pipelines train-quality --output models/quality.ftz
 
+# Rewrite data/sample/quality/ (the gold article bodies, the sample WARCs' extracted pages).
+quality-data: install
+	$(PY) -m pipelines train-quality --derive-data
+
+# Presets vs datatrove (agreement table, docs per CPU-second of both), then the stage's throughput.
 bench-filter: install
 	$(PY) benchmarks/bench_filter.py
 

@@ -6,13 +6,16 @@ with language set as the extract stage sets it. For the stage run it is replicat
 at least 50,000 documents in build/filter-bench/.
 
 Printed, side by side in one run:
-  1. per rule family, one process: documents per CPU-second (time.process_time, so other load on
+  1. the presets against datatrove 0.10 itself on the sample's English documents (lid.176 en >=
+     0.65): the agreement table (both keep, both drop, only ours keeps, only datatrove keeps) and
+     both implementations' documents per CPU-second on the same documents, one process each;
+  2. per rule family, one process: documents per CPU-second (time.process_time, so other load on
      the machine does not count against us) on the unique documents;
-  2. the whole stage (Ray, every core): documents/s and documents/s per core, wall clock;
-  3. the drop table of the real (unreplicated) sample, English and Chinese, with a snippet of
+  3. the whole stage (Ray, every core): documents/s and documents/s per core, wall clock;
+  4. the drop table of the real (unreplicated) sample, English and Chinese, with a snippet of
      what each rule removed.
 
-    python benchmarks/bench_filter.py [--docs 50000] [--skip-stage]
+    python benchmarks/bench_filter.py [--docs 50000] [--skip-stage] [--only-reference]
 """
 
 from __future__ import annotations
@@ -144,12 +147,60 @@ def drop_table(docs: list[dict], cfg: FilterConfig) -> None:
                 print(f"  [{r} / {lang}] {ex}")
 
 
+def reference(docs: list[dict]) -> None:
+    """Our presets and datatrove's filters on the same English documents: decisions and speed."""
+    from curation.filter import en_words
+    from curation.filter.compare import agreement, datatrove_decisions, our_decisions
+    from curation.filter.config import preset_config
+
+    english = [d["text"] for d in docs if d["language"] == "en" and (d["language_score"] or 0) >= 0.65]
+    print(f"-- presets vs datatrove {_version('datatrove')} on {len(english)} English documents (lid.176 en >= 0.65) --")
+    print("   documents per CPU-second, one process each, caches emptied first (ours: piece cache; theirs: spaCy loaded)")
+    datatrove_decisions(english[:3], "fineweb")  # load spaCy and the filters
+    header = f"  {'preset':<10}{'both keep':>10}{'both drop':>10}{'only ours':>10}{'only dt':>9}{'agree':>8}   {'ours':>8}{'datatrove':>11}{'ratio':>7}"
+    print(header)
+    theirs_fineweb = None
+    for preset in ("fineweb", "gopher", "c4", "deepseek"):
+        cfg = preset_config(preset)
+        en_words._rules().cache.clear()
+        t0 = time.process_time()
+        ours = our_decisions(english, cfg)
+        ours_cpu = time.process_time() - t0
+        ref = "fineweb" if preset == "deepseek" else preset
+        if preset == "deepseek" and theirs_fineweb is not None:
+            theirs, theirs_cpu = theirs_fineweb
+        else:
+            t0 = time.process_time()
+            theirs = datatrove_decisions(english, ref)
+            theirs_cpu = time.process_time() - t0
+            if preset == "fineweb":
+                theirs_fineweb = (theirs, theirs_cpu)
+        t = agreement(ours, theirs)
+        agree = (t["both keep"] + t["both drop"]) / len(english)
+        label = preset if preset != "deepseek" else "deepseek*"
+        print(f"  {label:<10}{t['both keep']:>10}{t['both drop']:>10}{t['only ours keeps']:>10}{t['only datatrove keeps']:>9}"
+              f"{agree:>8.1%}   {len(english) / ours_cpu:>8,.0f}{len(english) / theirs_cpu:>11,.0f}{theirs_cpu / ours_cpu:>6.1f}x")
+        if preset == "deepseek":
+            pairs = Counter((a.reason or "keep", b.reason or "keep") for a, b in zip(ours, theirs) if a.kept != b.kept)
+            print("  * deepseek (the default preset) against datatrove's FineWeb chain; its disagreements (ours, datatrove):")
+            for (a, b), n in pairs.most_common():
+                print(f"      {n:>3}  {a:<26} {b}")
+    print()
+
+
+def _version(name: str) -> str:
+    from importlib.metadata import version
+
+    return version(name)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--docs", type=int, default=50_000)
     ap.add_argument("--shards", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--skip-stage", action="store_true")
+    ap.add_argument("--only-reference", action="store_true", help="only the presets against datatrove")
     ap.add_argument("--workdir", default=os.path.join(REPO, "build", "filter-bench"))
     args = ap.parse_args()
     cfg = FilterConfig()
@@ -159,6 +210,9 @@ def main() -> int:
     langs = Counter(d["language"] for d in docs)
     print(f"\n== bench-filter: {len(docs)} unique documents (mean {mean_chars:,.0f} characters; en {langs['en']}, zh {langs['zh']}) ==")
     print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores\n")
+    reference(docs)
+    if args.only_reference:
+        return 0
     print("-- per rule family, one process, documents per CPU-second --")
     rates = per_rule(docs, cfg, args.repeats)
     heuristic = dict(rates)["HEURISTIC SET (all four + words)"]

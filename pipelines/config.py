@@ -22,9 +22,15 @@ class ConfigError(ValueError):
     pass
 
 
-def load(cls: type[T], path: str | None = None, overrides: list[str] | dict[str, Any] | None = None) -> T:
-    """Build ``cls`` from its defaults, then a YAML file, then overrides (``a.b=value``)."""
+def load(
+    cls: type[T], path: str | None = None, overrides: list[str] | dict[str, Any] | None = None,
+    defaults: dict[str, Any] | None = None,
+) -> T:
+    """Build ``cls`` from its defaults, then ``defaults`` (``{"a.b": value}``: e.g. a preset's
+    settings), then a YAML file, then overrides (``a.b=value``)."""
     data: dict[str, Any] = {}
+    for key, value in (defaults or {}).items():
+        _set_dotted(data, key, value)
     if path:
         from storage import io
 
@@ -32,14 +38,30 @@ def load(cls: type[T], path: str | None = None, overrides: list[str] | dict[str,
             loaded = yaml.safe_load(f.read().decode("utf-8")) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: a config file must hold a mapping, not {type(loaded).__name__}")
-        data = loaded
+        for key, value in loaded.items():
+            _merge(data, key, value)
     for key, value in parse_overrides(overrides).items():
-        node = data
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = value
+        _set_dotted(data, key, value)
     return build(cls, data)
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    node = data
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{key}: {part} is not a mapping")
+    node[parts[-1]] = value
+
+
+def _merge(data: dict[str, Any], key: str, value: Any) -> None:
+    """A file's mapping over what is there: nested mappings merge, anything else replaces."""
+    if isinstance(value, dict) and isinstance(data.get(key), dict):
+        for k, v in value.items():
+            _merge(data[key], k, v)
+    else:
+        data[key] = value
 
 
 def parse_overrides(overrides: list[str] | dict[str, Any] | None) -> dict[str, Any]:

@@ -2,18 +2,23 @@
 
 Two phases of Ray tasks, one task per input shard in each, handing off through files:
 
-1. ``score``: language (lid.176, only where missing), every heuristic signal and the fastText
-   ``quality_score`` of each document, written to ``<output>/signals/<key>/<shard>.arrow``, where
-   ``<key>`` hashes the settings that change a signal (not the thresholds). Cached: a re-run with
-   other thresholds reads them back and scores nothing.
-2. ``decide``: the named rules (``curation.filter.rules``) over the signals; kept documents go to
-   ``<output>/<shard>.parquet`` with the signals in ``metadata.filter``; with ``--write-rejects``
-   the dropped ones go to ``<output>-rejects/`` (or the folder given) with the first rule they
-   failed in ``metadata.filter_reason``. Per-shard stats in ``<output>/_stats/``, merged in input
-   order into ``<output>/stats.json`` (input == output + drops per rule).
+1. ``score``: the signals of each document, by family, each family in its own cached file
+   ``<output>/signals/<family>-<key>/<shard>.arrow`` where ``<key>`` hashes the settings that
+   change that family's signals (not the thresholds): ``base`` (language, lid.176 only where
+   missing, and the fastText ``quality_score``) and the heuristic families the preset decides
+   from (``curation.filter.config.PRESETS``). A re-run with other thresholds scores nothing; one
+   with another preset scores only the families it adds.
+2. ``decide``: the preset's named rules (``curation.filter.rules``) over the signals; kept
+   documents go to ``<output>/<shard>.parquet`` with the signals in ``metadata.filter`` and the
+   preset in ``metadata.filter_preset``; with ``--write-rejects`` the dropped ones go to
+   ``<output>-rejects/`` (or the folder given) with the first rule they failed in
+   ``metadata.filter_reason``. Per-shard stats in ``<output>/_stats/``, merged in input order into
+   ``<output>/stats.json`` (input == output + drops per rule).
 
-``quality.top_fraction`` needs one corpus-wide number between the phases: the driver collects the
-model scores of the documents that pass every other rule and keeps the top fraction of them.
+``--set preset=fineweb`` (or ``gopher``, ``c4``) applies that preset's settings under the config
+file and the other ``--set`` values (``load_config``). ``quality.top_fraction`` needs one
+corpus-wide number between the phases (``quality_cut``): one task per shard collects the model
+scores of the documents that pass every other rule, and the driver keeps the top fraction of them.
 Outputs are rewritten only when the decision settings changed (``<output>/decision.json``).
 """
 
@@ -31,10 +36,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from curation.filter import FilterConfig, decide_table, score_table
+from curation.filter import FilterConfig, decide_table
 from curation.filter.blocklist import parse_blocklist
-from curation.filter.config import signal_settings
-from curation.filter.documents import decisions
+from curation.filter.config import PRESETS, families, family_settings
+from curation.filter.documents import base_table, combine_signals, decisions, family_table
 from curation.filter.rules import check_rule_names
 from curation.schema import validate
 from curation.stats import StageStats
@@ -43,7 +48,7 @@ from storage import io
 from pipelines.cli import add_config_arguments
 
 NAME = "filter"
-HELP = "Quality filtering: language, Gopher, C4, FineWeb rules, URL blocklist, fastText quality score."
+HELP = "Quality filtering: language, Gopher, C4, FineWeb rules (presets: deepseek, fineweb, gopher, c4), URL blocklist, fastText quality score."
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -56,28 +61,45 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = config.load(FilterConfig, args.config, args.overrides)
+    cfg = load_config(args.config, args.overrides)
     rejects = None
     if args.write_rejects:
         rejects = args.output.rstrip("/") + "-rejects" if args.write_rejects == "auto" else args.write_rejects
     return filter_documents(args.input, args.output, cfg, rejects=rejects, workers=args.workers)
 
 
+def load_config(path: str | None, overrides: list[str] | None) -> FilterConfig:
+    """The stage's settings: the chosen preset's settings first, then the config file and --set."""
+    chosen = config.load(FilterConfig, path, overrides).preset
+    _check_preset(chosen)
+    return config.load(FilterConfig, path, overrides, defaults=PRESETS[chosen]["settings"])
+
+
+def _check_preset(name: str) -> None:
+    if name not in PRESETS:
+        raise config.ConfigError(f"preset: {name!r} is not a preset; choose one of {', '.join(PRESETS)}")
+
+
 def filter_documents(inputs: list[str], output: str, cfg: FilterConfig, rejects: str | None = None, workers: int | None = None) -> int:
     """Run the stage; returns the exit status (non-zero when an input could not be read)."""
-    check_rule_names(cfg.disabled_rules)
+    _check_preset(cfg.preset)
+    try:
+        check_rule_names(cfg.disabled_rules, cfg)
+    except ValueError as e:
+        raise config.ConfigError(f"disabled_rules: {e}") from None
     model = _model_path(cfg)
     blocklist_text = _read_blocklist(cfg.blocklist.path)
     files, missing = io.expand_inputs(inputs, (".parquet",))
     files = [f for f in files if not os.path.basename(f).startswith(".")]
     names = _shard_names(files)
-    sig_key = io.json_digest({"signals": signal_settings(cfg), "model": _file_digest(model) if model else None})
+    folders = signal_folders(output, cfg, model)
     runtime.init_ray()
     total = StageStats(failed_files=dict(missing))
     with runtime.Timer() as timer:
-        # 1. score (cached by signal settings)
+        # 1. score (each family cached by its signal settings)
         score_tasks = [
-            {"path": f, "signals": io.join(output, "signals", sig_key, n + ".arrow"), "cfg": dataclasses.asdict(cfg), "model": model}
+            {"path": f, "signals": {fam: io.join(folder, n + ".arrow") for fam, folder in folders.items()},
+             "cfg": dataclasses.asdict(cfg), "model": model}
             for f, n in zip(files, names)
         ]
         for t, res in zip(score_tasks, runtime.run_tasks(_score_shard, score_tasks, desc="filter: score", max_in_flight=workers)):
@@ -87,18 +109,11 @@ def filter_documents(inputs: list[str], output: str, cfg: FilterConfig, rejects:
         ok = [i for i, t in enumerate(score_tasks) if t["path"] not in total.failed_files]
 
         # between the phases: the corpus-wide quality cut
-        cut = cfg.quality.threshold
-        if cfg.quality.top_fraction is not None:
-            if not model:
-                raise config.ConfigError("quality.top_fraction needs a quality model (quality.model)")
-            cands = runtime.run_tasks(_candidate_scores, [score_tasks[i] | {"blocklist": blocklist_text} for i in ok], desc="filter: quality cut")
-            scores = np.concatenate([c for c in cands if not isinstance(c, runtime.TaskFailure)] or [np.zeros(0)])
-            cut = _top_fraction_cut(scores, cfg.quality.top_fraction)
-        elif cut is not None and not model:
-            raise config.ConfigError("quality.threshold needs a quality model (quality.model)")
+        cut, ok = quality_cut(cfg, model, score_tasks, ok, blocklist_text, workers, total)
 
         # 2. decide
-        decision = {"config": dataclasses.asdict(cfg), "blocklist": io.json_digest(blocklist_text), "quality_cut": cut, "rejects": rejects, "signals": sig_key}
+        decision = {"config": dataclasses.asdict(cfg), "blocklist": io.json_digest(blocklist_text), "quality_cut": cut,
+                    "rejects": rejects, "signals": {f: os.path.basename(d) for f, d in folders.items()}}
         stamp_path = io.join(output, "decision.json")
         fresh = not io.exists(stamp_path) or io.read_json(stamp_path) != json.loads(json.dumps(decision))
         decide_tasks = [
@@ -115,11 +130,50 @@ def filter_documents(inputs: list[str], output: str, cfg: FilterConfig, rejects:
         io.write_json(decision, stamp_path)
     total.check()
     summary = total.to_dict()
+    summary["preset"] = cfg.preset
     summary["quality_cut"] = cut
     summary["drops_by_language"] = _drops_by_language(total)
     io.write_json(summary, io.join(output, "stats.json"))
     runtime.print_summary(NAME, total, timer.seconds, {"shards": len(files), "MB kept": total.counters["bytes_out"] / 1e6})
+    print(f"  {'preset':<24} {cfg.preset}", file=sys.stderr)
     return 1 if total.failed_files else 0
+
+
+def signal_folders(output: str, cfg: FilterConfig, model: str | None) -> dict[str, str]:
+    """{family: folder of its cached signals}: ``base`` and the preset's families, each folder
+    named by the family and a hash of the settings that change its signals."""
+    folders = {"base": io.join(output, "signals", "base-" + io.json_digest({"model": _file_digest(model) if model else None}))}
+    for fam in families(cfg):
+        folders[fam] = io.join(output, "signals", f"{fam}-" + io.json_digest(family_settings(cfg, fam)))
+    return folders
+
+
+def quality_cut(
+    cfg: FilterConfig, model: str | None, score_tasks: list[dict[str, Any]], ok: list[int], blocklist_text: str,
+    workers: int | None, total: StageStats,
+) -> tuple[float | None, list[int]]:
+    """(the model-score cut in force, the shards of ``ok`` still to decide). ``quality.top_fraction``
+    runs one task per shard (at most ``workers`` at once) collecting the scores of the documents
+    that pass every other rule; a shard whose task fails is named in ``failed_files``, counted
+    (``failed_tasks.quality_cut``) and left out."""
+    cut = cfg.quality.threshold
+    if cfg.quality.top_fraction is None:
+        if cut is not None and not model:
+            raise config.ConfigError("quality.threshold needs a quality model (quality.model)")
+        return cut, ok
+    if not model:
+        raise config.ConfigError("quality.top_fraction needs a quality model (quality.model)")
+    items = [score_tasks[i] | {"blocklist": blocklist_text} for i in ok]
+    results = runtime.run_tasks(_candidate_scores, items, desc="filter: quality cut", max_in_flight=workers)
+    scores, kept = [], []
+    for i, res in zip(ok, results):
+        if isinstance(res, runtime.TaskFailure):
+            total.failed_files[score_tasks[i]["path"]] = f"quality cut: {res.error}"
+            total.add("failed_tasks.quality_cut")
+        else:
+            scores.append(res)
+            kept.append(i)
+    return _top_fraction_cut(np.concatenate(scores or [np.zeros(0)]), cfg.quality.top_fraction), kept
 
 
 # ---- tasks ------------------------------------------------------------------------------------
@@ -136,27 +190,52 @@ def _int_keys(d: Any) -> Any:
 
 
 def _score_shard(task: dict[str, Any]) -> str | None:
-    """Signals of one shard, unless already cached. Returns an error message or None."""
-    if io.exists(task["signals"]):
+    """The signal families of one shard that are not cached yet. Returns an error message or None."""
+    paths: dict[str, str] = task["signals"]
+    missing = [fam for fam, p in paths.items() if not io.exists(p)]
+    if not missing:
         return None
+    # CPU seconds spent on each family, kept beside its signals: per-core throughput that other
+    # load on the machine does not distort (bench-filter reads it). Reading the shard counts
+    # towards the first family computed.
     cpu = time.process_time()
     try:
         docs = io.read_parquet(task["path"])
         validate(docs.schema)
     except (OSError, ValueError, pa.ArrowInvalid) as e:
         return f"not a readable document shard: {str(e).splitlines()[0][:300]}"
-    signals = score_table(docs, _cfg(task["cfg"]), task["model"])
-    # CPU seconds spent scoring, kept beside the signals: per-core throughput that other load on
-    # the machine does not distort (bench-filter reads it).
-    signals = signals.replace_schema_metadata({"cpu_seconds": f"{time.process_time() - cpu:.6f}"})
-    io.write_arrow(signals, task["signals"])
+    cfg = _cfg(task["cfg"])
+    if "base" in missing:
+        base = base_table(docs, task["model"])
+        _write_signals(base, paths["base"], time.process_time() - cpu)
+        cpu = time.process_time()
+    else:
+        base = io.read_arrow(paths["base"])
+    for fam in missing:
+        if fam == "base":
+            continue
+        table = family_table(docs, base, cfg, fam)
+        _write_signals(table, paths[fam], time.process_time() - cpu)
+        cpu = time.process_time()
     return None
+
+
+def _write_signals(table: pa.Table, path: str, cpu_seconds: float) -> None:
+    io.write_arrow(table.replace_schema_metadata({"cpu_seconds": f"{cpu_seconds:.6f}"}), path)
+
+
+def _read_signals(task: dict[str, Any]) -> tuple[pa.Table, float]:
+    """The shard's signals, every family side by side, and the CPU seconds they cost to compute."""
+    tables = {fam: io.read_arrow(p) for fam, p in task["signals"].items()}
+    cpu = sum(float((t.schema.metadata or {}).get(b"cpu_seconds", b"0")) for t in tables.values())
+    base = tables.pop("base")
+    return combine_signals(base, list(tables.values())), cpu
 
 
 def _candidate_scores(task: dict[str, Any]) -> np.ndarray:
     """Quality scores of the documents of a shard that pass every rule but the model's."""
     cfg = _cfg(task["cfg"])
-    signals = io.read_arrow(task["signals"])
+    signals, _ = _read_signals(task)
     urls = io.read_parquet(task["path"], columns=["url"]).column("url").to_pylist()
     passing = np.array([r is None for r in decisions(signals, urls, cfg, parse_blocklist(task["blocklist"]), None)], dtype=bool)
     scores = signals.column("quality_score").to_numpy(zero_copy_only=False)
@@ -178,9 +257,9 @@ def _decide_shard(task: dict[str, Any]) -> dict:
     cpu = time.process_time()
     cfg = _cfg(task["cfg"])
     docs = io.read_parquet(task["path"])
-    signals = io.read_arrow(task["signals"])
+    signals, score_cpu = _read_signals(task)
     kept, dropped, stats = decide_table(docs, signals, cfg, parse_blocklist(task["blocklist"]), task["cut"])
-    stats.add("cpu_seconds_score", float((signals.schema.metadata or {}).get(b"cpu_seconds", b"0")))
+    stats.add("cpu_seconds_score", score_cpu)
     stats.check()
     stats.add("cpu_seconds_decide", time.process_time() - cpu)
     io.write_json(stats.to_dict(), task["stats"])  # before the shard: a shard implies its stats

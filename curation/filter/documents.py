@@ -1,10 +1,18 @@
 """The filter over tables of documents: score (signals), then decide (keep or the failed rule).
 
-``score_table`` turns a table of documents (``DOCUMENT_SCHEMA``) into a table of signals keyed by
-``id``: the language (recomputed with fastText lid.176 only where missing), every heuristic signal
-and the model ``quality_score``. ``decide_table`` joins the documents with their signals and
-splits them into kept and dropped, each dropped document naming the first rule it failed; both
-carry the signals in ``metadata.filter`` and the reason in ``metadata.filter_reason``.
+Signals come in families, each computed and cached on its own, so that a preset reads only the
+families it decides from and switching presets computes only what the new one adds:
+
+- ``base_table``: ``id``, the language (recomputed with fastText lid.176 only where missing), its
+  score and the model ``quality_score``, which every preset reads;
+- ``family_table``: one family of heuristic signals (``deepseek``, ``gopher``, ``c4``; see
+  ``curation.filter.config.PRESETS``), keyed by ``id`` in row order.
+
+``combine_signals`` joins them into the table ``decide_table`` reads. ``decide_table`` splits the
+documents into kept and dropped, each dropped document naming the first rule it failed; both
+carry the signals in ``metadata.filter``, the reason in ``metadata.filter_reason`` and the preset
+in ``metadata.filter_preset``. Under a preset that runs datatrove's C4 step, the kept documents'
+text is what its line removals leave, as datatrove writes it.
 """
 
 from __future__ import annotations
@@ -17,27 +25,36 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curation.filter.blocklist import is_blocked
-from curation.filter.config import FilterConfig
-from curation.filter.rules import first_failed_rule
-from curation.filter.signals import compute_signals, signal_names
+from curation.filter.config import FilterConfig, families
+from curation.filter.reference_signals import kept_text
+from curation.filter.rules import first_failed_rule, rules_for
+from curation.filter.signals import compute_family, family_names
 from curation.stats import StageStats
+
+BASE_SCHEMA = pa.schema(
+    [pa.field("id", pa.string()), pa.field("language", pa.string()), pa.field("language_score", pa.float32()),
+     pa.field("quality_score", pa.float32())]
+)
+
+
+def family_schema(cfg: FilterConfig, family: str) -> pa.Schema:
+    # The reference families keep datatrove's float64 ratios (a float32 of 3/10 is above 0.3).
+    kind = pa.float32() if family == "deepseek" else pa.float64()
+    return pa.schema([pa.field("id", pa.string())] + [pa.field(n, kind) for n in family_names(cfg, family)])
 
 
 def signals_schema(cfg: FilterConfig) -> pa.Schema:
-    return pa.schema(
-        [pa.field("id", pa.string()), pa.field("language", pa.string()), pa.field("language_score", pa.float32())]
-        + [pa.field(n, pa.float32()) for n in signal_names(cfg)]
-        + [pa.field("quality_score", pa.float32())]
-    )
+    """The schema of ``combine_signals`` under ``cfg.preset``."""
+    fields = list(BASE_SCHEMA)
+    for family in families(cfg):
+        fields += list(family_schema(cfg, family))[1:]
+    return pa.schema(fields)
 
 
-def score_table(
-    table: pa.Table,
-    cfg: FilterConfig,
-    quality_model: str | None = None,
-    identify: Callable[[str], tuple[str, float]] | None = None,
+def base_table(
+    table: pa.Table, quality_model: str | None = None, identify: Callable[[str], tuple[str, float]] | None = None
 ) -> pa.Table:
-    """Signals of every document of ``table``, in row order (see ``signals_schema``)."""
+    """Language, language score and model score of every document of ``table``, in row order."""
     if identify is None:
         from curation.langid import identify
     texts = table.column("text").to_pylist()
@@ -46,21 +63,50 @@ def score_table(
     for i, (lang, sc) in enumerate(zip(langs, scores)):
         if not lang or sc is None:
             langs[i], scores[i] = identify(texts[i])
-    names = signal_names(cfg)
-    columns: dict[str, list[float]] = {n: [] for n in names}
-    for text, lang in zip(texts, langs):
-        sig = compute_signals(text, lang, cfg)
-        for n in names:
-            columns[n].append(sig[n])
     if quality_model:
         from curation.filter.quality import score
 
         quality = pa.array(score(texts, quality_model), pa.float32())
     else:
         quality = pa.nulls(len(texts), pa.float32())
-    arrays = [table.column("id"), pa.array(langs, pa.string()), pa.array(scores, pa.float32())]
-    arrays += [pa.array(np.asarray(columns[n], dtype=np.float32)) for n in names] + [quality]
-    return pa.Table.from_arrays([a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a for a in arrays], schema=signals_schema(cfg))
+    ids = table.column("id").combine_chunks()
+    return pa.Table.from_arrays([ids, pa.array(langs, pa.string()), pa.array(scores, pa.float32()), quality], schema=BASE_SCHEMA)
+
+
+def family_table(table: pa.Table, base: pa.Table, cfg: FilterConfig, family: str) -> pa.Table:
+    """One family's signals of every document of ``table`` (languages from ``base``)."""
+    schema = family_schema(cfg, family)
+    names = schema.names[1:]
+    columns: dict[str, list[float]] = {n: [] for n in names}
+    for text, lang in zip(table.column("text").to_pylist(), base.column("language").to_pylist()):
+        sig = compute_family(text, lang, cfg, family)
+        for n in names:
+            columns[n].append(sig[n])
+    dtype = np.float32 if family == "deepseek" else np.float64
+    arrays = [table.column("id").combine_chunks()] + [pa.array(np.asarray(columns[n], dtype=dtype)) for n in names]
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def combine_signals(base: pa.Table, family_tables: list[pa.Table]) -> pa.Table:
+    """Base and family signals side by side (one row per document, same order everywhere)."""
+    out = base
+    for t in family_tables:
+        if t.num_rows != base.num_rows or t.column("id") != base.column("id"):
+            raise ValueError("signal families do not match (ids differ): rescore this shard")
+        for name in t.column_names[1:]:
+            out = out.append_column(t.schema.field(name), t.column(name))
+    return out
+
+
+def score_table(
+    table: pa.Table,
+    cfg: FilterConfig,
+    quality_model: str | None = None,
+    identify: Callable[[str], tuple[str, float]] | None = None,
+) -> pa.Table:
+    """Every signal ``cfg.preset`` decides from, for each document of ``table``, in row order."""
+    base = base_table(table, quality_model, identify)
+    return combine_signals(base, [family_table(table, base, cfg, f) for f in families(cfg)])
 
 
 def decisions(
@@ -68,10 +114,11 @@ def decisions(
 ) -> list[str | None]:
     """The first failed rule of each document (None: kept), from its signals alone."""
     rows = signals.to_pylist()
+    rules = rules_for(cfg)
     out = []
     for row, url in zip(rows, urls):
         row["url_blocked"] = is_blocked(url, blocklist)
-        out.append(first_failed_rule(row, cfg, quality_cut))
+        out.append(first_failed_rule(row, cfg, quality_cut, rules=rules))
     return out
 
 
@@ -83,8 +130,9 @@ def decide_table(
         raise ValueError("signals do not match the documents (ids differ): rescore this shard")
     urls = docs.column("url").to_pylist() if "url" in docs.column_names else [None] * docs.num_rows
     reasons = decisions(signals, urls, cfg, blocklist, quality_cut)
-    table = _with_signals(docs, signals, reasons)
+    table = _with_signals(docs, signals, reasons, cfg.preset)
     keep = pa.array([r is None for r in reasons], pa.bool_())
+    kept = _kept_text(table.filter(keep), cfg)
     stats = StageStats()
     stats.seen(docs.num_rows)
     stats.kept(sum(r is None for r in reasons))
@@ -95,17 +143,26 @@ def decide_table(
         stats.add(f"documents.{_lang_bucket(lang, cfg)}")
         if reason is not None:
             stats.add(f"dropped.{_lang_bucket(lang, cfg)}.{reason}")
-    kept_bytes = pc.sum(pc.binary_length(pc.cast(pc.filter(docs.column("text"), keep), pa.binary()))).as_py() or 0
+    kept_bytes = pc.sum(pc.binary_length(pc.cast(kept.column("text"), pa.binary()))).as_py() or 0
     stats.add("bytes_out", kept_bytes)
-    return table.filter(keep), table.filter(pc.invert(keep)), stats
+    return kept, table.filter(pc.invert(keep)), stats
+
+
+def _kept_text(kept: pa.Table, cfg: FilterConfig) -> pa.Table:
+    """Kept documents with the text their preset leaves (C4's line removals, where it runs them)."""
+    if "c4" not in families(cfg) or not kept.num_rows:
+        return kept
+    texts = [kept_text(t, cfg) for t in kept.column("text").to_pylist()]
+    i = kept.column_names.index("text")
+    return kept.set_column(i, kept.schema.field(i), pa.array(texts, kept.schema.field(i).type))
 
 
 def _lang_bucket(lang: str | None, cfg: FilterConfig) -> str:
     return lang if lang in cfg.language.keep else "other"
 
 
-def _with_signals(docs: pa.Table, signals: pa.Table, reasons: list[str | None]) -> pa.Table:
-    """Documents with language filled in and ``metadata.filter`` / ``metadata.filter_reason`` added."""
+def _with_signals(docs: pa.Table, signals: pa.Table, reasons: list[str | None], preset: str) -> pa.Table:
+    """Documents with language filled in and ``metadata.filter`` / ``filter_reason`` / ``filter_preset`` added."""
     sig_fields = [f for f in signals.schema if f.name not in ("id", "language", "language_score")]
     filt = pa.StructArray.from_arrays(
         [signals.column(f.name).combine_chunks() for f in sig_fields], fields=list(sig_fields)
@@ -114,11 +171,11 @@ def _with_signals(docs: pa.Table, signals: pa.Table, reasons: list[str | None]) 
     children, fields = [], []
     if meta is not None and pa.types.is_struct(meta.type):
         for f, child in zip(meta.type, meta.flatten()):
-            if f.name not in ("filter", "filter_reason"):
+            if f.name not in ("filter", "filter_reason", "filter_preset"):
                 children.append(child)
                 fields.append(f)
-    children += [filt, pa.array(reasons, pa.string())]
-    fields += [pa.field("filter", filt.type), pa.field("filter_reason", pa.string())]
+    children += [filt, pa.array(reasons, pa.string()), pa.array([preset] * len(reasons), pa.string())]
+    fields += [pa.field("filter", filt.type), pa.field("filter_reason", pa.string()), pa.field("filter_preset", pa.string())]
     metadata = pa.StructArray.from_arrays(children, fields=fields)
     out = docs
     for name in ("language", "language_score"):

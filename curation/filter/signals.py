@@ -328,3 +328,40 @@ def _fineweb(text: str, words: list[str], lines: list[str], cfg: FilterConfig, l
         "newline_word_ratio": text.count("\n") / max(len(words), 1),
     }
 
+
+
+# ---- signal families ------------------------------------------------------------------------------
+
+def family_names(cfg: FilterConfig, family: str) -> list[str]:
+    """The signals of one family (``curation.filter.config.PRESETS``), in their stored order."""
+    from curation.filter import reference_signals as ref
+
+    if family == "deepseek":
+        return signal_names(cfg)
+    if family == "gopher":
+        return ref.gopher_names(cfg)
+    if family == "c4":
+        return list(ref.C4_NAMES)
+    raise ValueError(f"unknown signal family {family!r}")
+
+
+def compute_family(text: str, language: str | None, cfg: FilterConfig, family: str) -> dict[str, float]:
+    from curation.filter import reference_signals as ref
+
+    if family == "deepseek":
+        return compute_signals(text, language, cfg)
+    if family == "gopher":
+        return ref.gopher_signals(text, cfg)
+    if family == "c4":
+        return ref.c4_signals(text, cfg)
+    raise ValueError(f"unknown signal family {family!r}")
+
+
+def compute_families(text: str, language: str | None, cfg: FilterConfig, names: tuple[str, ...] | None = None) -> dict[str, float]:
+    """Every signal the families ``names`` (default: those of ``cfg.preset``) hold, as one dict."""
+    from curation.filter.config import families
+
+    out: dict[str, float] = {}
+    for family in names if names is not None else families(cfg):
+        out.update(compute_family(text, language, cfg, family))
+    return out
