@@ -65,5 +65,11 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pipelines.config import ConfigError
+
     args = build_parser().parse_args(argv)
-    return int(args._run(args) or 0)
+    try:
+        return int(args._run(args) or 0)
+    except ConfigError as e:  # a user's setting: one line naming it, not a traceback
+        print(f"{args.stage}: {e}", file=sys.stderr)
+        return 2
