@@ -313,12 +313,13 @@ def _import_jsonl(specs: list[str], output: str) -> int:
     """Dolma/CCNet JSONL(.gz) files into document shards: one Ray task and one shard per file."""
     files, missing = io.expand_inputs(specs, TEXT_SUFFIXES)
     names = _unique_names(files)
-    tasks = [(f, io.join(output, n + ".parquet"), io.join(output, "_stats", n + ".json")) for f, n in zip(files, names)]
+    tasks = [(f, io.join(io.data_folder(output), n + ".parquet"), io.join(output, "_stats", n + ".json")) for f, n in zip(files, names)]
     with runtime.Timer() as t:
         results = runtime.run_tasks(_import_file, tasks, desc="import")
     stats = runtime.merge_results(StageStats(failed_files=dict(missing)), files, results)
     stats.check()
     io.write_json(stats.to_dict(), io.join(output, "stats.json"))
+    io.write_dataset_card(output, "Imported documents", [f"{stats.output:,} documents from {len(files)} JSONL files."])
     runtime.print_summary("import", stats, t.seconds, {"files": len(files) + len(missing)})
     return 1 if stats.failed_files else 0
 

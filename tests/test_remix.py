@@ -66,7 +66,7 @@ def test_quotas_fill_to_targets_under_the_epoch_cap():
 
 
 def _digests(folder: str) -> dict[str, str]:
-    return {os.path.basename(p): hashlib.sha256(open(p, "rb").read()).hexdigest() for p in sorted(glob.glob(os.path.join(folder, "shard-*.parquet")))}
+    return {os.path.basename(p): hashlib.sha256(open(p, "rb").read()).hexdigest() for p in sorted(glob.glob(os.path.join(folder, "data", "shard-*.parquet")))}
 
 
 @pytest.mark.parametrize("unit", ["documents", "bytes"])
@@ -109,3 +109,44 @@ def test_remix_mixture_accounting_and_determinism(ray_session, inputs, tmp_path,
     before = _digests(a)
     assert remix([str(inputs / "three")], a, cfg) == 0
     assert _digests(a) == before
+
+
+def test_rehydration_writes_duplicated_documents_by_cluster_size(ray_session, sample_docs, tmp_path):
+    """Real pages re-crawled over four dumps, deduplicated by the dedup stage (which records each
+    kept document's cluster size); remix with ``rehydrate=true`` writes every kept document as
+    many times as FineWeb-2's table gives its cluster size, and within the input's budget
+    (scale 1) shifts copies from singletons to documents that had duplicates."""
+    from collections import Counter
+
+    from curation.dedup import DedupConfig
+    from curation.dedup.corpus import CorpusConfig, generate
+    from curation.remix import rehydration_weights
+    from pipelines.dedup import dedup
+    from pipelines.remix import remix
+    from storage import io
+
+    docs = generate(sample_docs[:120], CorpusConfig(dumps=4, seed=3, new_pages=0.1))
+    io.write_parquet(documents_to_table(docs), str(tmp_path / "crawl" / "all.parquet"))
+    assert dedup([str(tmp_path / "crawl")], str(tmp_path / "dedup"), DedupConfig()) == 0
+    kept = pq.read_table(tmp_path / "dedup" / "documents")
+    sizes = kept.column("metadata").combine_chunks().field("dedup_cluster_size").to_pylist()
+    by_size = Counter(1 if s is None else s for s in sizes)
+    assert by_size[1] > 0 and sum(n for s, n in by_size.items() if s >= 2) > 20, by_size
+
+    one_domain = dict(domains=[], weights={"other": 1.0}, unit="documents", shard_target_docs=200, rehydrate=True)
+    weights = rehydration_weights(sizes, RemixConfig().rehydrate_weights)
+    exact = RemixConfig(**one_domain, scale=float(weights.sum() / len(weights)))
+    assert remix([str(tmp_path / "dedup" / "documents")], str(tmp_path / "exact"), exact) == 0
+    written = Counter(pq.read_table(tmp_path / "exact" / "data", columns=["id"]).column("id").to_pylist())
+    assert [written[i] for i in kept.column("id").to_pylist()] == weights.tolist()
+    table = json.load(open(tmp_path / "exact" / "manifest.json"))["rehydration"]
+    assert table["enabled"] and table["by_cluster_size"]["2"] == {"weight": 2, "documents": by_size[2], "copies_written": 2 * by_size[2],
+                                                                  "copies_per_document": 2.0 if by_size[2] else None}
+
+    budget = RemixConfig(**one_domain)  # as many documents out as in: rehydration only redistributes
+    assert remix([str(tmp_path / "dedup" / "documents")], str(tmp_path / "budget"), budget) == 0
+    m = json.load(open(tmp_path / "budget" / "manifest.json"))
+    assert abs(m["documents_after"] - kept.num_rows) <= 2
+    rows = m["rehydration"]["by_cluster_size"]
+    per_doc = [rows[k]["copies_per_document"] for k in ("1", "2", "3-4")]
+    assert per_doc[0] < 1 and per_doc == sorted(per_doc) and per_doc[2] > 2 * per_doc[0], rows
