@@ -5,7 +5,7 @@ normalised words (lowercased, punctuation stripped) with a benchmark; datatrove'
 ``NGramsDecontFilter`` does the same with 12-grams over hashed n-grams of each task's answers and
 the n-grams spanning question and answer. Here, by default:
 
-- **words**: the text in Unicode NFKD with combining marks dropped, casefolded; a word is a run of
+- **words**: the text in Unicode NFKD with its diacritics dropped, casefolded; a word is a run of
   letters and digits, and each CJK character is a word of its own (Chinese has no spaces);
   punctuation, symbols and whitespace only separate words. ``normalize_numbers`` turns every digit
   run into ``0`` (datatrove's ``norm_numbers``); it is off, as in GPT-3, because GSM8K problems of
@@ -46,7 +46,11 @@ _WORD = re.compile(rf"[{_CJK}]|[^\W_{_CJK}]+")
 _DIGITS = re.compile(r"\d+")
 # GSM8K's calculator annotations inside its solutions: "48/2 = <<48/2=24>>24".
 _CALCULATOR = re.compile(r"<<[^<>]*>>")
-_PRIME = np.uint64(0x100000001B3)  # the 64-bit FNV prime: odd, so the combination stays invertible
+_PRIME = np.uint64(0x100000001B3)
+# A bitmap over the low bits of the index's hashes screens a document's n-grams before the
+# sorted search (4M entries, 4 MB: about 4% of non-matching n-grams pass it for GSM8K test).
+_FILTER_BITS = 22
+_FILTER_MASK = np.uint64((1 << _FILTER_BITS) - 1)  # the 64-bit FNV prime: odd, so the combination stays invertible
 
 REPO = Path(__file__).resolve().parents[1]
 # The drop reason every stage counts a contaminated document or record under.
@@ -77,11 +81,19 @@ class Match:
         return {"eval_set": self.eval_set, "eval_record": self.record, "ngram": self.ngram, "word_offset": self.position}
 
 
+
+
+# The combining diacritics left by NFKD in Latin, Greek and Cyrillic text (the Combining
+# Diacritical Marks blocks): "café" and "cafe" are one word. Marks of other scripts (Devanagari
+# vowel signs, Arabic harakat) stay: they are letters of those words, not accents. A character
+# class of these few blocks is about 7x faster than of every combining mark.
+_COMBINING = re.compile("[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]+")
+
+
 def words(text: str, normalize_numbers: bool = False) -> list[str]:
     """The normalised words of ``text`` (see the module docstring)."""
-    t = unicodedata.normalize("NFKD", text)
-    t = "".join(c for c in t if not unicodedata.combining(c)).casefold()
-    out = _WORD.findall(t)
+    t = text if text.isascii() else _COMBINING.sub("", unicodedata.normalize("NFKD", text))
+    out = _WORD.findall(t.casefold())
     if normalize_numbers:
         out = [_DIGITS.sub("0", w) for w in out]
     return out
@@ -179,6 +191,10 @@ class ContaminationIndex:
         h.update(json.dumps([cfg.ngram, cfg.normalize_numbers, names]).encode())
         h.update(hashes.tobytes())
         self.digest = h.hexdigest()
+        self._filter: np.ndarray | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_filter": None}
 
     @classmethod
     def build(cls, eval_sets: dict[str, Iterable[Any]], cfg: DecontaminationConfig) -> "ContaminationIndex":
@@ -247,13 +263,19 @@ class ContaminationIndex:
         h = ngram_hashes(ws, self.ngram)
         if not len(h):
             return None
-        at = np.searchsorted(self.hashes, h)
+        if self._filter is None:  # built where it is used, not shipped with the index
+            self._filter = np.zeros(1 << _FILTER_BITS, dtype=bool)
+            self._filter[self.hashes & _FILTER_MASK] = True
+        cand = np.flatnonzero(self._filter[h & _FILTER_MASK])  # ~4% false candidates, no misses
+        if not len(cand):
+            return None
+        at = np.searchsorted(self.hashes, h[cand])
         at[at == len(self.hashes)] = 0
-        hit = np.flatnonzero(self.hashes[at] == h)
+        hit = np.flatnonzero(self.hashes[at] == h[cand])
         if not len(hit):
             return None
-        i = int(hit[0])
-        j = int(at[i])
+        i = int(cand[hit[0]])
+        j = int(at[hit[0]])
         return Match(self.names[int(self.sets[j])], int(self.records[j]), " ".join(ws[i : i + self.ngram]), i)
 
     def summary(self) -> dict[str, Any]:

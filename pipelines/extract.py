@@ -56,10 +56,10 @@ def run(args: argparse.Namespace) -> int:
         print("extract: no input given (use --input or --cc-dump)", file=sys.stderr)
         return 2
     cc_cfg = commoncrawl.config_from_args(args) if args.cc_dump else None
+    shards = [io.join(io.data_folder(args.output), name + ".parquet") for name in shard_names(inputs)]
     tasks = [
-        (path, io.join(io.data_folder(args.output), name + ".parquet"), io.join(args.output, "_stats", name + ".json"),
-         dataclasses.asdict(cfg), dump, dataclasses.asdict(cc_cfg) if cc_cfg else None)
-        for path, name in zip(inputs, shard_names(inputs))
+        (path, shard, io.shard_stats_path(shard), dataclasses.asdict(cfg), dump, dataclasses.asdict(cc_cfg) if cc_cfg else None)
+        for path, shard in zip(inputs, shards)
     ]
     runtime.init_ray()
     with runtime.Timer() as timer:

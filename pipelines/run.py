@@ -340,7 +340,8 @@ def _import_jsonl(specs: list[str], output: str) -> int:
     """Dolma/CCNet JSONL(.gz) files into document shards: one Ray task and one shard per file."""
     files, missing = io.expand_inputs(specs, TEXT_SUFFIXES)
     names = _unique_names(files)
-    tasks = [(f, io.join(io.data_folder(output), n + ".parquet"), io.join(output, "_stats", n + ".json")) for f, n in zip(files, names)]
+    shards = [io.join(io.data_folder(output), n + ".parquet") for n in names]
+    tasks = [(f, s, io.shard_stats_path(s)) for f, s in zip(files, shards)]
     with runtime.Timer() as t:
         results = runtime.run_tasks(_import_file, tasks, desc="import")
     stats = runtime.merge_results(StageStats(failed_files=dict(missing)), files, results)
