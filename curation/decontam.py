@@ -194,7 +194,10 @@ class ContaminationIndex:
         self._filter: np.ndarray | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_filter": None}
+        return {k: v for k, v in self.__dict__.items() if k != "_filter"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, _filter=None)
 
     @classmethod
     def build(cls, eval_sets: dict[str, Iterable[Any]], cfg: DecontaminationConfig) -> "ContaminationIndex":

@@ -62,7 +62,7 @@ def evaluate(checkpoint: str, tokenizer: str | None, output: str, data: str, cfg
     from pipelines.runtime import TaskFailure, Timer, print_summary, run_tasks
     from training.evaluate import is_hf_folder, questions
 
-    if not os.path.exists(checkpoint):
+    if not io.exists(checkpoint):
         raise ConfigError(f"--checkpoint {checkpoint}: no such folder")
     if not is_hf_folder(checkpoint) and not tokenizer:
         raise ConfigError(f"--checkpoint {checkpoint} is a trainer checkpoint: give its tokenizer too (--tokenizer)")
@@ -70,7 +70,9 @@ def evaluate(checkpoint: str, tokenizer: str | None, output: str, data: str, cfg
         data = resolve_eval_set(data)
     except FileNotFoundError:
         raise ConfigError(f"--data {data}: no such file") from None
-    settings = {"checkpoint": os.path.abspath(checkpoint), "tokenizer": tokenizer and os.path.abspath(tokenizer), "data": os.path.abspath(data),
+    from pipelines.sft import absolute
+
+    settings = {"checkpoint": absolute(checkpoint), "tokenizer": tokenizer and absolute(tokenizer), "data": absolute(data),
                 "limit": limit, "eval": dataclasses.asdict(cfg)}
     stats_path = io.join(output, "stats.json")
     if io.exists(stats_path) and io.read_json(stats_path).get("settings") == settings:

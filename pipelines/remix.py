@@ -40,6 +40,7 @@ import pyarrow.compute as pc
 
 from curation.remix import (
     BINS, DomainAssigner, RemixConfig, copies, copy_bins, cut_bins, domain_quotas, rehydration_weights, shuffle_keys, target_shares,
+    weight_keys,
 )
 from curation.stats import StageStats
 from pipelines import config, runtime
@@ -309,9 +310,7 @@ def _sample_shard(task: dict) -> dict:
         sel = np.flatnonzero(dom == d)
         np.add.at(n, vrows[sel], copies(plan[d]["epochs"], vbins[sel], plan[d]["cut"]))
     stats = StageStats()
-    keys = np.array(sorted(cfg.rehydrate_weights), dtype=np.int64)
-    bucket = keys[np.maximum(np.searchsorted(keys, [1 if s is None else int(s) for s in cluster_sizes], side="right") - 1, 0)]
-    for k, c in zip(bucket.tolist(), n.tolist()):
+    for k, c in zip(weight_keys(cluster_sizes, cfg.rehydrate_weights).tolist(), n.tolist()):
         stats.add(f"cluster_size.{k}.documents")
         stats.add(f"cluster_size.{k}.copies", c)
     stats.seen(len(ids))

@@ -65,6 +65,21 @@ def test_quotas_fill_to_targets_under_the_epoch_cap():
     assert domain_quotas({"a": 5.0, "z": 7.0}, {"a": 1.0}, 12.0, 4.0) == {"a": 12.0, "z": 0.0}
 
 
+def test_rehydration_weights_are_fineweb2s_table_and_weight_1_is_the_plain_remix():
+    import numpy as np
+
+    from curation.remix import copy_bins, rehydration_weights, unit_bins
+
+    sizes = [None, 1, 2, 3, 4, 5, 99, 100, 999, 1000, 5000]
+    assert rehydration_weights(sizes, RemixConfig().rehydrate_weights).tolist() == [1, 1, 2, 3, 3, 5, 5, 8, 8, 1, 1]
+    ids = [f"doc-{i}" for i in range(50)]
+    rows, bins = copy_bins(3, ids, np.ones(50, dtype=np.int64))
+    assert rows.tolist() == list(range(50)) and bins.tolist() == unit_bins(3, ids).tolist()
+    rows, bins = copy_bins(3, ids, np.full(50, 3, dtype=np.int64))
+    assert rows.tolist() == [i for i in range(50) for _ in range(3)] and (bins[::3] == unit_bins(3, ids)).all()
+    assert len(set(bins.tolist())) > 140  # the extra copies draw numbers of their own
+
+
 def _digests(folder: str) -> dict[str, str]:
     return {os.path.basename(p): hashlib.sha256(open(p, "rb").read()).hexdigest() for p in sorted(glob.glob(os.path.join(folder, "data", "shard-*.parquet")))}
 

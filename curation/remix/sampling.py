@@ -64,14 +64,17 @@ def shuffle_keys(seed: int, ids: list[str], copy_index: np.ndarray) -> np.ndarra
     return _hash64(seed, "shuffle", [f"{i}\x00{c}" for i, c in zip(ids, copy_index.tolist())])
 
 
-def rehydration_weights(cluster_sizes: list[int | None], table: dict[int, int]) -> np.ndarray:
-    """Each document's copies from its duplicate cluster's size (None: no duplicates, size 1):
-    the value of the largest key of ``table`` not above the size (1 below every key)."""
+def weight_keys(cluster_sizes: list[int | None], table: dict[int, int]) -> np.ndarray:
+    """The row of ``table`` each document falls in: the largest key not above its duplicate
+    cluster's size (None: no duplicates, size 1; below every key: the smallest key)."""
     keys = np.array(sorted(table), dtype=np.int64)
-    values = np.array([table[k] for k in sorted(table)], dtype=np.int64)
     sizes = np.array([1 if s is None else int(s) for s in cluster_sizes], dtype=np.int64)
-    at = np.searchsorted(keys, sizes, side="right") - 1
-    return np.where(at >= 0, values[np.maximum(at, 0)], 1).astype(np.int64)
+    return keys[np.maximum(np.searchsorted(keys, sizes, side="right") - 1, 0)]
+
+
+def rehydration_weights(cluster_sizes: list[int | None], table: dict[int, int]) -> np.ndarray:
+    """Each document's copies from its duplicate cluster's size, by ``table`` (:func:`weight_keys`)."""
+    return np.array([table[k] for k in weight_keys(cluster_sizes, table).tolist()], dtype=np.int64)
 
 
 def copy_bins(seed: int, ids: list[str], weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
