@@ -181,6 +181,18 @@ chat: install
 eval-repetition: install
 	$(PY) -m pipelines eval-repetition --checkpoint $(OUT)/dpo --tokenizer $(ALIGN_TOKENIZER) --limit 64 --output $(OUT)/repetition
 
+## ---- decontamination and the GSM8K score (issue 15) ----
+.PHONY: eval bench-decontam
+# GSM8K test accuracy of a checkpoint (EVAL_FROM: a run, a checkpoint or a Hugging Face folder).
+EVAL_FROM  ?= $(OUT)/dpo
+EVAL_ARGS  ?= --limit 100
+eval: install
+	$(PY) -m pipelines eval --checkpoint $(EVAL_FROM) --tokenizer $(ALIGN_TOKENIZER) --output $(OUT)/eval $(EVAL_ARGS)
+
+# The GSM8K test index, the check's speed on the sample's web text, matches per bundled training set.
+bench-decontam: install
+	$(PY) benchmarks/bench_decontam.py
+
 # SFT and DPO steps vs pre-training steps on the same model: tokens/s side by side; held-out
 # answer loss before/after SFT, reward accuracy and margin before/after DPO.
 bench-align: install

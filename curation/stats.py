@@ -21,6 +21,9 @@ class StageStats:
     counters: Counter = field(default_factory=Counter)
     # Inputs that could not be read at all: {name: error message}.
     failed_files: dict[str, str] = field(default_factory=dict)
+    # One example per named reason or counter (e.g. the n-gram a contaminated document shared
+    # with an evaluation set): JSON values; on merge the earlier one stays.
+    examples: dict[str, Any] = field(default_factory=dict)
 
     def seen(self, n: int = 1) -> None:
         self.input += n
@@ -34,12 +37,18 @@ class StageStats:
     def add(self, name: str, value: float = 1) -> None:
         self.counters[name] += value
 
+    def example(self, name: str, value: Any) -> None:
+        """Keep ``value`` as the example of ``name`` unless one is kept already."""
+        self.examples.setdefault(name, value)
+
     def merge(self, other: "StageStats") -> "StageStats":
         self.input += other.input
         self.output += other.output
         self.dropped.update(other.dropped)
         self.counters.update(other.counters)
         self.failed_files.update(other.failed_files)
+        for k, v in other.examples.items():
+            self.examples.setdefault(k, v)
         return self
 
     def check(self) -> None:
@@ -52,13 +61,16 @@ class StageStats:
             )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "input": self.input,
             "output": self.output,
             "dropped": dict(sorted(self.dropped.items())),
             "counters": {k: _plain(v) for k, v in sorted(self.counters.items())},
             "failed_files": dict(sorted(self.failed_files.items())),
         }
+        if self.examples:
+            out["examples"] = dict(sorted(self.examples.items()))
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "StageStats":
@@ -68,6 +80,7 @@ class StageStats:
             dropped=Counter(d.get("dropped", {})),
             counters=Counter(d.get("counters", {})),
             failed_files=dict(d.get("failed_files", {})),
+            examples=dict(d.get("examples", {})),
         )
 
 

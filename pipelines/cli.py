@@ -25,6 +25,7 @@ STAGES = [
     "pipelines.sft",
     "pipelines.dpo",
     "pipelines.generate",
+    "pipelines.evaluate",
     "pipelines.run",
 ]
 

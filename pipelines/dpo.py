@@ -3,7 +3,8 @@
 Three steps, each resumable:
 1. Ray tasks, one per input file (orca pairs, hh-rlhf dialogues, or ``prompt``/``chosen``/
    ``rejected`` records): adapt, tokenise chosen and rejected conversations with the answer
-   mask, drop pairs longer than the context (``too_long``), mark a held-out share by hash;
+   mask, drop pairs longer than the context (``too_long``) and pairs sharing a 13-gram with an
+   evaluation set (``contamination``, as SFT), mark a held-out share by hash;
    ``<run>/pairs/<file>.parquet``.
 2. With ``--reference precomputed`` (default): Ray tasks, one per pair shard, run the frozen
    starting checkpoint once over its pairs and write the summed answer log-probs beside them,
@@ -28,7 +29,8 @@ from typing import Any
 from storage import io
 from pipelines.runtime import TaskFailure, Timer, print_summary, run_tasks
 from pipelines.sft import (
-    SUFFIXES, _resolve, absolute, add_common_arguments, check_tokenizer, prepare_chat_file, prepare_files, shard_name, tokenizer_file,
+    SUFFIXES, _resolve, absolute, add_common_arguments, check_tokenizer, contamination_index, prepare_chat_file, prepare_files, shard_name,
+    tokenizer_file,
 )
 
 NAME = "dpo"
@@ -92,9 +94,10 @@ def run(args: argparse.Namespace) -> int:
     files, missing = io.expand_inputs(args.data, SUFFIXES)
     max_len = cfg.max_seq_len or model_config(run_cfg["model"]).max_seq_len
     pair_dir, ref_dir = io.join(cfg.run_dir, "pairs"), io.join(cfg.run_dir, "reference")
+    contamination = contamination_index(args)
     with Timer() as t:
         stats = prepare_files(files, pair_dir, prepare_chat_file,
-                              (tok_path, max_len, args.held_out_fraction, cfg.seed, pair_examples, pairs_table), "dpo: tokenise pairs")
+                              (tok_path, max_len, args.held_out_fraction, cfg.seed, pair_examples, pairs_table, contamination), "dpo: tokenise pairs")
         stats.failed_files.update(missing)
         stats.check()
         shards = [io.join(pair_dir, shard_name(f) + ".parquet") for f in files if f not in stats.failed_files]
@@ -123,7 +126,9 @@ def run(args: argparse.Namespace) -> int:
     stats.add("steps", result["steps"])
     stats.add("seconds", t.seconds)
     stats.add("reference_seconds", tr.seconds)
-    io.write_json({**stats.to_dict(), "dpo": result}, io.join(cfg.run_dir, "stats.json"))
+    from curation import decontam
+
+    io.write_json({**stats.to_dict(), "decontamination": decontam.summary(stats, contamination), "dpo": result}, io.join(cfg.run_dir, "stats.json"))
     print_summary(NAME, stats, t.seconds, {"pairs trained": result["train_pairs"], "steps": result["steps"]})
     b, a = result.get("held_out_before"), result.get("held_out_after")
     if b and a:

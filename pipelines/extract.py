@@ -1,6 +1,6 @@
 """``python -m pipelines extract``: WARC/WET/ARC files in, documents (zstd Parquet) out.
 
-One Ray task per input file writes one shard, ``<output>/<file>.parquet``, and its stats
+One Ray task per input file writes one shard, ``<output>/data/<file>.parquet``, and its stats
 ``<output>/_stats/<file>.json``; the stage merges them, in input order, into
 ``<output>/stats.json``. A shard appears only when complete (temporary name, then rename), so a
 re-run skips the files already done. Record order and ids do not depend on scheduling, so the
@@ -56,10 +56,10 @@ def run(args: argparse.Namespace) -> int:
         print("extract: no input given (use --input or --cc-dump)", file=sys.stderr)
         return 2
     cc_cfg = commoncrawl.config_from_args(args) if args.cc_dump else None
+    shards = [io.join(io.data_folder(args.output), name + ".parquet") for name in shard_names(inputs)]
     tasks = [
-        (path, io.join(args.output, name + ".parquet"), io.join(args.output, "_stats", name + ".json"),
-         dataclasses.asdict(cfg), dump, dataclasses.asdict(cc_cfg) if cc_cfg else None)
-        for path, name in zip(inputs, shard_names(inputs))
+        (path, shard, io.shard_stats_path(shard), dataclasses.asdict(cfg), dump, dataclasses.asdict(cc_cfg) if cc_cfg else None)
+        for path, shard in zip(inputs, shards)
     ]
     runtime.init_ray()
     with runtime.Timer() as timer:
@@ -68,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
     total.failed_files.update(missing)
     total.check()
     io.write_json(total.to_dict(), io.join(args.output, "stats.json"))
+    io.write_dataset_card(args.output, "Extracted documents", [f"{total.output:,} documents from {len(tasks)} archive files."])
     runtime.print_summary(
         NAME, total, timer.seconds,
         {"files": len(tasks) + len(missing), "files failed": len(total.failed_files), "KB read": total.counters["bytes_read"] / 1e3},

@@ -9,11 +9,15 @@ Two phases of Ray tasks, one task per input shard in each, handing off through f
    from (``curation.filter.config.PRESETS``). A re-run with other thresholds scores nothing; one
    with another preset scores only the families it adds.
 2. ``decide``: the preset's named rules (``curation.filter.rules``) over the signals; kept
-   documents go to ``<output>/<shard>.parquet`` with the signals in ``metadata.filter`` and the
+   documents go to ``<output>/data/<shard>.parquet`` with the signals in ``metadata.filter`` and the
    preset in ``metadata.filter_preset``; with ``--write-rejects`` the dropped ones go to
    ``<output>-rejects/`` (or the folder given) with the first rule they failed in
    ``metadata.filter_reason``. Per-shard stats in ``<output>/_stats/``, merged in input order into
    ``<output>/stats.json`` (input == output + drops per rule).
+3. ``decontamination`` (inside each decide task, on the documents the rules kept): a document
+   sharing a 13-gram with an evaluation set (``curation.decontam``; the index is built once by the
+   driver from ``decontamination.eval_sets``) is dropped as ``contamination``; ``stats.json`` names
+   the set and shows an example match under ``decontamination``.
 
 ``--set preset=fineweb`` (or ``gopher``, ``c4``) applies that preset's settings under the config
 file and the other ``--set`` values (``load_config``). ``quality.top_fraction`` needs one
@@ -35,7 +39,10 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from curation import decontam
+from curation.decontam import ContaminationIndex
 from curation.filter import FilterConfig, decide_table
 from curation.filter.blocklist import parse_blocklist
 from curation.filter.config import PRESETS, families, family_settings
@@ -93,6 +100,7 @@ def filter_documents(inputs: list[str], output: str, cfg: FilterConfig, rejects:
     files = [f for f in files if not os.path.basename(f).startswith(".")]
     names = _shard_names(files)
     folders = signal_folders(output, cfg, model)
+    contamination = _contamination_index(cfg)
     runtime.init_ray()
     total = StageStats(failed_files=dict(missing))
     with runtime.Timer() as timer:
@@ -113,19 +121,20 @@ def filter_documents(inputs: list[str], output: str, cfg: FilterConfig, rejects:
 
         # 2. decide
         decision = {"config": dataclasses.asdict(cfg), "blocklist": io.json_digest(blocklist_text), "quality_cut": cut,
-                    "rejects": rejects, "signals": {f: os.path.basename(d) for f, d in folders.items()}}
+                    "rejects": rejects, "signals": {f: os.path.basename(d) for f, d in folders.items()},
+                    "contamination_index": contamination.digest if contamination else None}
         stamp_path = io.join(output, "decision.json")
         fresh = not io.exists(stamp_path) or io.read_json(stamp_path) != json.loads(json.dumps(decision))
         decide_tasks = [
             score_tasks[i] | {
-                "out": io.join(output, names[i] + ".parquet"),
+                "out": io.join(io.data_folder(output), names[i] + ".parquet"),
                 "rejects": io.join(rejects, names[i] + ".parquet") if rejects else None,
-                "stats": io.join(output, "_stats", names[i] + ".json"),
+                "stats": io.shard_stats_path(io.join(io.data_folder(output), names[i] + ".parquet")),
                 "blocklist": blocklist_text, "cut": cut, "redo": fresh,
             }
             for i in ok
         ]
-        results = runtime.run_tasks(_decide_shard, decide_tasks, desc="filter: decide", max_in_flight=workers)
+        results = runtime.run_tasks(_decide_shard, decide_tasks, desc="filter: decide", max_in_flight=workers, args=(contamination,))
         runtime.merge_results(total, [t["path"] for t in decide_tasks], results)
         io.write_json(decision, stamp_path)
     total.check()
@@ -133,7 +142,9 @@ def filter_documents(inputs: list[str], output: str, cfg: FilterConfig, rejects:
     summary["preset"] = cfg.preset
     summary["quality_cut"] = cut
     summary["drops_by_language"] = _drops_by_language(total)
+    summary["decontamination"] = decontam.summary(total, contamination)
     io.write_json(summary, io.join(output, "stats.json"))
+    io.write_dataset_card(output, "Quality-filtered documents", [f"{total.output:,} of {total.input:,} documents kept; drops by rule in `stats.json`."])
     runtime.print_summary(NAME, total, timer.seconds, {"shards": len(files), "MB kept": total.counters["bytes_out"] / 1e6})
     print(f"  {'preset':<24} {cfg.preset}", file=sys.stderr)
     return 1 if total.failed_files else 0
@@ -251,7 +262,7 @@ def _top_fraction_cut(scores: np.ndarray, fraction: float) -> float | None:
     return float(ordered[k - 1])
 
 
-def _decide_shard(task: dict[str, Any]) -> dict:
+def _decide_shard(task: dict[str, Any], contamination: ContaminationIndex | None = None) -> dict:
     if not task["redo"] and io.exists(task["out"]) and io.exists(task["stats"]) and (not task["rejects"] or io.exists(task["rejects"])):
         return io.read_json(task["stats"])
     cpu = time.process_time()
@@ -259,6 +270,7 @@ def _decide_shard(task: dict[str, Any]) -> dict:
     docs = io.read_parquet(task["path"])
     signals, score_cpu = _read_signals(task)
     kept, dropped, stats = decide_table(docs, signals, cfg, parse_blocklist(task["blocklist"]), task["cut"])
+    kept, dropped = _decontaminate(kept, dropped, stats, contamination, cfg)
     stats.add("cpu_seconds_score", score_cpu)
     stats.check()
     stats.add("cpu_seconds_decide", time.process_time() - cpu)
@@ -267,6 +279,56 @@ def _decide_shard(task: dict[str, Any]) -> dict:
         io.write_parquet(dropped, task["rejects"])
     io.write_parquet(kept, task["out"])
     return stats.to_dict()
+
+
+# ---- decontamination --------------------------------------------------------------------------
+
+def _contamination_index(cfg: FilterConfig) -> ContaminationIndex | None:
+    """The n-gram index of the evaluation sets (built once, here in the driver), or None when off."""
+    if not cfg.decontamination.enabled:
+        return None
+    try:
+        return ContaminationIndex.from_files(cfg.decontamination, read=_read_bytes)
+    except (OSError, ValueError) as e:
+        raise config.ConfigError(str(e)) from None
+
+
+def _read_bytes(path: str) -> bytes:
+    with io.open_input(path) as f:
+        return f.read()
+
+
+def _decontaminate(kept: pa.Table, dropped: pa.Table, stats: StageStats, index: ContaminationIndex | None,
+                   cfg: FilterConfig) -> tuple[pa.Table, pa.Table]:
+    """Move the kept documents that share an n-gram with an evaluation set to the dropped ones
+    (``filter_reason`` = ``contamination``), counting them per set with an example match."""
+    if index is None or not kept.num_rows:
+        return kept, dropped
+    texts = kept.column("text").to_pylist()
+    matches = [index.find(t) for t in texts]
+    hit = [m is not None for m in matches]
+    if not any(hit):
+        return kept, dropped
+    ids, langs = kept.column("id").to_pylist(), kept.column("language").to_pylist()
+    urls = kept.column("url").to_pylist() if "url" in kept.column_names else [None] * kept.num_rows
+    for m, doc_id, lang, url, text in zip(matches, ids, langs, urls, texts):
+        if m is None:
+            continue
+        stats.output -= 1  # decide_table counted it kept
+        decontam.count(stats, m, id=doc_id, url=url)
+        stats.add(f"dropped.{lang if lang in cfg.language.keep else 'other'}.{decontam.REASON}")
+        stats.add("bytes_out", -len(text.encode("utf-8")))
+    mask = pa.array(hit, pa.bool_())
+    moved = _with_reason(kept.filter(mask), decontam.REASON)
+    return kept.filter(pc.invert(mask)), pa.concat_tables([dropped, moved.cast(dropped.schema)])
+
+
+def _with_reason(table: pa.Table, reason: str) -> pa.Table:
+    meta = table.column("metadata").combine_chunks()
+    fields = list(meta.type)
+    children = [meta.field(i) for i in range(meta.type.num_fields)]
+    children[meta.type.get_field_index("filter_reason")] = pa.array([reason] * table.num_rows, pa.string())
+    return table.set_column(table.column_names.index("metadata"), "metadata", pa.StructArray.from_arrays(children, fields=fields))
 
 
 # ---- helpers ----------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 # The order in which ``run`` executes the stages; ``stages:`` may list a prefix or a subset.
-STAGE_ORDER = ("import", "extract", "dedup", "filter", "remix", "train-tokenizer", "tokenize", "pretrain", "sft", "dpo", "generate")
+STAGE_ORDER = ("import", "extract", "dedup", "filter", "remix", "train-tokenizer", "tokenize", "pretrain", "sft", "dpo", "eval", "generate")
 
 
 @dataclass
@@ -127,6 +127,21 @@ class DPOSection(TrainLaunch):
 
 
 @dataclass
+class EvalSection:
+    # GSM8K test scored after each training stage that finished (pretrain, sft, dpo), by
+    # `pipelines eval` (greedy, zero-shot, the final number compared); shown in the report.
+    data: str = "data/sample/sft/gsm8k-test.jsonl"
+    # The first N questions (None: all 1,319): a run-size choice.
+    limit: Optional[int] = None
+    max_new_tokens: int = 256
+    # The prompt: an optional system turn, and the user turn ({question} is the question).
+    system: Optional[str] = None
+    template: str = "{question}"
+    chunk: int = 8  # questions per Ray task
+    device: str = "cpu"  # cpu: Ray tasks; cuda: in the driver, on its GPU
+
+
+@dataclass
 class GenerateSection:
     # The closing proof of life: one answer from the final (DPO) model, saved to <output>/answer.json.
     prompt: str = "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. How many clips did Natalia sell altogether in April and May?"
@@ -156,4 +171,5 @@ class PipelineConfig:
     pretrain: PretrainSection = field(default_factory=PretrainSection)
     sft: SFTSection = field(default_factory=SFTSection)
     dpo: DPOSection = field(default_factory=DPOSection)
+    eval: EvalSection = field(default_factory=EvalSection)
     generate: GenerateSection = field(default_factory=GenerateSection)

@@ -10,10 +10,17 @@ Phases (Ray tasks; everything between them goes through files or small summaries
    more below the cut; each copy gets a 64-bit shuffle key from (seed, id, copy) and goes to the
    part of the key range it falls in: ``<output>/_shuffle/b=NNNNN/<shard>.arrow``.
 4. ``shuffle`` (one task per output shard): the pieces of one key range, sorted by key, written as
-   ``<output>/shard-NNNNN.parquet`` (id, text, domain, dump, url, language, epoch).
+   ``<output>/data/shard-NNNNN.parquet`` (id, text, domain, dump, url, language, epoch).
+
+With ``rehydrate=true`` (FineWeb-2's rehydration, off by default) a document counts as the copies
+``rehydrate_weights`` gives its duplicate cluster's size (dedup's ``metadata.dedup_cluster_size``)
+before the mixture is applied: the domain quotas stay what they are (shares of the output, the
+epoch cap on the domain's unique text), and within a domain the copies go to documents in
+proportion to their weights (``curation.remix.sampling.copy_bins``).
 
 ``manifest.json`` records per domain documents and bytes before and after, target and achieved
-shares and the epochs used; ``stats.json`` counts every input document as written at least once or
+shares and the epochs used, and under ``rehydration`` the documents and copies written by
+cluster size; ``stats.json`` counts every input document as written at least once or
 dropped by down-sampling. Every choice depends only on the seed and the ids, so the shards are
 byte-identical for any number of workers or input shards.
 """
@@ -32,7 +39,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curation.remix import (
-    BINS, DomainAssigner, RemixConfig, copies, cut_bins, domain_quotas, shuffle_keys, target_shares, unit_bins,
+    BINS, DomainAssigner, RemixConfig, copies, copy_bins, cut_bins, domain_quotas, rehydration_weights, shuffle_keys, target_shares,
+    weight_keys,
 )
 from curation.stats import StageStats
 from pipelines import config, runtime
@@ -94,24 +102,31 @@ def remix(inputs: list[str], output: str, cfg: RemixConfig, workers: int | None 
         sizes = {d: 0.0 for d in names}
         docs_before = {d: 0 for d in names}
         bytes_before = {d: 0 for d in names}
+        # The same over virtual copies (rehydration; equal to the above without it).
+        r_sizes = {d: 0.0 for d in names}
+        r_docs = {d: 0 for d in names}
+        r_bytes = {d: 0 for d in names}
         hist = {d: np.zeros(BINS) for d in names}
         for i in good:
             for d, s in scans[i].items():
                 sizes[d] += s["size"]
                 docs_before[d] += s["docs"]
                 bytes_before[d] += s["bytes"]
+                r_sizes[d] += s["copies_size"]
+                r_docs[d] += s["copies"]
+                r_bytes[d] += s["copies_bytes"]
                 np.add.at(hist[d], np.asarray(s["bins"], dtype=np.int64), np.asarray(s["sizes"], dtype=np.float64))
 
-        # 2. plan
+        # 2. plan: quotas over the unique text; epochs (and the cut) over the virtual copies
         total = cfg.scale * sum(sizes.values())
         quotas = domain_quotas(sizes, cfg.weights, total, cfg.max_epochs)
         plan = {}
         for d in names:
-            epochs = quotas[d] / sizes[d] if sizes[d] else 0.0
-            frac_wanted = (epochs - math.floor(epochs + 1e-12)) * sizes[d]
+            epochs = quotas[d] / r_sizes[d] if r_sizes[d] else 0.0
+            frac_wanted = (epochs - math.floor(epochs + 1e-12)) * r_sizes[d]
             plan[d] = {"epochs": epochs, "cut": cut_bins(hist[d], frac_wanted)}
-        expected_bytes = sum(bytes_before[d] * plan[d]["epochs"] for d in names)
-        expected_docs = sum(docs_before[d] * plan[d]["epochs"] for d in names)
+        expected_bytes = sum(r_bytes[d] * plan[d]["epochs"] for d in names)
+        expected_docs = sum(r_docs[d] * plan[d]["epochs"] for d in names)
         if cfg.shard_target_docs:
             n_out = math.ceil(expected_docs / cfg.shard_target_docs)
         else:
@@ -124,10 +139,12 @@ def remix(inputs: list[str], output: str, cfg: RemixConfig, workers: int | None 
         if io.exists(shuffle_dir) and (not io.exists(key_path) or io.read_json(key_path) != run_key):
             _remove_tree(shuffle_dir)
         io.write_json(run_key, key_path)
+        data = io.data_folder(output)
         for old in io.list_shards(output) if io.exists(output) else []:
             base = os.path.basename(old)
-            if base.startswith("shard-") and int(base[6:11]) >= n_out:
-                fs, p = io.filesystem(old)
+            fs, p = io.filesystem(old)
+            # Shards of an earlier run with more of them, or in the older layout (outside data/).
+            if base.startswith("shard-") and (int(base[6:11]) >= n_out or p != io.filesystem(io.join(data, base))[1]):
                 fs.delete_file(p)
         sample_tasks = [
             {"path": files[i], "index": i, "cfg": cfg_dict, "plan": plan, "n_out": n_out, "dir": shuffle_dir, "run_key": run_key}
@@ -139,7 +156,7 @@ def remix(inputs: list[str], output: str, cfg: RemixConfig, workers: int | None 
 
         # 4. shuffle
         shuffle_tasks = [
-            {"bucket": b, "dir": shuffle_dir, "shards": done, "out": io.join(output, f"shard-{b:05d}.parquet"), "run_key": run_key}
+            {"bucket": b, "dir": shuffle_dir, "shards": done, "out": io.join(data, f"shard-{b:05d}.parquet"), "run_key": run_key}
             for b in range(n_out)
         ]
         shards = runtime.run_tasks(_shuffle_bucket, shuffle_tasks, desc="remix: shuffle", max_in_flight=workers)
@@ -165,8 +182,10 @@ def remix(inputs: list[str], output: str, cfg: RemixConfig, workers: int | None 
             "bytes_before": bytes_before[d],
             "documents_after": int(after_docs[d]),
             "bytes_after": int(after_bytes[d]),
-            "epochs": round(plan[d]["epochs"], 6),
-            "capped_at_max_epochs": bool(sizes[d] and plan[d]["epochs"] >= cfg.max_epochs - 1e-9),
+            # Repeats of the domain's unique text (the capped figure), with or without rehydration.
+            "epochs": round(quotas[d] / sizes[d], 6) if sizes[d] else 0.0,
+            "capped_at_max_epochs": bool(sizes[d] and quotas[d] / sizes[d] >= cfg.max_epochs - 1e-9),
+            **({"rehydrated_documents_before": r_docs[d], "rehydrated_bytes_before": r_bytes[d]} if cfg.rehydrate else {}),
         }
         for d in names
         if docs_before[d]
@@ -180,17 +199,39 @@ def remix(inputs: list[str], output: str, cfg: RemixConfig, workers: int | None 
         "documents_after": int(sum(after_docs.values())),
         "bytes_after": int(sum(after_bytes.values())),
         "domains": domains,
-        "shards": [{"path": os.path.basename(t["out"]), "documents": s["documents"], "bytes": s["bytes"]} for t, s in zip(shuffle_tasks, shards)],
+        "rehydration": _rehydration_summary(cfg, stats),
+        "shards": [{"path": f"{io.DATA_FOLDER}/{os.path.basename(t['out'])}", "documents": s["documents"], "bytes": s["bytes"]}
+                   for t, s in zip(shuffle_tasks, shards)],
         "config": cfg_dict,
     }
     io.write_json(stats.to_dict(), io.join(output, "stats.json"))
     io.write_json(manifest, manifest_path)
+    io.write_dataset_card(output, "Remixed training text", [f"{manifest['documents_after']:,} document copies (`id`, `epoch` unique) in {n_out} shuffled shards; "
+                                                            "domain shares in `manifest.json`."])
     _remove_tree(shuffle_dir)
     runtime.print_summary(NAME, stats, timer.seconds, {"shards written": n_out, "documents written": manifest["documents_after"], "MB written": manifest["bytes_after"] / 1e6})
     for d, m in domains.items():
         print(f"  {d:<14} target {m['target_share']:6.1%}  after cap {m['planned_share']:6.1%}  achieved {m['achieved_share']:6.1%}  epochs {m['epochs']:.2f}"
               f"  docs {m['documents_before']:,} -> {m['documents_after']:,}", file=sys.stderr)
+    if cfg.rehydrate:
+        for label, r in manifest["rehydration"]["by_cluster_size"].items():
+            print(f"  rehydrate: cluster size {label:<9} weight {r['weight']}  docs {r['documents']:,}  copies {r['copies_written']:,}", file=sys.stderr)
     return 1 if stats.failed_files else 0
+
+
+def _rehydration_summary(cfg: RemixConfig, stats: StageStats) -> dict:
+    """Documents and copies written by duplicate-cluster size, in the buckets of the weight table
+    (with rehydration off too: how the plain remix treated them)."""
+    keys = sorted(cfg.rehydrate_weights)
+    rows = {}
+    for i, k in enumerate(keys):
+        hi = keys[i + 1] - 1 if i + 1 < len(keys) else None
+        label = str(k) if hi == k else (f"{k}-{hi}" if hi is not None else f"{k}+")
+        docs = int(stats.counters.get(f"cluster_size.{k}.documents", 0))
+        written = int(stats.counters.get(f"cluster_size.{k}.copies", 0))
+        rows[label] = {"weight": cfg.rehydrate_weights[k] if cfg.rehydrate else 1, "documents": docs, "copies_written": written,
+                       "copies_per_document": round(written / docs, 4) if docs else None}
+    return {"enabled": cfg.rehydrate, "weights": {str(k): cfg.rehydrate_weights[k] for k in keys}, "by_cluster_size": rows}
 
 
 # ---- tasks ------------------------------------------------------------------------------------
@@ -199,8 +240,8 @@ def _cfg(d: dict) -> RemixConfig:
     return config.build(RemixConfig, d)
 
 
-def _read_docs(path: str, cfg: RemixConfig) -> tuple[pa.Table, list[str], np.ndarray]:
-    """The documents of a shard, their domains and sizes in the mixture's unit."""
+def _read_docs(path: str, cfg: RemixConfig) -> tuple[pa.Table, list[str], np.ndarray, list[int | None]]:
+    """The documents of a shard, their domains, text bytes and duplicate-cluster sizes."""
     table = io.read_parquet(path)
     for col in ("id", "text"):
         if col not in table.column_names:
@@ -208,32 +249,45 @@ def _read_docs(path: str, cfg: RemixConfig) -> tuple[pa.Table, list[str], np.nda
     assign = DomainAssigner(cfg)
     urls = table.column("url").to_pylist() if "url" in table.column_names else [None] * table.num_rows
     titles = [None] * table.num_rows
+    cluster_sizes: list[int | None] = [None] * table.num_rows
     if "metadata" in table.column_names and pa.types.is_struct(table.schema.field("metadata").type):
         meta = table.column("metadata").combine_chunks()
         if meta.type.get_field_index("title") >= 0:
             titles = meta.field("title").to_pylist()
+        if meta.type.get_field_index("dedup_cluster_size") >= 0:
+            cluster_sizes = meta.field("dedup_cluster_size").to_pylist()
     texts = table.column("text").to_pylist()
     domains = [assign(u, t, ti) for u, t, ti in zip(urls, texts, titles)]
     nbytes = pc.binary_length(pc.cast(table.column("text"), pa.binary())).to_numpy(zero_copy_only=False).astype(np.int64)
-    return table, domains, nbytes
+    return table, domains, nbytes, cluster_sizes
+
+
+def _weights(cfg: RemixConfig, cluster_sizes: list[int | None]) -> np.ndarray:
+    """Virtual copies per document: rehydration's weights, or 1 each."""
+    if cfg.rehydrate:
+        return rehydration_weights(cluster_sizes, cfg.rehydrate_weights)
+    return np.ones(len(cluster_sizes), dtype=np.int64)
 
 
 def _scan_shard(task: dict) -> dict | str:
     cfg = _cfg(task["cfg"])
     try:
-        table, domains, nbytes = _read_docs(task["path"], cfg)
+        table, domains, nbytes, cluster_sizes = _read_docs(task["path"], cfg)
     except (OSError, ValueError, pa.ArrowInvalid) as e:
         return f"not a readable document shard: {str(e).splitlines()[0][:300]}"
-    bins = unit_bins(cfg.seed, table.column("id").to_pylist())
+    rows, bins = copy_bins(cfg.seed, table.column("id").to_pylist(), _weights(cfg, cluster_sizes))
     sizes = nbytes if cfg.unit == "bytes" else np.ones(len(nbytes), dtype=np.int64)
     dom = np.array(domains, dtype=object)
     out = {}
     for d in sorted(set(domains)):
         sel = dom == d
-        ub, inv = np.unique(bins[sel], return_inverse=True)
+        vsel = sel[rows]  # this domain's virtual copies (one per document without rehydration)
+        vsizes = sizes[rows][vsel]
+        ub, inv = np.unique(bins[vsel], return_inverse=True)
         out[d] = {
             "docs": int(sel.sum()), "bytes": int(nbytes[sel].sum()), "size": float(sizes[sel].sum()),
-            "bins": ub.tolist(), "sizes": np.bincount(inv, weights=sizes[sel].astype(np.float64)).tolist(),
+            "copies": int(vsel.sum()), "copies_bytes": int(nbytes[rows][vsel].sum()), "copies_size": float(vsizes.sum()),
+            "bins": ub.tolist(), "sizes": np.bincount(inv, weights=vsizes.astype(np.float64)).tolist(),
         }
     return out
 
@@ -246,16 +300,19 @@ def _sample_shard(task: dict) -> dict:
         if done.get("run_key") == task["run_key"]:
             return done["stats"]
     cfg = _cfg(task["cfg"])
-    table, domains, nbytes = _read_docs(task["path"], cfg)
+    table, domains, nbytes, cluster_sizes = _read_docs(task["path"], cfg)
     ids = table.column("id").to_pylist()
-    bins = unit_bins(cfg.seed, ids)
+    vrows, vbins = copy_bins(cfg.seed, ids, _weights(cfg, cluster_sizes))
     plan = task["plan"]
     n = np.zeros(len(ids), dtype=np.int64)
-    dom = np.array(domains, dtype=object)
+    dom = np.array(domains, dtype=object)[vrows]
     for d in set(domains):
         sel = np.flatnonzero(dom == d)
-        n[sel] = copies(plan[d]["epochs"], bins[sel], plan[d]["cut"])
+        np.add.at(n, vrows[sel], copies(plan[d]["epochs"], vbins[sel], plan[d]["cut"]))
     stats = StageStats()
+    for k, c in zip(weight_keys(cluster_sizes, cfg.rehydrate_weights).tolist(), n.tolist()):
+        stats.add(f"cluster_size.{k}.documents")
+        stats.add(f"cluster_size.{k}.copies", c)
     stats.seen(len(ids))
     stats.kept(int((n > 0).sum()))
     for d, k in zip(domains, n):

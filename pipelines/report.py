@@ -4,8 +4,10 @@ self-contained page, PNG plots embedded as base64).
 It only reads what the stages wrote: each stage's ``stats.json`` (documents in/out, drops by
 reason, failed inputs), ``_run/<stage>.json`` (wall time and the Ray nodes of its tasks, from
 :mod:`pipelines.run`), dedup-stats' ``report.json`` and PNGs, the filter's drop table, remix's
-``manifest.json``, the tokenizer's and tokenize's counts (compression in bytes per token), the
-training runs' ``log.jsonl`` (loss curves) and the final answer.
+``manifest.json`` (with rehydration by cluster size), the tokenizer's and tokenize's counts
+(compression in bytes per token), the training runs' ``log.jsonl`` (loss curves), what
+decontamination removed (filter, SFT, DPO), the GSM8K score after each training stage
+(``eval/stats.json``) and the final answer.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from storage import io
 
 CURATION = ("import", "extract", "dedup", "filter", "remix", "train-tokenizer", "tokenize")
 TRAINING = ("pretrain", "sft", "dpo")
+# GSM8K accuracy below which a small model's score is "about zero" in the report's words.
+ABOUT_ZERO = 0.02
 
 
 def _read(path: str) -> Any:
@@ -35,7 +39,7 @@ def _finite(x: Any) -> Any:
 def build(cfg: Any, paths: dict[str, str], stages: list[str]) -> dict[str, Any]:
     """Everything report.json holds (plain JSON types)."""
     rep: dict[str, Any] = {"output": cfg.output, "stages": [], "artifacts": {}}
-    for stage in [s for s in (*CURATION, *TRAINING) if s in stages]:
+    for stage in [s for s in (*CURATION, *TRAINING, "eval") if s in stages]:
         stats = _read(io.join(paths[stage], "stats.json"))
         runlog = _read(io.join(paths["runlog"], f"{stage}.json")) or {}
         if stats is None:
@@ -50,6 +54,8 @@ def build(cfg: Any, paths: dict[str, str], stages: list[str]) -> dict[str, Any]:
         }
         if stage in TRAINING:
             row["unit"] = "sequences" if stage == "pretrain" else ("conversations" if stage == "sft" else "pairs")
+        elif stage == "eval":
+            row["unit"] = "questions"
         rep["stages"].append(row)
         rep["artifacts"][stage] = paths[stage]
     nodes = sorted({n for r in rep["stages"] for ns in (r.get("task_nodes") or {}).values() for n in ns})
@@ -68,6 +74,13 @@ def build(cfg: Any, paths: dict[str, str], stages: list[str]) -> dict[str, Any]:
         rep["mixture"] = {k: v for k, v in manifest.items() if k != "shards"}
     rep["tokenizer"] = _tokenizer(paths)
     rep["training"] = {s: _training(paths[s]) for s in TRAINING if s in stages and io.exists(paths[s])}
+    decont = {s: (_read(io.join(paths[s], "stats.json")) or {}).get("decontamination") for s in ("filter", "sft", "dpo") if s in stages}
+    if any(decont.values()):
+        rep["decontamination"] = {s: d for s, d in decont.items() if d}
+    ev = _read(io.join(paths["eval"], "stats.json")) if "eval" in paths else None
+    if ev is not None:
+        rep["benchmark"] = {"gsm8k": ev.get("gsm8k", {})}
+        rep["artifacts"]["eval"] = paths["eval"]
     answer = _read(paths["generate"])
     if answer is not None:
         rep["answer"] = answer
@@ -220,7 +233,7 @@ def render_html(rep: dict[str, Any], plots: dict[str, str]) -> str:
              len(r.get("failed_inputs") or {}), r.get("seconds"), r.get("documents_per_s")] if r.get("complete") else
             [r["stage"], "not complete", "", "", "", "", ""] for r in rep["stages"]]
     parts.append("<h2>Stages</h2>" + _table(["stage", "in", "out", "dropped by reason", "failed inputs", "seconds", "in per s"], rows))
-    parts.append("<p>Training stages count sequences (pre-training), conversations (SFT) or pairs (DPO).</p>")
+    parts.append("<p>Training stages count sequences (pre-training), conversations (SFT) or pairs (DPO); eval counts GSM8K questions.</p>")
     if rep.get("ray_nodes_used"):
         parts.append(f"<p>Ray nodes that ran tasks: {len(rep['ray_nodes_used'])} ({html.escape(', '.join(n[:12] for n in rep['ray_nodes_used']))})</p>")
     if "documents" in plots:
@@ -260,6 +273,9 @@ def render_html(rep: dict[str, Any], plots: dict[str, str]) -> str:
         parts.append(_table(["figure", "value"], [[k, v] for k, v in m.items() if not isinstance(v, (dict, list))]))
         if "mixture" in plots:
             parts.append(_img(plots["mixture"], "domain shares"))
+        parts.append(_rehydration_html(m.get("rehydration")))
+    if rep.get("decontamination"):
+        parts.append(_decontamination_html(rep["decontamination"]))
     if rep.get("tokenizer"):
         t = rep["tokenizer"]
         parts.append("<h2>Tokenizer</h2>" + _table(["figure", "value"], [["vocabulary (incl. specials)", t.get("vocab_size")],
@@ -271,10 +287,59 @@ def render_html(rep: dict[str, Any], plots: dict[str, str]) -> str:
             parts.append(_img(plots["loss"], "loss curves"))
         for name, tr in rep["training"].items():
             parts.append(f"<h3>{name}</h3>" + _table(["figure", "value"], [[k, v] for k, v in tr["summary"].items()]))
+    if rep.get("benchmark", {}).get("gsm8k"):
+        parts.append(_benchmark_html(rep["benchmark"]["gsm8k"]))
     parts.append("<h2>Artifacts</h2>" + _table(["what", "where"], [[k, v] for k, v in rep["artifacts"].items()]))
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}table{border-collapse:collapse;margin:.5em 0}"
              "td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;font-size:90%}pre{background:#f4f4f4;padding:.6em;white-space:pre-wrap}")
     return f"<!doctype html><html><head><meta charset='utf-8'><title>pipeline report</title><style>{style}</style></head><body>{''.join(parts)}</body></html>\n"
+
+
+def _rehydration_html(r: dict[str, Any] | None) -> str:
+    if not r or not r.get("by_cluster_size"):
+        return ""
+    head = ("<h3>Rehydration by duplicate-cluster size</h3><p>" + ("On (FineWeb-2's weights): a document of a larger cluster is written more often."
+            if r.get("enabled") else "Off (<code>--set rehydrate=true</code> turns it on): copies per document by the size of the cluster dedup kept it from.")
+            + "</p>")
+    rows = [[k, v.get("weight"), v.get("documents"), v.get("copies_written"), v.get("copies_per_document")] for k, v in r["by_cluster_size"].items()]
+    return head + _table(["cluster size", "weight", "documents", "copies written", "copies per document"], rows)
+
+
+def _decontamination_html(d: dict[str, Any]) -> str:
+    rows = []
+    for stage, s in d.items():
+        if not s.get("enabled"):
+            rows.append([stage, "off", "", "", ""])
+            continue
+        for name, info in (s.get("eval_sets") or {}).items():
+            ex = (s.get("examples") or {}).get(name) or {}
+            rows.append([stage, f"{name} ({info.get('records'):,} records, {info.get('ngrams'):,} {s.get('ngram')}-grams)",
+                         (s.get("removed") or {}).get(name, 0), ex.get("ngram", ""), ex.get("id") or ex.get("file") or ""])
+    return ("<h2>Decontamination</h2><p>Documents (filter) and examples (SFT, DPO) sharing an n-gram of normalised words with an "
+            "evaluation set are removed as <code>contamination</code>.</p>"
+            + _table(["stage", "evaluation set", "removed", "example shared n-gram", "example from"], rows))
+
+
+def _benchmark_html(scores: dict[str, Any]) -> str:
+    rows = [[stage, f"{100 * s['accuracy']:.1f}%" if s.get("accuracy") is not None else "—", f"{s.get('correct', 0)} of {s.get('scored', 0)}",
+             s.get("parameters")] for stage, s in scores.items()]
+    parts = ["<h2>Benchmark: GSM8K test</h2>",
+             "<p>Greedy, zero-shot answers in the chat format; the final number of the answer is compared with the reference's.</p>",
+             _table(["after", "accuracy", "correct", "parameters"], rows)]
+    small = [s for s in scores.values() if s.get("accuracy") is not None]
+    if small and all(s["accuracy"] < ABOUT_ZERO for s in small):
+        params = max((s.get("parameters") or 0) for s in small)
+        parts.append(f"<p><b>The score is about zero, as expected:</b> a model of {params:,} parameters trained for minutes on a CPU does not "
+                     "solve grade-school math (the DeepSeek LLM report's 7B chat model scores 62.6%, its 67B chat model 84.1%). "
+                     "The same stage scores a GPU-trained model, or an exported Hugging Face one "
+                     "(<code>python -m pipelines eval --checkpoint &lt;folder&gt;</code>).</p>")
+    last = list(scores)[-1]
+    exs = scores[last].get("examples") or []
+    if exs:
+        parts.append(f"<h3>Examples ({html.escape(last)})</h3>" + _table(
+            ["question", "reference", "answered", "response"],
+            [[e["question"][:240], e["gold"], e.get("predicted"), (e.get("response") or "")[:300]] for e in exs[:3]]))
+    return "".join(parts)
 
 
 def _img(data: str, alt: str) -> str:

@@ -51,7 +51,7 @@ def layout(out: str) -> dict[str, str]:
     return {
         "import": j("imported"), "extract": j("extracted"), "dedup": j("dedup"), "dedup-stats": j("dedup", "dedup-stats"),
         "filter": j("filtered"), "remix": j("remix"), "train-tokenizer": j("tokenizer"), "tokenize": j("tokens"),
-        "pretrain": j("pretrain"), "sft": j("sft"), "dpo": j("dpo"), "generate": j("answer.json"), "runlog": j("_run"),
+        "pretrain": j("pretrain"), "sft": j("sft"), "dpo": j("dpo"), "eval": j("eval"), "generate": j("answer.json"), "runlog": j("_run"),
     }
 
 
@@ -93,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         "pretrain": lambda: _pretrain(cfg, paths),
         "sft": lambda: _finetune("sft", cfg, paths, paths["pretrain"]),
         "dpo": lambda: _finetune("dpo", cfg, paths, paths["sft"] if "sft" in stages or _done("sft", paths) else paths["pretrain"]),
+        "eval": lambda: _eval(cfg, paths),
         "generate": lambda: _generate(cfg, paths),
     }
     status = 0
@@ -280,6 +281,32 @@ def _first_records(specs: list[str], n: int, folder: str) -> list[str]:
     return out
 
 
+def _eval(cfg: PipelineConfig, paths: dict[str, str]) -> int:
+    """GSM8K test after each finished training stage: ``<output>/eval/<stage>/``, then
+    ``<output>/eval/stats.json`` with every model's score (what the report shows)."""
+    e = cfg.eval
+    models = [s for s in ("pretrain", "sft", "dpo") if _done(s, paths)]
+    if not models:
+        raise StageFailed("eval: no trained model in this run yet (pretrain, sft and dpo have not finished)")
+    total = StageStats()
+    scores: dict[str, Any] = {}
+    rc = 0
+    for stage in models:
+        out = io.join(paths["eval"], stage)
+        argv = ["eval", "--checkpoint", paths[stage], "--tokenizer", paths["train-tokenizer"], "--output", out, "--data", e.data,
+                "--max-new-tokens", str(e.max_new_tokens), "--template", e.template, "--chunk", str(e.chunk), "--device", e.device,
+                *_opt("--limit", e.limit), *_opt("--system", e.system)]
+        rc = _stage(argv) or rc
+        if io.exists(io.join(out, "stats.json")):
+            s = io.read_json(io.join(out, "stats.json"))
+            total.merge(StageStats.from_dict(s))
+            scores[stage] = {**s["gsm8k"], "failed_inputs": s.get("failed_files", {})}
+    if len(scores) < len(models):
+        return rc or 1
+    io.write_json({**total.to_dict(), "gsm8k": scores}, io.join(paths["eval"], "stats.json"))
+    return rc
+
+
 def _final_model(paths: dict[str, str]) -> str:
     for stage in ("dpo", "sft", "pretrain"):
         if _done(stage, paths):
@@ -313,12 +340,14 @@ def _import_jsonl(specs: list[str], output: str) -> int:
     """Dolma/CCNet JSONL(.gz) files into document shards: one Ray task and one shard per file."""
     files, missing = io.expand_inputs(specs, TEXT_SUFFIXES)
     names = _unique_names(files)
-    tasks = [(f, io.join(output, n + ".parquet"), io.join(output, "_stats", n + ".json")) for f, n in zip(files, names)]
+    shards = [io.join(io.data_folder(output), n + ".parquet") for n in names]
+    tasks = [(f, s, io.shard_stats_path(s)) for f, s in zip(files, shards)]
     with runtime.Timer() as t:
         results = runtime.run_tasks(_import_file, tasks, desc="import")
     stats = runtime.merge_results(StageStats(failed_files=dict(missing)), files, results)
     stats.check()
     io.write_json(stats.to_dict(), io.join(output, "stats.json"))
+    io.write_dataset_card(output, "Imported documents", [f"{stats.output:,} documents from {len(files)} JSONL files."])
     runtime.print_summary("import", stats, t.seconds, {"files": len(files) + len(missing)})
     return 1 if stats.failed_files else 0
 

@@ -3,9 +3,11 @@
 Two steps, each resumable:
 1. Ray tasks, one per input file (JSONL, JSONL.gz or Parquet of ``messages`` / GSM8K /
    self-instruct records): adapt, render in the report's chat format, tokenise with the answer
-   mask, drop conversations longer than the context (``too_long``), mark a held-out share by a
-   hash of each conversation's key; written to ``<run>/data/<file>.parquet`` with a stats file
-   beside it. A re-run skips files already prepared.
+   mask, drop conversations longer than the context (``too_long``) and records that share a
+   13-gram with an evaluation set (``contamination``, ``curation.decontam``: the bundled GSM8K
+   test by default; ``--set decontamination.enabled=false`` turns it off), mark a held-out share
+   by a hash of each conversation's key; written to ``<run>/data/<file>.parquet``, its stats in
+   ``<run>/_stats/<file>.json``. A re-run skips files already prepared.
 2. The trainer's loop from the pre-trained checkpoint (``training.sft.main``), through the same
    launchers as pre-training (in-process, torchrun, or Ray Train with ``RAY_ADDRESS``).
 
@@ -90,20 +92,24 @@ def prepare_files(files: list[str], out_dir: str, task: Callable, task_args: tup
 
 
 def prepare_chat_file(path: str, out_dir: str, tokenizer_path: str, max_len: int, held_out_fraction: float, seed: int,
-                      examples: Callable, table: Callable) -> dict:
+                      examples: Callable, table: Callable, contamination: Any = None) -> dict:
     """Tokenise one JSONL/Parquet file of chat records into ``<out_dir>/<file>.parquet``; its stats.
 
     ``examples(tok, record)`` gives ``(items, reason)``: ``items`` is a list of
     ``(key_suffix, example, tokens, answer_tokens)``, one per training example the record holds,
     and ``reason`` names the drop when it holds none. Examples longer than ``max_len`` are dropped
     (``too_long``); a hash of each key marks the held-out share. ``table(keys, examples, held_out)``
-    builds the shard. A file already prepared is skipped (its stats are read back).
+    builds the shard. A record any of whose strings shares an n-gram with an evaluation set of
+    ``contamination`` (a ``curation.decontam.ContaminationIndex``) has each of its examples
+    dropped as ``contamination``. A file already prepared is skipped (its stats are read back).
     """
+    from curation import decontam
     from tokenizer import load
     from training.sft import split_held_out
 
     name = shard_name(path)
-    shard, stats_path = io.join(out_dir, name + ".parquet"), io.join(out_dir, name + ".stats.json")
+    shard = io.join(out_dir, name + ".parquet")
+    stats_path = io.shard_stats_path(shard)
     if io.exists(shard) and io.exists(stats_path):
         return io.read_json(stats_path)
     tok = load(tokenizer_path)
@@ -115,8 +121,12 @@ def prepare_chat_file(path: str, out_dir: str, tokenizer_path: str, max_len: int
             stats.seen()
             stats.drop(reason or "empty")
             continue
+        match = contamination.find(decontam.strings_of(rec)) if contamination is not None else None
         for suffix, ex, tokens, answer_tokens in items:
             stats.seen()
+            if match is not None:
+                decontam.count(stats, match, file=os.path.basename(path), record=lineno)
+                continue
             if tokens > max_len:
                 stats.drop("too_long")
                 continue
@@ -144,8 +154,12 @@ def sft_examples(tok, rec: Any) -> tuple[list[tuple], str | None]:
     return items, reason
 
 
+_DECONT = "decontamination."
+
+
 def _resolve(args: argparse.Namespace, cls, extra: dict[str, Any]):
-    """The stage's config: defaults, then ``--config``, then flags, then ``--set`` overrides."""
+    """The stage's config: defaults, then ``--config``, then flags, then ``--set`` overrides
+    (``decontamination.*`` ones excepted: :func:`contamination_index` takes those)."""
     from pipelines import config as config_mod
 
     over: dict[str, Any] = {"run_dir": args.output, "init_from": args.checkpoint}
@@ -153,8 +167,29 @@ def _resolve(args: argparse.Namespace, cls, extra: dict[str, Any]):
         if getattr(args, flag, None) is not None:
             over[key] = getattr(args, flag)
     over.update({k: v for k, v in extra.items() if v is not None})
-    over.update(config_mod.parse_overrides(args.overrides))
+    over.update({k: v for k, v in config_mod.parse_overrides(args.overrides).items() if not k.startswith(_DECONT)})
     return config_mod.load(cls, args.config, over)
+
+
+def contamination_index(args: argparse.Namespace):
+    """The evaluation-set index the records are checked against, from ``--set decontamination.*``
+    (the filter's settings, ``curation.decontam.DecontaminationConfig``); None when switched off."""
+    from curation.decontam import ContaminationIndex, DecontaminationConfig
+    from pipelines import config as config_mod
+
+    over = {k[len(_DECONT):]: v for k, v in config_mod.parse_overrides(args.overrides).items() if k.startswith(_DECONT)}
+    cfg = config_mod.load(DecontaminationConfig, None, over)
+    if not cfg.enabled:
+        return None
+
+    def read(path: str) -> bytes:
+        with io.open_input(path) as f:
+            return f.read()
+
+    try:
+        return ContaminationIndex.from_files(cfg, read=read)
+    except (OSError, ValueError) as e:
+        raise config_mod.ConfigError(str(e)) from None
 
 
 def check_tokenizer(tokenizer_path: str, run_cfg: dict[str, Any]) -> tuple[int, str | None]:
@@ -187,9 +222,10 @@ def run(args: argparse.Namespace) -> int:
     files, missing = io.expand_inputs(args.data, SUFFIXES)
     max_len = cfg.seq_len or model_config(run_cfg["model"]).max_seq_len
     data_dir = io.join(cfg.run_dir, "data")
+    contamination = contamination_index(args)
     with Timer() as t:
         stats = prepare_files(files, data_dir, prepare_chat_file,
-                              (tok_path, max_len, cfg.held_out_fraction, cfg.seed, sft_examples, examples_table), "sft: tokenise")
+                              (tok_path, max_len, cfg.held_out_fraction, cfg.seed, sft_examples, examples_table, contamination), "sft: tokenise")
         stats.failed_files.update(missing)
         stats.check()
         shards = [io.join(data_dir, shard_name(f) + ".parquet") for f in files if f not in stats.failed_files]
@@ -208,7 +244,9 @@ def run(args: argparse.Namespace) -> int:
         result = json.load(f)
     stats.add("steps", result["steps"])
     stats.add("seconds", t.seconds)
-    io.write_json({**stats.to_dict(), "sft": result}, io.join(cfg.run_dir, "stats.json"))
+    from curation import decontam
+
+    io.write_json({**stats.to_dict(), "decontamination": decontam.summary(stats, contamination), "sft": result}, io.join(cfg.run_dir, "stats.json"))
     print_summary(NAME, stats, t.seconds, {"conversations trained": stats.output - stats.counters["held_out"], "steps": result["steps"]})
     print(f"  held-out answer loss     {result['held_out_answer_loss_before']:.4f} -> {result['held_out_answer_loss_after']:.4f}"
           if result.get("held_out_answer_loss_before") is not None else "  (no held-out conversations)", file=sys.stderr)

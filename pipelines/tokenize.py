@@ -1,10 +1,11 @@
 """``python -m pipelines tokenize``: text shards -> token shards, one Ray task per input shard.
 
 Input: Parquet shards with a ``text`` column (and ``id``; remix, extract and dedup shards all
-have both) or Dolma JSONL(.gz) files. Output: ``<output>/tokens-NNNNN.parquet``, one per input
-in sorted input order (so the names keep the shard order), zstd Parquet with one row per
-document: ``id`` (string) and ``input_ids`` (list<uint32>, the document's ids then EOS). The
-trainer reads these directly.
+have both) or Dolma JSONL(.gz) files. Output: ``<output>/data/tokens-NNNNN.parquet``, one per
+input in sorted input order (so the names keep the shard order), zstd Parquet with one row per
+document copy: ``id`` (string), ``epoch`` (int32: remix's copy number of the document, 0 where
+the input has no ``epoch`` column, so ``(id, epoch)`` is a unique key) and ``input_ids``
+(list<uint32>, the document's ids then EOS). The trainer reads these directly.
 
 Resumable: each shard carries, in its Parquet metadata, the input it came from, the SHA-256 of
 ``tokenizer.json`` and its stats; a re-run keeps a shard whose input and tokenizer match and
@@ -34,7 +35,11 @@ NAME = "tokenize"
 HELP = "Turn text shards into token shards (id, input_ids list<uint32> with EOS) with the trained tokenizer."
 
 TEXT_SUFFIXES = (".parquet", ".jsonl", ".jsonl.gz")
-TOKEN_SCHEMA = pa.schema([pa.field("id", pa.string(), nullable=False), pa.field("input_ids", pa.list_(pa.uint32()), nullable=False)])
+TOKEN_SCHEMA = pa.schema([
+    pa.field("id", pa.string(), nullable=False),
+    pa.field("epoch", pa.int32(), nullable=False),
+    pa.field("input_ids", pa.list_(pa.uint32()), nullable=False),
+])
 _META_KEY = b"tokenize"
 
 
@@ -72,12 +77,13 @@ def text_shards(inputs: list[str]) -> tuple[list[str], dict[str, str]]:
     return sorted(files), missing
 
 
-def iter_documents(path: str, stats: StageStats, batch_rows: int = 1024) -> Iterator[list[tuple[str, str | None]]]:
-    """Batches of (id, text) from a Parquet text shard or a Dolma JSONL file, counted into ``stats``.
+def iter_documents(path: str, stats: StageStats, batch_rows: int = 1024, with_epoch: bool = False) -> Iterator[list[tuple]]:
+    """Batches of (id, text) from a Parquet text shard or a Dolma JSONL file, counted into ``stats``;
+    (id, epoch, text) with ``with_epoch`` (remix's copy number; 0 where there is none).
 
-    Parquet is read one record batch at a time (only ``id`` and ``text``), so memory stays
-    bounded by the batch, not the shard. A Parquet shard without ``id`` gets ids derived from its
-    file name and row number.
+    Parquet is read one record batch at a time (only ``id``, ``epoch`` and ``text``), so memory
+    stays bounded by the batch, not the shard. A Parquet shard without ``id`` gets ids derived
+    from its file name and row number.
     """
     name = posixpath.basename(path)
     if path.endswith(".parquet"):
@@ -87,7 +93,7 @@ def iter_documents(path: str, stats: StageStats, batch_rows: int = 1024) -> Iter
             names = pf.schema_arrow.names
             if "text" not in names:
                 raise ValueError(f"{name}: no 'text' column (columns: {', '.join(names)})")
-            cols = ["id", "text"] if "id" in names else ["text"]
+            cols = [c for c in ("id", "epoch") if c in names and (c == "id" or with_epoch)] + ["text"]
             row = 0
             for rb in pf.iter_batches(batch_size=batch_rows, columns=cols):
                 texts = rb.column("text").to_pylist()
@@ -95,7 +101,11 @@ def iter_documents(path: str, stats: StageStats, batch_rows: int = 1024) -> Iter
                 ids = [i if i is not None else document_id(name, str(row + k)) for k, i in enumerate(ids)]
                 row += len(texts)
                 stats.seen(len(texts))
-                yield list(zip(ids, texts))
+                if with_epoch:
+                    epochs = [e or 0 for e in rb.column("epoch").to_pylist()] if "epoch" in cols else [0] * len(texts)
+                    yield list(zip(ids, epochs, texts))
+                else:
+                    yield list(zip(ids, texts))
         return
     from curation.sources import read_dolma_jsonl
 
@@ -104,7 +114,7 @@ def iter_documents(path: str, stats: StageStats, batch_rows: int = 1024) -> Iter
     read = StageStats()
     passed = StageStats()
 
-    def counted(batch: list[tuple[str, str | None]]) -> list[tuple[str, str | None]]:
+    def counted(batch: list[tuple]) -> list[tuple]:
         stats.seen(read.input - passed.input)
         for reason, n in read.dropped.items():
             if n > passed.dropped[reason]:
@@ -112,10 +122,10 @@ def iter_documents(path: str, stats: StageStats, batch_rows: int = 1024) -> Iter
         passed.input, passed.dropped = read.input, read.dropped.copy()
         return batch
 
-    batch: list[tuple[str, str | None]] = []
+    batch: list[tuple] = []
     with io.open_input(path) as f:
         for doc in read_dolma_jsonl(f, name, read):
-            batch.append((doc["id"], doc["text"]))
+            batch.append((doc["id"], 0, doc["text"]) if with_epoch else (doc["id"], doc["text"]))
             if len(batch) >= batch_rows:
                 yield counted(batch)
                 batch = []
@@ -157,7 +167,7 @@ def tokenize_shard(item: tuple[str, str, str, TokenizeConfig], tokenizer_json: s
     src, dst, sha, cfg = item
     if io.exists(dst):
         meta = _shard_meta(dst)
-        if meta and meta.get("input") == src and meta.get("tokenizer_sha256") == sha:
+        if meta and meta.get("input") == src and meta.get("tokenizer_sha256") == sha and meta.get("columns") == TOKEN_SCHEMA.names:
             return {"stats": meta["stats"], "skipped": True}
     from tokenizer.bpe import EOS, encode_text, special_id
 
@@ -165,22 +175,24 @@ def tokenize_shard(item: tuple[str, str, str, TokenizeConfig], tokenizer_json: s
     eos = special_id(tok, EOS)
     stats = StageStats()
     ids_out: list[str] = []
+    epochs_out: list[int] = []
     chunks: list[np.ndarray] = []
     lengths: list[int] = []
     n_bytes = 0
-    for batch in iter_documents(src, stats, cfg.batch_size):
-        keep = [(i, t) for i, t in batch if t]
+    for batch in iter_documents(src, stats, cfg.batch_size, with_epoch=True):
+        keep = [(i, e, t) for i, e, t in batch if t]
         if len(keep) < len(batch):
             stats.drop("empty_text", len(batch) - len(keep))
         if not keep:
             continue
-        texts = [t for _, t in keep]
+        texts = [t for _, _, t in keep]
         n_bytes += sum(len(t.encode("utf-8")) for t in texts)
-        for (doc_id, _), ids in zip(keep, encode_text(tok, texts)):
+        for (doc_id, epoch, _), ids in zip(keep, encode_text(tok, texts)):
             ids.append(eos)
             chunks.append(np.asarray(ids, dtype=np.uint32))
             lengths.append(len(ids))
             ids_out.append(doc_id)
+            epochs_out.append(epoch)
         stats.kept(len(keep))
     offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
@@ -189,9 +201,10 @@ def tokenize_shard(item: tuple[str, str, str, TokenizeConfig], tokenizer_json: s
     stats.add("text_bytes", n_bytes)
     stats.add("shards")
     stats.check()
-    meta = {"input": src, "tokenizer_sha256": sha, "stats": stats.to_dict()}
+    meta = {"input": src, "tokenizer_sha256": sha, "columns": TOKEN_SCHEMA.names, "stats": stats.to_dict()}
     table = pa.Table.from_arrays(
-        [pa.array(ids_out, pa.string()), pa.LargeListArray.from_arrays(offsets, values).cast(pa.list_(pa.uint32()))],
+        [pa.array(ids_out, pa.string()), pa.array(epochs_out, pa.int32()),
+         pa.LargeListArray.from_arrays(offsets, values).cast(pa.list_(pa.uint32()))],
         schema=TOKEN_SCHEMA.with_metadata({_META_KEY: json.dumps(meta, sort_keys=True).encode()}),
     )
     io.write_parquet(table, dst)
@@ -206,7 +219,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--tokenizer", required=True, help="folder with tokenizer.json (from train-tokenizer)")
     parser.add_argument("--input", nargs="+", required=True, help="text shards: folders, files or globs (.parquet, .jsonl[.gz])")
-    parser.add_argument("--output", required=True, help="folder for tokens-NNNNN.parquet and stats.json")
+    parser.add_argument("--output", required=True, help="folder for data/tokens-NNNNN.parquet and stats.json")
     cli.add_config_arguments(parser)
 
 
@@ -244,7 +257,7 @@ def tokenize(tokenizer: str, inputs: list[str], output: str, cfg: TokenizeConfig
     sha = hashlib.sha256(tokenizer_json.encode("utf-8")).hexdigest()
     files, missing = text_shards(inputs)
     stats = StageStats(failed_files=dict(missing))
-    items = [(src, io.join(output, f"tokens-{i:05d}.parquet"), sha, cfg) for i, src in enumerate(files)]
+    items = [(src, io.join(io.data_folder(output), f"tokens-{i:05d}.parquet"), sha, cfg) for i, src in enumerate(files)]
     results = run_tasks(
         tokenize_shard, items, desc=NAME, args=(tokenizer_json,), max_in_flight=cfg.max_workers or None
     ) if items else []
@@ -256,15 +269,17 @@ def tokenize(tokenizer: str, inputs: list[str], output: str, cfg: TokenizeConfig
         stats.merge(StageStats.from_dict(res["stats"]))
         skipped += bool(res["skipped"])
     stats.check()
-    # Shards of an earlier run over more inputs are not ours any more: the trainer reads the folder.
-    current = {posixpath.basename(dst) for _, dst, *_ in items}
+    # Shards of an earlier run over more inputs (or in the folder's older layout, without data/)
+    # are not ours any more: the trainer reads the folder.
+    current = {io.filesystem(dst)[1] for _, dst, *_ in items}
     for old in io.list_shards(output) if io.exists(output) else []:
-        base = posixpath.basename(old)
-        if base.startswith("tokens-") and base not in current:
-            fs, p = io.filesystem(old)
+        fs, p = io.filesystem(old)
+        if posixpath.basename(p).startswith("tokens-") and p not in current:
             fs.delete_file(p)
     summary = stats.to_dict()
     summary["tokenizer_sha256"] = sha
     summary["shards"] = {posixpath.basename(dst): src for src, dst, *_ in items}
     io.write_json(summary, io.join(output, "stats.json"))
+    io.write_dataset_card(output, "Token shards", [f"{stats.output:,} documents, {int(stats.counters.get('tokens', 0)):,} tokens (with EOS); "
+                                                   "columns id, epoch, input_ids (list<uint32>)."])
     return stats, skipped

@@ -3,6 +3,18 @@ one way to write an output atomically (temporary name, then rename).
 
 A shard is complete when its final name exists; a writer never leaves a partial file under that
 name, so a re-run can skip complete outputs and redo the rest.
+
+Output layout, the same for every stage (so that any Parquet reader takes a stage's output as it
+is: ``datasets.load_dataset``, duckdb, polars, Spark, ``pyarrow.dataset``):
+
+- the shards sit in a folder of their own, ``<output>/data/`` (:func:`data_folder`), with nothing
+  else in it (dedup's ``<output>/documents/`` is the same rule under its older name);
+- per-shard stats go to ``<output>/_stats/<shard>.json`` (:func:`shard_stats_path`), beside the
+  data folder, never in it; ``stats.json``, manifests and caches stay in ``<output>/``;
+- ``<output>/README.md`` is a dataset card whose ``configs`` point Hugging Face ``datasets`` at
+  ``data/`` (:func:`write_dataset_card`), so ``load_dataset("<output>")`` works too;
+- a shard without rows is written without row groups (:func:`write_parquet`): readers that size
+  their batches by the first row group (HF datasets: "BatchSize must be greater than 0") skip it.
 """
 
 from __future__ import annotations
@@ -21,6 +33,7 @@ import pyarrow.parquet as pq
 
 PARQUET_COMPRESSION = "zstd"
 ROW_GROUP_SIZE = 10_000
+DATA_FOLDER = "data"
 
 _URI_SCHEMES = ("s3://", "gs://", "gcs://", "hdfs://", "abfs://", "az://", "file://", "http://", "https://")
 
@@ -134,15 +147,20 @@ def write_parquet(table: pa.Table, path: str, row_group_size: int = ROW_GROUP_SI
     tmp = _tmp_name(path)
     _, tp = filesystem(tmp)
     try:
-        pq.write_table(
-            table,
-            tp,
-            filesystem=fs,
-            compression=PARQUET_COMPRESSION,
-            row_group_size=row_group_size,
-            # Byte-identical outputs across runs: no wall-clock or host in the file.
-            write_statistics=True,
-        )
+        if table.num_rows:
+            pq.write_table(
+                table,
+                tp,
+                filesystem=fs,
+                compression=PARQUET_COMPRESSION,
+                row_group_size=row_group_size,
+                # Byte-identical outputs across runs: no wall-clock or host in the file.
+                write_statistics=True,
+            )
+        else:
+            # No rows: the schema (and its metadata) alone, no row group. pyarrow would write one
+            # row group of 0 rows, which HF datasets turns into a batch size of 0 and fails on.
+            pq.ParquetWriter(tp, table.schema, filesystem=fs, compression=PARQUET_COMPRESSION).close()
         _commit(tmp, path)
     except BaseException:
         _remove_quietly(tmp)
@@ -270,6 +288,32 @@ def json_digest(obj: Any) -> str:
 def read_parquet(path: str, columns: list[str] | None = None) -> pa.Table:
     fs, p = filesystem(path)
     return pq.read_table(p, filesystem=fs, columns=columns)
+
+
+def data_folder(output: str) -> str:
+    """The folder of a stage's shards: ``<output>/data`` (nothing but shards in it)."""
+    return join(output, DATA_FOLDER)
+
+
+def shard_stats_path(shard: str) -> str:
+    """Where the stats of a shard ``<output>/<folder>/<name>.parquet`` go: ``<output>/_stats/<name>.json``,
+    beside its data folder, so the data folder holds nothing but shards."""
+    head, name = posixpath.split(shard) if is_uri(shard) else os.path.split(shard)
+    parent = posixpath.dirname(head) if is_uri(shard) else os.path.dirname(head)
+    return join(parent, "_stats", name.removesuffix(".parquet") + ".json")
+
+
+def write_dataset_card(output: str, title: str, lines: Iterable[str] = ()) -> None:
+    """``<output>/README.md``: a Hugging Face dataset card whose ``configs`` name ``data/*.parquet``
+    as the data, so ``datasets.load_dataset("<output>")`` reads the shards and not the stats."""
+    body = "\n".join(lines)
+    card = (
+        "---\nconfigs:\n- config_name: default\n  data_files:\n  - split: train\n"
+        f"    path: {DATA_FOLDER}/*.parquet\n---\n# {title}\n\n"
+        f"The shards are `{DATA_FOLDER}/*.parquet`; `stats.json` and the other files beside them are the stage's own.\n"
+        + (f"\n{body}\n" if body else "")
+    )
+    write_bytes(card.encode("utf-8"), join(output, "README.md"))
 
 
 def list_shards(folder: str, suffix: str = ".parquet") -> list[str]:

@@ -25,5 +25,5 @@ def test_extract_job_submitted_to_a_started_cluster(tmp_path):
     assert "succeeded" in (result.stdout + result.stderr).lower()
     stats = json.loads((out / "stats.json").read_text())
     assert stats["output"] == 16 + 22 and stats["input"] == stats["output"] + sum(stats["dropped"].values())
-    docs = pq.read_table(out / "cc-main-2020-34-sample.parquet").to_pylist()
+    docs = pq.read_table(out / "data" / "cc-main-2020-34-sample.parquet").to_pylist()
     assert {d["dump"] for d in docs} == {"CC-MAIN-2020-34"} and len(docs) == 16

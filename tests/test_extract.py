@@ -29,7 +29,7 @@ def _extract(*args: str) -> int:
 
 def _docs(folder: Path) -> list[dict]:
     rows = []
-    for f in sorted(folder.glob("*.parquet")):
+    for f in sorted((folder / "data").glob("*.parquet")):
         rows += pq.read_table(f).to_pylist()
     return rows
 
@@ -42,7 +42,7 @@ def sample_out(tmp_path_factory, ray_session) -> Path:
 
 
 def test_schema_ids_and_dumps(sample_out):
-    for f in sorted(sample_out.glob("*.parquet")):
+    for f in sorted((sample_out / "data").glob("*.parquet")):
         validate(pq.read_schema(f))
     docs = _docs(sample_out)
     assert len(docs) > 100
@@ -97,13 +97,13 @@ def test_resume_skips_complete_shards(tmp_path, ray_session):
     out = tmp_path / "partial"
     assert _extract("--input", *files, "--output", str(out)) == 0
     # Simulate a run that died mid-way: one shard gone, a temporary file left behind.
-    (out / "wget-2024-english-0.parquet").unlink()
-    (out / ".wget-2024-english-0.parquet.tmp-deadbeef").write_bytes(b"half a shard")
-    kept = out / "cc-main-2020-34-sample.parquet"
+    (out / "data" / "wget-2024-english-0.parquet").unlink()
+    (out / "data" / ".wget-2024-english-0.parquet.tmp-deadbeef").write_bytes(b"half a shard")
+    kept = out / "data" / "cc-main-2020-34-sample.parquet"
     before = kept.stat().st_mtime_ns
     assert _extract("--input", *files, "--output", str(out)) == 0
     assert kept.stat().st_mtime_ns == before  # complete output skipped, not redone
-    for name in ("cc-main-2020-34-sample.parquet", "wget-2024-english-0.parquet", "stats.json"):
+    for name in ("data/cc-main-2020-34-sample.parquet", "data/wget-2024-english-0.parquet", "stats.json"):
         assert (out / name).read_bytes() == (tmp_path / "full" / name).read_bytes()
 
 
@@ -111,8 +111,8 @@ def test_same_output_with_one_and_two_workers(tmp_path, ray_session):
     files = [str(CC_SAMPLE), str(SAMPLE / "warc" / "wget-2024-english-0.warc.gz"), str(SAMPLE / "warc" / "wget-2024-english-1.warc.gz")]
     for workers in ("1", "2"):
         assert _extract("--input", *files, "--output", str(tmp_path / workers), "--workers", workers) == 0
-    one = sorted(p.name for p in (tmp_path / "1").glob("*.parquet"))
-    assert one == sorted(p.name for p in (tmp_path / "2").glob("*.parquet")) and len(one) == 3
+    one = sorted(f"data/{p.name}" for p in (tmp_path / "1" / "data").glob("*.parquet"))
+    assert one == sorted(f"data/{p.name}" for p in (tmp_path / "2" / "data").glob("*.parquet")) and len(one) == 3
     for name in one + ["stats.json"]:
         assert (tmp_path / "1" / name).read_bytes() == (tmp_path / "2" / name).read_bytes()
 
@@ -152,7 +152,7 @@ def test_bad_files_are_named_and_the_rest_processed(tmp_path, ray_session, capsy
     stats = json.loads((out / "stats.json").read_text())
     assert set(stats["failed_files"]) == {str(not_warc), str(tmp_path / "missing.warc.gz")}
     assert "not a WARC" in stats["failed_files"][str(not_warc)]
-    assert stats["output"] == 16 and (out / "cc-main-2020-34-sample.parquet").exists()
+    assert stats["output"] == 16 and (out / "data" / "cc-main-2020-34-sample.parquet").exists()
     assert "FAILED inputs (2)" in capsys.readouterr().err
 
 

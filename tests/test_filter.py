@@ -308,7 +308,7 @@ def test_filter_stage_accounting_rejects_and_cached_signals(ray_session, stage_i
     assert stats["input"] == n_docs == stats["output"] + sum(stats["dropped"].values())
     assert stats["dropped"]["url_blocklist"] >= 5 and stats["dropped"]["language"] > 300
     assert set(stats["drops_by_language"]) == {"en", "zh", "other"}
-    kept = sum(pq.read_table(p).num_rows for p in glob.glob(os.path.join(out, "*.parquet")))
+    kept = sum(pq.read_table(p).num_rows for p in glob.glob(os.path.join(out, "data", "*.parquet")))
     rejected = pq.read_table(rej).column("metadata").combine_chunks().field("filter_reason").to_pylist()
     assert kept == stats["output"] and Counter(rejected) == stats["dropped"]
     sig_files = sorted(glob.glob(os.path.join(out, "signals", "*", "*.arrow")))
@@ -316,7 +316,7 @@ def test_filter_stage_accounting_rejects_and_cached_signals(ray_session, stage_i
     assert sorted({os.path.basename(os.path.dirname(p)).split("-")[0] for p in sig_files}) == ["base", "deepseek"]
     assert len(sig_files) == 6
     mtimes = [os.path.getmtime(p) for p in sig_files]
-    scores = pq.read_table(os.path.join(out, "a__text-0.parquet")).column("metadata").combine_chunks().field("filter").field("quality_score")
+    scores = pq.read_table(os.path.join(out, "data", "a__text-0.parquet")).column("metadata").combine_chunks().field("filter").field("quality_score")
     assert scores.null_count == 0  # the shipped model scored every document
 
     # A changed threshold: decisions are redone from the cached signals, nothing is rescored.

@@ -47,6 +47,7 @@ def small_config(out: Path, stages: list[str] | None = None) -> dict:
                 "seq_len": 256, "batch_rows": 8},
         "dpo": {"launcher": "inline", "data": [str(SAMPLE / "preference" / "hh-rlhf-harmless-base-test.jsonl.gz")], "max_records": 40,
                 "epochs": 1, "lr": 1e-4, "batch_pairs": 8},
+        "eval": {"limit": 4, "max_new_tokens": 16},
         "generate": {"max_new_tokens": 8},
     }
 
@@ -179,9 +180,66 @@ def test_undisturbed_run_ends_with_an_answer_and_a_report(reference):
     assert 1.5 < rep["tokenizer"]["bytes_per_token"] < 8
     for run in ("pretrain", "sft", "dpo"):
         assert rep["training"][run]["loss"], run
+    # GSM8K after each training stage; a model this small scores about zero, and the report says so
+    gsm8k = rep["benchmark"]["gsm8k"]
+    assert list(gsm8k) == ["pretrain", "sft", "dpo"] and all(g["scored"] == 4 and g["accuracy"] is not None for g in gsm8k.values())
+    assert gsm8k["dpo"] == {**json.loads((out / "eval" / "dpo" / "stats.json").read_text())["gsm8k"], "failed_inputs": {}}
+    assert by_stage["eval"]["documents_in"] == 3 * 1319 and by_stage["eval"]["documents_out"] == 12
+    # decontamination ran in the filter and in SFT/DPO preparation, against GSM8K test
+    assert rep["decontamination"]["filter"]["eval_sets"]["gsm8k-test"]["records"] == 1319
+    assert set(rep["decontamination"]) == {"filter", "sft", "dpo"} and all(d["enabled"] for d in rep["decontamination"].values())
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html and "<script" not in html and "http://" not in html.split("<h2>Artifacts")[0].split("<h2>Deduplication")[0]
     assert set(rep["plots"]) >= {"loss", "documents"}
+    assert "Benchmark: GSM8K test" in html and ("about zero" in html) == all(g["accuracy"] < 0.02 for g in gsm8k.values())
+    assert "Decontamination" in html and "Rehydration by duplicate-cluster size" in html
+
+
+def test_every_stage_output_loads_with_datasets_duckdb_and_polars(reference, tmp_path, monkeypatch):
+    """Each stage's data folder holds nothing but its shards (stats, signals, manifests beside
+    it): HF datasets (the folder, the stage folder through its card, and data_files), duckdb and
+    polars read every one, empty shards included; (id, epoch) is a unique key of the training text
+    and of the token shards."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import datasets
+    import duckdb
+    import polars as pl
+
+    def sql(query: str) -> tuple:
+        return duckdb.sql(query).fetchall()[0]
+
+    out, _ = reference
+    data = {"imported": "imported/data", "extracted": "extracted/data", "dedup": "dedup/documents", "filtered": "filtered/data",
+            "remix": "remix/data", "tokens": "tokens/data", "sft": "sft/data", "dpo": "dpo/pairs", "eval": "eval/dpo/data"}
+    for stage, rel in data.items():
+        folder = out / rel
+        files = sorted(folder.rglob("*"))
+        assert files and all(f.suffix == ".parquet" for f in files if f.is_file()), (stage, [f.name for f in files])
+        rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files if f.is_file())
+        kw = {"cache_dir": str(tmp_path / "hf")}
+        # (all splits: HF names a split after a file name, e.g. DPO's "hh-rlhf-harmless-base-test" pairs are "test")
+        assert sum(datasets.load_dataset(str(folder), **kw).num_rows.values()) == rows, stage
+        assert datasets.load_dataset("parquet", data_files=str(folder / "*.parquet"), split="train", **kw).num_rows == rows, stage
+        if (out / stage / "README.md").exists():  # the stage folder itself, through its dataset card
+            assert datasets.load_dataset(str(out / stage), split="train", **kw).num_rows == rows, stage
+        assert sql(f"select count(*) from read_parquet('{folder}/*.parquet')")[0] == rows, stage
+        assert pl.read_parquet(str(folder)).height == rows, stage
+    for stage in ("imported", "extracted", "filtered", "remix", "tokens"):
+        assert (out / stage / "README.md").exists(), stage
+    assert json.loads((out / "filtered" / "stats.json").read_text())["output"] == sql(f"select count(*) from '{out}/filtered/data/*.parquet'")[0]
+    for rel in ("remix/data", "tokens/data"):
+        n, keys = sql(f"select count(*), count(distinct (id, epoch)) from read_parquet('{out / rel}/*.parquet')")
+        assert n == keys > 0, rel
+    # remix repeats documents (epoch > 0), and the token shards keep those epochs
+    assert sql(f"select max(epoch) from read_parquet('{out}/tokens/data/*.parquet')")[0] >= 1
+    # A shard without rows has no row group: HF datasets reads it (it used to fail with "BatchSize must be greater than 0").
+    from storage import io
+
+    docs = pq.read_table(next((out / "filtered" / "data").glob("*.parquet")))
+    io.write_parquet(docs.slice(0, 0), str(tmp_path / "some" / "a.parquet"))
+    io.write_parquet(docs.slice(0, 1), str(tmp_path / "some" / "b.parquet"))
+    assert pq.ParquetFile(tmp_path / "some" / "a.parquet").metadata.num_row_groups == 0
+    assert datasets.load_dataset(str(tmp_path / "some"), split="train", cache_dir=str(tmp_path / "hf")).num_rows == 1
 
 
 @pytest.mark.slow

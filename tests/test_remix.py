@@ -65,8 +65,23 @@ def test_quotas_fill_to_targets_under_the_epoch_cap():
     assert domain_quotas({"a": 5.0, "z": 7.0}, {"a": 1.0}, 12.0, 4.0) == {"a": 12.0, "z": 0.0}
 
 
+def test_rehydration_weights_are_fineweb2s_table_and_weight_1_is_the_plain_remix():
+    import numpy as np
+
+    from curation.remix import copy_bins, rehydration_weights, unit_bins
+
+    sizes = [None, 1, 2, 3, 4, 5, 99, 100, 999, 1000, 5000]
+    assert rehydration_weights(sizes, RemixConfig().rehydrate_weights).tolist() == [1, 1, 2, 3, 3, 5, 5, 8, 8, 1, 1]
+    ids = [f"doc-{i}" for i in range(50)]
+    rows, bins = copy_bins(3, ids, np.ones(50, dtype=np.int64))
+    assert rows.tolist() == list(range(50)) and bins.tolist() == unit_bins(3, ids).tolist()
+    rows, bins = copy_bins(3, ids, np.full(50, 3, dtype=np.int64))
+    assert rows.tolist() == [i for i in range(50) for _ in range(3)] and (bins[::3] == unit_bins(3, ids)).all()
+    assert len(set(bins.tolist())) > 140  # the extra copies draw numbers of their own
+
+
 def _digests(folder: str) -> dict[str, str]:
-    return {os.path.basename(p): hashlib.sha256(open(p, "rb").read()).hexdigest() for p in sorted(glob.glob(os.path.join(folder, "shard-*.parquet")))}
+    return {os.path.basename(p): hashlib.sha256(open(p, "rb").read()).hexdigest() for p in sorted(glob.glob(os.path.join(folder, "data", "shard-*.parquet")))}
 
 
 @pytest.mark.parametrize("unit", ["documents", "bytes"])
@@ -109,3 +124,44 @@ def test_remix_mixture_accounting_and_determinism(ray_session, inputs, tmp_path,
     before = _digests(a)
     assert remix([str(inputs / "three")], a, cfg) == 0
     assert _digests(a) == before
+
+
+def test_rehydration_writes_duplicated_documents_by_cluster_size(ray_session, sample_docs, tmp_path):
+    """Real pages re-crawled over four dumps, deduplicated by the dedup stage (which records each
+    kept document's cluster size); remix with ``rehydrate=true`` writes every kept document as
+    many times as FineWeb-2's table gives its cluster size, and within the input's budget
+    (scale 1) shifts copies from singletons to documents that had duplicates."""
+    from collections import Counter
+
+    from curation.dedup import DedupConfig
+    from curation.dedup.corpus import CorpusConfig, generate
+    from curation.remix import rehydration_weights
+    from pipelines.dedup import dedup
+    from pipelines.remix import remix
+    from storage import io
+
+    docs = generate(sample_docs[:120], CorpusConfig(dumps=4, seed=3, new_pages=0.1))
+    io.write_parquet(documents_to_table(docs), str(tmp_path / "crawl" / "all.parquet"))
+    assert dedup([str(tmp_path / "crawl")], str(tmp_path / "dedup"), DedupConfig()) == 0
+    kept = pq.read_table(tmp_path / "dedup" / "documents")
+    sizes = kept.column("metadata").combine_chunks().field("dedup_cluster_size").to_pylist()
+    by_size = Counter(1 if s is None else s for s in sizes)
+    assert by_size[1] > 0 and sum(n for s, n in by_size.items() if s >= 2) > 20, by_size
+
+    one_domain = dict(domains=[], weights={"other": 1.0}, unit="documents", shard_target_docs=200, rehydrate=True)
+    weights = rehydration_weights(sizes, RemixConfig().rehydrate_weights)
+    exact = RemixConfig(**one_domain, scale=float(weights.sum() / len(weights)))
+    assert remix([str(tmp_path / "dedup" / "documents")], str(tmp_path / "exact"), exact) == 0
+    written = Counter(pq.read_table(tmp_path / "exact" / "data", columns=["id"]).column("id").to_pylist())
+    assert [written[i] for i in kept.column("id").to_pylist()] == weights.tolist()
+    table = json.load(open(tmp_path / "exact" / "manifest.json"))["rehydration"]
+    assert table["enabled"] and table["by_cluster_size"]["2"] == {"weight": 2, "documents": by_size[2], "copies_written": 2 * by_size[2],
+                                                                  "copies_per_document": 2.0 if by_size[2] else None}
+
+    budget = RemixConfig(**one_domain)  # as many documents out as in: rehydration only redistributes
+    assert remix([str(tmp_path / "dedup" / "documents")], str(tmp_path / "budget"), budget) == 0
+    m = json.load(open(tmp_path / "budget" / "manifest.json"))
+    assert abs(m["documents_after"] - kept.num_rows) <= 2
+    rows = m["rehydration"]["by_cluster_size"]
+    per_doc = [rows[k]["copies_per_document"] for k in ("1", "2", "3-4")]
+    assert per_doc[0] < 1 and per_doc == sorted(per_doc) and per_doc[2] > 2 * per_doc[0], rows

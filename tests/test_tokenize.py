@@ -93,6 +93,7 @@ def test_tokenize_writes_one_ordered_shard_per_input_with_eos(tok_folder, text_s
     for path, rows in zip(outputs, shards):
         table = pq.read_table(path)
         assert table.schema.field("input_ids").type == pa.list_(pa.uint32())
+        assert table.column("epoch").to_pylist() == [0] * table.num_rows  # inputs without remix's epoch
         assert pq.ParquetFile(path).metadata.row_group(0).column(0).compression == "ZSTD"
         kept = [r for r in rows if r["text"]]
         assert table.column("id").to_pylist() == [r["id"] for r in kept]
@@ -111,17 +112,18 @@ def test_tokenize_is_deterministic_across_workers_and_resumes(tok_folder, text_s
     folder, _ = text_shards
     _run(tok_folder, [folder], tmp_path / "a", max_workers=1)
     _run(tok_folder, [folder], tmp_path / "b", max_workers=2, batch_size=64)
-    names = sorted(p.name for p in (tmp_path / "a").iterdir())
+    names = sorted(str(p.relative_to(tmp_path / "a")) for p in (tmp_path / "a").rglob("*") if p.is_file())
+    assert "data/tokens-00003.parquet" in names
     for name in names:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     # Resume: a re-run keeps complete shards; a missing one is redone, identical.
-    lost = tmp_path / "a" / "tokens-00001.parquet"
-    kept = (tmp_path / "a" / "tokens-00000.parquet").stat().st_mtime_ns
+    lost = tmp_path / "a" / "data" / "tokens-00001.parquet"
+    kept = (tmp_path / "a" / "data" / "tokens-00000.parquet").stat().st_mtime_ns
     lost.unlink()
     stats, skipped = _run(tok_folder, [folder], tmp_path / "a")
     assert skipped == 3
-    assert lost.read_bytes() == (tmp_path / "b" / lost.name).read_bytes()
-    assert (tmp_path / "a" / "tokens-00000.parquet").stat().st_mtime_ns == kept
+    assert lost.read_bytes() == (tmp_path / "b" / "data" / lost.name).read_bytes()
+    assert (tmp_path / "a" / "data" / "tokens-00000.parquet").stat().st_mtime_ns == kept
     assert (tmp_path / "a" / "stats.json").read_bytes() == (tmp_path / "b" / "stats.json").read_bytes()
 
 
@@ -132,13 +134,13 @@ def test_tokenize_redoes_shards_of_another_tokenizer_and_drops_stale_ones(tok_fo
     (one / "part.parquet").write_bytes((folder / "part-000.parquet").read_bytes())
     # A first run over two inputs; the second run has one, so its second shard must go.
     _run(tok_folder, [one, folder / "part-001.parquet"], tmp_path / "out")
-    assert (tmp_path / "out" / "tokens-00001.parquet").exists()
+    assert (tmp_path / "out" / "data" / "tokens-00001.parquet").exists()
     other = tmp_path / "tok2"
     T.save(T.train((r["text"] for r in shards[1]), T.TokenizerConfig(vocab_size=1000)), str(other))
     stats, skipped = _run(other, [one], tmp_path / "out")
     assert skipped == 0
-    assert sorted(p.name for p in (tmp_path / "out").glob("*.parquet")) == ["tokens-00000.parquet"]
-    ids = pq.read_table(tmp_path / "out" / "tokens-00000.parquet").column("input_ids").to_pylist()
+    assert sorted(p.name for p in (tmp_path / "out").rglob("*.parquet")) == ["tokens-00000.parquet"]
+    ids = pq.read_table(tmp_path / "out" / "data" / "tokens-00000.parquet").column("input_ids").to_pylist()
     assert max(max(x) for x in ids) == 1001  # the new tokenizer's EOS
 
 
@@ -154,13 +156,13 @@ def test_tokenize_names_a_broken_shard_and_does_the_rest(tok_folder, text_shards
     assert rc == 1
     stats = json.loads((out / "stats.json").read_text())
     assert list(stats["failed_files"]) == [str(mixed / "part-002.parquet")]
-    assert (out / "tokens-00000.parquet").exists() and (out / "tokens-00001.parquet").exists()
-    assert not (out / "tokens-00002.parquet").exists()
+    assert (out / "data" / "tokens-00000.parquet").exists() and (out / "data" / "tokens-00001.parquet").exists()
+    assert not (out / "data" / "tokens-00002.parquet").exists()
     assert stats["input"] == stats["output"] + sum(stats["dropped"].values())
 
 
 def test_tokenize_reads_dolma_jsonl_too(tok_folder, tmp_path, ray_session):
     src = SAMPLE / "text" / "cc_en_head-0091.jsonl.gz"
     stats, _ = _run(tok_folder, [src], tmp_path / "out")
-    table = pq.read_table(tmp_path / "out" / "tokens-00000.parquet")
+    table = pq.read_table(tmp_path / "out" / "data" / "tokens-00000.parquet")
     assert stats.input == stats.output == table.num_rows == 10

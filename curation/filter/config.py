@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from curation.decontam import DecontaminationConfig
+
 # Gopher's stop words (Rae et al. 2021, A.1.1): a document must contain at least two of them.
 # Chinese has no such published list; these are its most frequent function characters/words (the
 # structural particles, copula, common prepositions and pronouns), which any running Chinese
@@ -161,6 +163,9 @@ class FilterConfig:
     blocklist: BlocklistConfig = field(default_factory=BlocklistConfig)
     # Rules switched off by name (e.g. ["c4_curly_bracket"]): their signals are still stored.
     disabled_rules: list[str] = field(default_factory=list)
+    # Documents sharing a 13-gram with an evaluation set are dropped as "contamination"
+    # (curation/decontam.py); after the rules, so a document fails its first rule first.
+    decontamination: DecontaminationConfig = field(default_factory=DecontaminationConfig)
 
 
 # ---- presets ----------------------------------------------------------------------------------

@@ -4,9 +4,9 @@ cap, deterministic up/down-sampling and a global shuffle into training text shar
 from curation.remix.config import DomainRule, RemixConfig
 from curation.remix.domains import OTHER, DomainAssigner
 from curation.remix.mixture import domain_quotas, target_shares
-from curation.remix.sampling import BINS, copies, cut_bins, shuffle_keys, size_histogram, unit_bins
+from curation.remix.sampling import BINS, copies, copy_bins, cut_bins, rehydration_weights, shuffle_keys, size_histogram, unit_bins, weight_keys
 
 __all__ = [
-    "BINS", "OTHER", "DomainAssigner", "DomainRule", "RemixConfig", "copies", "cut_bins", "domain_quotas",
-    "shuffle_keys", "size_histogram", "target_shares", "unit_bins",
+    "BINS", "OTHER", "DomainAssigner", "DomainRule", "RemixConfig", "copies", "copy_bins", "cut_bins", "domain_quotas",
+    "rehydration_weights", "shuffle_keys", "size_histogram", "target_shares", "unit_bins", "weight_keys",
 ]

@@ -60,3 +60,12 @@ class RemixConfig:
     # shard holds about this many bytes (or documents, when shard_target_docs is set).
     shard_target_bytes: int = 64 * 1024 * 1024
     shard_target_docs: int | None = None
+    # Rehydration (FineWeb-2, Penedo et al. 2025; github.com/huggingface/fineweb-2): deduplication
+    # keeps one document per duplicate cluster, and FineWeb-2 found that writing it more often the
+    # larger its cluster was (a crude popularity signal) helped. Off by default: the DeepSeek LLM
+    # report does not do it. The cluster size is dedup's metadata.dedup_cluster_size (none: 1).
+    rehydrate: bool = False
+    # {smallest cluster size: copies}: a document of a cluster of N counts as the copies of the
+    # largest key <= N. FineWeb-2's table: N for N <= 3, 3 for N = 4, 5 for 5..99, 8 for
+    # 100..999, and 1 from 1000 up ("very large clusters are lower quality").
+    rehydrate_weights: dict[int, int] = field(default_factory=lambda: {1: 1, 2: 2, 3: 3, 5: 5, 100: 8, 1000: 1})
