@@ -517,7 +517,7 @@ def test_switching_presets_scores_only_what_the_new_one_adds(ray_session, stage_
     stats = json.load(open(os.path.join(out, "stats.json")))
     assert stats["preset"] == "fineweb" and stats["input"] == stats["output"] + sum(stats["dropped"].values())
     assert "fineweb_line_punct_ratio" in stats["dropped"] or "c4_too_few_sentences" in stats["dropped"]
-    kept = pq.read_table(os.path.join(out, "text-0.parquet"))
+    kept = pq.read_table(os.path.join(out, "data", "text-0.parquet"))
     meta = kept.column("metadata").combine_chunks()
     assert set(meta.field("filter_preset").to_pylist()) == {"fineweb"}
     originals = {d["id"]: d["text"] for d in pq.read_table(shard).to_pylist()}
