@@ -230,12 +230,12 @@ def _pretrain(cfg: PipelineConfig, paths: dict[str, str]) -> int:
 
     p, out = cfg.pretrain, paths["pretrain"]
     argv = ["pretrain", "--data", paths["tokenize"], "--tokenizer", io.join(paths["train-tokenizer"], "tokenizer.json"),
-            "--output", out, "--model", p.model, "--nproc", str(p.nproc), "--launcher", p.launcher]
+            "--output", out, "--model", p.model, "--nproc", str(p.nproc), "--launcher", p.launcher, "--max-failures", str(p.max_failures)]
     for flag, value in (("--seq-len", p.seq_len), ("--micro-batch", p.micro_batch), ("--batch", p.batch), ("--lr", p.lr),
                         ("--train-tokens", p.train_tokens), ("--max-steps", p.max_steps), ("--warmup-steps", p.warmup_steps),
                         ("--checkpoint-every", p.checkpoint_every), ("--eval-every", p.eval_every)):
         argv += _opt(flag, value)
-    if os.path.isdir(out) and latest_checkpoint(out):
+    if latest_checkpoint(out):
         print(f"run: pretrain: {out} has a checkpoint; resuming from the last complete one", file=sys.stderr)
         argv.append("--resume")
     return _stage(argv + _sets(p.set))
@@ -245,7 +245,7 @@ def _finetune(stage: str, cfg: PipelineConfig, paths: dict[str, str], start: str
     s = cfg.sft if stage == "sft" else cfg.dpo
     data = _first_records(s.data, s.max_records, io.join(cfg.output, f"{stage}-input")) if s.max_records else s.data
     argv = [stage, "--checkpoint", start, "--tokenizer", paths["train-tokenizer"], "--output", paths[stage],
-            "--data", *data, "--nproc", str(s.nproc), "--launcher", s.launcher,
+            "--data", *data, "--nproc", str(s.nproc), "--launcher", s.launcher, "--max-failures", str(s.max_failures),
             *_opt("--epochs", s.epochs), *_opt("--lr", s.lr), *_opt("--micro-batch", s.micro_batch)]
     if stage == "sft":
         argv += [*_opt("--seq-len", cfg.sft.seq_len), *_opt("--batch-rows", cfg.sft.batch_rows)]
