@@ -74,13 +74,20 @@ def _reference_shard(pair_shard: str, out_dir: str, checkpoint: str, pad_id: int
     return len(keys)
 
 
+def build_config(args: argparse.Namespace):
+    """The run's ``training.dpo.DPOConfig`` from the command line (``--dry-run`` checks the same)."""
+    from training.dpo import DPOConfig
+
+    return _resolve(args, DPOConfig, {"beta": args.beta, "batch_pairs": args.batch_pairs})
+
+
 def run(args: argparse.Namespace) -> int:
     from pipelines.config import to_dict
     from pipelines.pretrain import launch
-    from training.dpo import DPOConfig, pairs_table
+    from training.dpo import pairs_table
     from training.sft import context_length, resolve_checkpoint
 
-    cfg = _resolve(args, DPOConfig, {"beta": args.beta, "batch_pairs": args.batch_pairs})
+    cfg = build_config(args)
     try:
         ckpt, run_cfg = resolve_checkpoint(cfg.init_from)
     except FileNotFoundError as e:

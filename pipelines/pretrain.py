@@ -177,8 +177,9 @@ def _launch_ray(cfg: dict[str, Any], nproc: int, entry_module: str, max_failures
     cfg = dict(cfg)
     # A restarted worker group (FailureConfig) continues from the last complete checkpoint; on
     # the first attempt there is none (run() refuses a run folder with checkpoints unless
-    # --resume), so this starts fresh.
-    cfg["resume"] = True
+    # --resume), so this starts fresh. (SFT and DPO always resume.)
+    if "resume" in cfg:
+        cfg["resume"] = True
     if not use_gpu and not cfg.get("cpu_threads"):
         cfg["cpu_threads"] = max(1, int(ray.cluster_resources().get("CPU", 1)) // nproc)
     trainer = TorchTrainer(

@@ -166,12 +166,19 @@ def check_tokenizer(tokenizer_path: str, run_cfg: dict[str, Any]) -> tuple[int, 
     return eos, None
 
 
+def build_config(args: argparse.Namespace):
+    """The run's ``training.sft.SFTConfig`` from the command line (``--dry-run`` checks the same)."""
+    from training.sft import SFTConfig
+
+    return _resolve(args, SFTConfig, {"seq_len": args.seq_len, "batch_rows": args.batch_rows, "packing": False if args.no_packing else None})
+
+
 def run(args: argparse.Namespace) -> int:
     from pipelines.config import to_dict
     from pipelines.pretrain import launch
-    from training.sft import SFTConfig, context_length, examples_table, resolve_checkpoint
+    from training.sft import context_length, examples_table, resolve_checkpoint
 
-    cfg = _resolve(args, SFTConfig, {"seq_len": args.seq_len, "batch_rows": args.batch_rows, "packing": False if args.no_packing else None})
+    cfg = build_config(args)
     try:
         ckpt, run_cfg = resolve_checkpoint(cfg.init_from)
     except FileNotFoundError as e:

@@ -390,9 +390,6 @@ def main(config: dict[str, Any]) -> dict[str, Any]:
     """Per-worker entry of the launchers: config dict (``pad_id`` + :class:`DPOConfig` fields)."""
     config = dict(config)
     pad_id = int(config.pop("pad_id"))
-    # Keys the shared launcher adds for pre-training (its Ray path sets val_data).
-    if not config.get("val_data"):
-        config.pop("val_data", None)
     return train_dpo(DPOConfig(**config), pad_id)
 
 

@@ -303,9 +303,6 @@ def main(config: dict[str, Any]) -> dict[str, Any]:
     """
     config = dict(config)
     pad_id = int(config.pop("pad_id"))
-    # Keys the shared launcher adds for pre-training (its Ray path sets val_data).
-    if not config.get("val_data"):
-        config.pop("val_data", None)
     cfg = SFTConfig(**config)
     train, held = read_examples(cfg.data)
     return train_sft(cfg, train, held, pad_id)
