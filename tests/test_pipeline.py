@@ -184,6 +184,19 @@ def test_undisturbed_run_ends_with_an_answer_and_a_report(reference):
     assert set(rep["plots"]) >= {"loss", "documents"}
 
 
+def test_dry_run_of_a_finished_run_says_what_is_complete(reference, tmp_path, capsys):
+    """`--dry-run` on the finished reference run: every stage complete, nothing to run, nothing touched."""
+    from pipelines.cli import main
+
+    out, _ = reference
+    before = mtimes(out, COMPARED[:3] + ("pretrain",))
+    cfg = write_config(tmp_path / "again.yaml", small_config(out))
+    assert main(["run", "--config", str(cfg), "--dry-run"]) == 0
+    plan = capsys.readouterr().out
+    assert plan.count("complete (skipped)") == 11 and "would run 0 stage(s)" in plan
+    assert mtimes(out, COMPARED[:3] + ("pretrain",)) == before
+
+
 @pytest.mark.slow
 def test_a_second_run_redoes_nothing(reference, tmp_path):
     out, _ = reference
