@@ -55,7 +55,7 @@ def main() -> int:
     ap.add_argument("--json", help="also write the figures here")
     args = ap.parse_args()
     out = {}
-    print(f"| stage | model | world | seq_len | steps timed | tokens/s | MFU (attention in full) | MFU (causal: attention halved) |")
+    print("| stage | model | world | seq_len | steps timed | tokens/s | MFU (attention in full) | MFU (causal: attention halved) |")
     print("|---|---|---|---|---|---|---|---|")
     for stage in ("pretrain", "sft", "dpo"):
         fig = stage_figures(io.join(args.run, stage), args.warmup)

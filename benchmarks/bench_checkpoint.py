@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -92,8 +91,8 @@ def main() -> int:
         ckpt_mb = 12 * 2 * 64 * 102_400 / 1e6  # fp32 weights + 2 Adam moments of the two embedding matrices (the bulk)
         print(f"\ncheckpoint every {args.every} of {args.steps} steps (~{ckpt_mb:.0f} MB each), tiny model, vocab {VOCAB:,}, "
               f"{args.seq_len} x {args.micro_batch} tokens per step, {args.threads} thread(s); best of {args.repeat}\n")
-        print(f"| store | mode | s/step incl. checkpoints | overhead per save | final loss |")
-        print(f"|---|---|---|---|---|")
+        print("| store | mode | s/step incl. checkpoints | overhead per save | final loss |")
+        print("|---|---|---|---|---|")
         for store in roots:
             base = min(x["wall"] for x in results[(store, "none")])
             for mode in ("none", "sync", "async"):

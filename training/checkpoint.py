@@ -21,7 +21,6 @@ too; locally through DCP's own file-system writer. The folder must be one every 
 from __future__ import annotations
 
 import io as _bytes_io
-import json
 import pickle
 import re
 from typing import Any

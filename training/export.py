@@ -16,7 +16,6 @@ import os
 import sys
 
 import torch
-from torch import nn
 
 from training.model import ModelConfig, Transformer
 
