@@ -74,7 +74,7 @@ def dry_run(cfg: Any, stages: list[str], paths: dict[str, str], config_path: str
     if problems:
         print(f"run: dry-run: {len(problems)} problem(s); nothing was run", file=sys.stderr)
         return 2
-    print(f"\nplan: no problems found; `pipelines run --config {config_path or '<file>'}` would run {sum(s.state != 'complete' for s in steps)} stage(s)")
+    print(f"\nplan: no problems found; `pipelines run --config {config_path or '<file>'}` would run {sum(not s.state.startswith('complete') for s in steps)} stage(s)")
     return 0
 
 
