@@ -386,14 +386,14 @@ def test_two_node_cluster_job_on_s3_equals_single_node(reference, s3, bucket, tm
     cfg = small_config(f"{bucket}/run")  # type: ignore[arg-type]
     for stage in ("pretrain", "sft", "dpo"):
         cfg[stage].update(launcher="ray", nproc=2)
-    cfg["pretrain"]["checkpoint_every"] = 2  # losses do not depend on it; more checkpoints to resume from
+    cfg["pretrain"]["checkpoint_every"] = 3  # losses do not depend on it; a checkpoint to resume from early on
     config = write_config(tmp_path / "s3.yaml", cfg)
     with _started(lambda: RayCluster(head_cpus=1, resources='{"head_node": 1}')) as cluster:
         cluster.add_node(cpus=1, resources='{"second_node": 1}')
         _wait_nodes(cluster, 2)
         job = cluster.start_job("python", "-m", "pipelines", "run", "--config", str(config), cwd=str(REPO), log=tmp_path / "job.log")
         try:
-            ckpt = "run/pretrain/checkpoints/step-00000002/manifest.json"
+            ckpt = "run/pretrain/checkpoints/step-00000003/manifest.json"
             _wait_s3(lambda: ckpt in s3.keys(name, "run/pretrain/checkpoints/"), job, 400, "the first pre-training checkpoint")
             killed = _kill_train_worker(cluster, job, 30)
             assert "run/pretrain/summary.json" not in s3.keys(name, "run/pretrain/"), "pre-training ended before the kill"
