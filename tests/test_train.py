@@ -94,7 +94,7 @@ def test_loader_state_resumes_with_the_next_batch_across_epochs(shards):
     a = TokenShardLoader(files, seq_len=64, micro_batch=16, seed=3)
     for _ in range(1500):  # past the end of the data (~21k rows): the second epoch
         a.next_batch()
-    state = json.loads(json.dumps(a.state_dict()))  # JSON-able, as in trainer.json
+    state = json.loads(json.dumps(a.state_dict()))  # JSON-able, as in a checkpoint manifest
     assert state["epoch"] >= 1 and 0 <= state["unit"] and state["leftover"] is not None
     b = TokenShardLoader(files, seq_len=64, micro_batch=16, seed=3)
     b.load_state_dict(state)
