@@ -70,7 +70,7 @@ bench-dedup: install dedup-corpus
 	$(PY) benchmarks/bench_dedup.py --corpus build/dedup/corpus
 
 ## ---- pretrain (issue 6) ----
-.PHONY: pretrain plot-run model-sizes bench-train bench-gpu
+.PHONY: pretrain plot-run model-sizes bench-train bench-gpu bench-checkpoint
 # Token shards to train on: the tokenize stage's output, or (default) the bundled sample through
 # a small BPE (`python -m training.sample_data`). make pretrain NPROC=2 runs torchrun (gloo on CPU).
 NPROC         ?= 2
@@ -92,6 +92,11 @@ model-sizes: install
 
 bench-train: install
 	$(PY) benchmarks/bench_train.py
+
+# Step time with asynchronous vs synchronous DCP checkpoints, on a local folder and on an S3
+# server on loopback (moto), side by side in one run.
+bench-checkpoint: install
+	$(PY) benchmarks/bench_checkpoint.py
 
 # One GPU: the 1b config in bf16 with torch.compile, tokens/s and MFU (< 5 min on an H200).
 bench-gpu: install
@@ -142,11 +147,15 @@ bench-tokenize: install
 	$(PY) benchmarks/bench_tokenize.py
 
 ## ---- pipeline (issue 8) ----
-.PHONY: run bench-scaling test-pipeline
+.PHONY: run plan bench-scaling test-pipeline
 # The whole recipe from one config (make run CONFIG=configs/laptop.yaml); a re-run resumes.
 CONFIG ?= configs/demo.yaml
 run: install
 	$(PY) -m pipelines run --config $(CONFIG)
+
+# What `make run` would do, checked without running anything (paths, options, Ray resources).
+plan: install
+	$(PY) -m pipelines run --config $(CONFIG) --dry-run
 
 # extract/dedup/filter/tokenize with 1 and 2 workers, side by side: seconds, docs/s, speed-up.
 bench-scaling: install

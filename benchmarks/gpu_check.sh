@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU checks as one script, for a lent GPU machine (the `device` tool's `run`):
-# `bash benchmarks/gpu_check.sh [tiny] [1b] [align]` from the repository root (default: all three).
+# `bash benchmarks/gpu_check.sh [tiny] [1b] [align] [chain]` from the repository root (default: all four).
 # Writes logs and JSON under $OUT (else build/gpu-check). Each step has its own time limit, so
 # one failure leaves time for the next:
 #   tiny   the tiny model through the trainer on the GPU (the path works)
@@ -8,12 +8,16 @@
 #          compile, fewer steps, if that run fails
 #   align  SFT then DPO through the trainer on the GPU, with checkpoints handed from one to the
 #          next (`benchmarks/bench_align.py --no-throughput`): held-out figures before/after
+#   chain  `pipelines run` of the demo config with the 125m model and `launcher: ray` for
+#          pretrain, SFT and DPO (Ray Train, one GPU worker) on the bundled data, then
+#          `benchmarks/bench_chain.py`: tokens/s and MFU per stage, attention FLOPs counted in full
+#          (the trainer's figure, as the README's 51.6%) and halved for the causal mask
 set -u
 OUT=${OUT:-build/gpu-check}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 PY=${PY:-python3}
-STEPS=${*:-tiny 1b align}
+STEPS=${*:-tiny 1b align chain}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/nvidia-smi.txt"
 $PY -c "import torch, pyarrow, numpy; print('torch', torch.__version__, 'pyarrow', pyarrow.__version__, 'numpy', numpy.__version__)"
 quiet() { tr '\r' '\n' | grep -v -e '^pretrain:' -e '^sft:' -e '^dpo:'; }
@@ -33,6 +37,13 @@ for step in $STEPS; do
     align)
       echo "== SFT and DPO through the trainer on the GPU"
       timeout 240 $PY benchmarks/bench_align.py --no-throughput 2>&1 | quiet | tee "$OUT/align.log" ;;
-    *) echo "unknown step: $step (tiny, 1b, align)"; exit 2 ;;
+    chain)
+      echo "== pretrain -> SFT -> DPO, 125m, launcher: ray (Ray Train on the GPU)"
+      timeout "${CHAIN_TIMEOUT:-420}" $PY -m pipelines run --config configs/demo.yaml --no-report --set output="$OUT/chain" \
+        --set pretrain.model=125m --set pretrain.launcher=ray --set pretrain.seq_len=2048 --set pretrain.micro_batch=8 \
+        --set 'pretrain.batch="65536"' --set pretrain.train_tokens=3932160 --set 'pretrain.lr="6e-4"' --set pretrain.checkpoint_every=20 \
+        --set sft.launcher=ray --set sft.seq_len=2048 --set sft.batch_rows=8 --set dpo.launcher=ray 2>&1 | quiet | tee "$OUT/chain.log"
+      $PY benchmarks/bench_chain.py "$OUT/chain" --json "$OUT/chain.json" | tee "$OUT/chain-figures.md" ;;
+    *) echo "unknown step: $step (tiny, 1b, align, chain)"; exit 2 ;;
   esac
 done

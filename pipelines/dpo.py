@@ -21,7 +21,6 @@ held-out loss, reward accuracy, margin and log-probs before and after.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from typing import Any
@@ -29,7 +28,7 @@ from typing import Any
 from storage import io
 from pipelines.runtime import TaskFailure, Timer, print_summary, run_tasks
 from pipelines.sft import (
-    SUFFIXES, _resolve, absolute, add_common_arguments, check_tokenizer, contamination_index, prepare_chat_file, prepare_files, shard_name,
+    SUFFIXES, _resolve, add_common_arguments, check_tokenizer, contamination_index, prepare_chat_file, prepare_files, shard_name,
     tokenizer_file,
 )
 
@@ -77,22 +76,32 @@ def _reference_shard(pair_shard: str, out_dir: str, checkpoint: str, pad_id: int
     return len(keys)
 
 
+def build_config(args: argparse.Namespace):
+    """The run's ``training.dpo.DPOConfig`` from the command line (``--dry-run`` checks the same)."""
+    from training.dpo import DPOConfig
+
+    return _resolve(args, DPOConfig, {"beta": args.beta, "batch_pairs": args.batch_pairs})
+
+
 def run(args: argparse.Namespace) -> int:
     from pipelines.config import to_dict
     from pipelines.pretrain import launch
-    from training.dpo import DPOConfig, pairs_table
-    from training.model import model_config
-    from training.sft import resolve_checkpoint
+    from training.dpo import pairs_table
+    from training.sft import context_length, resolve_checkpoint
 
-    cfg = _resolve(args, DPOConfig, {"beta": args.beta, "batch_pairs": args.batch_pairs})
-    ckpt, run_cfg = resolve_checkpoint(cfg.init_from)
+    cfg = build_config(args)
+    try:
+        ckpt, run_cfg = resolve_checkpoint(cfg.init_from)
+    except FileNotFoundError as e:
+        print(f"dpo: --checkpoint {e}", file=sys.stderr)
+        return 2
     tok_path = tokenizer_file(args.tokenizer)
     pad_id, err = check_tokenizer(tok_path, run_cfg)
     if err:
         print(f"dpo: {err}", file=sys.stderr)
         return 2
     files, missing = io.expand_inputs(args.data, SUFFIXES)
-    max_len = cfg.max_seq_len or model_config(run_cfg["model"]).max_seq_len
+    max_len = context_length(run_cfg, cfg.max_seq_len)
     pair_dir, ref_dir = io.join(cfg.run_dir, "pairs"), io.join(cfg.run_dir, "reference")
     contamination = contamination_index(args)
     with Timer() as t:
@@ -115,14 +124,12 @@ def run(args: argparse.Namespace) -> int:
                         print(f"dpo: reference log-probs failed for {s}: {d.error}", file=sys.stderr)
                         return 1
                 ref_shards = [io.join(ref_dir, os.path.basename(s)) for s in shards]
-        launch_cfg = {**to_dict(cfg), "data": [absolute(x) for x in shards], "reference_data": [absolute(x) for x in ref_shards],
-                      "pad_id": pad_id, "run_dir": absolute(cfg.run_dir), "init_from": absolute(ckpt)}
-        rc = launch(launch_cfg, args.nproc, args.launcher, entry_module="training.dpo")
+        launch_cfg = {**to_dict(cfg), "max_seq_len": max_len, "data": shards, "reference_data": ref_shards, "pad_id": pad_id, "init_from": ckpt}
+        rc = launch(launch_cfg, args.nproc, args.launcher, entry_module="training.dpo", max_failures=args.max_failures)
     if rc != 0:
         print(f"dpo: training exited with status {rc}", file=sys.stderr)
         return rc
-    with open(os.path.join(cfg.run_dir, "dpo.json")) as f:
-        result = json.load(f)
+    result = io.read_json(io.join(cfg.run_dir, "dpo.json"))
     stats.add("steps", result["steps"])
     stats.add("seconds", t.seconds)
     stats.add("reference_seconds", tr.seconds)

@@ -46,10 +46,13 @@ def load_model_and_sampling(args: argparse.Namespace):
     return tok, model, eos, sampling, run_cfg["vocab_size"]
 
 
-def stream_answer(tok, model, eos: int, sampling, vocab: int, messages: list[dict[str, str]], out=sys.stdout) -> str:
-    """Generate an answer to ``messages``, printing text as it is decoded; returns the answer."""
+def stream_answer(tok, model, eos: int, sampling, vocab: int, messages: list[dict[str, str]], out=None) -> str:
+    """Generate an answer to ``messages``, printing text as it is decoded (to ``out``, default the
+    current ``sys.stdout``); returns the answer."""
     from training.chat import tokenize_prompt
     from training.generate import generate
+
+    out = out or sys.stdout
 
     ids: list[int] = []
     shown = ""

@@ -80,6 +80,9 @@ class TrainLaunch:
     # cluster (RAY_ADDRESS), else torchrun for nproc > 1, else in this process.
     nproc: int = 1
     launcher: str = "auto"
+    # Ray Train: restarts of the worker group after a worker dies; each restart resumes from the
+    # run's last complete checkpoint.
+    max_failures: int = 3
 
 
 @dataclass
@@ -152,7 +155,7 @@ class GenerateSection:
 
 @dataclass
 class PipelineConfig:
-    # Run folder (local path or object-store URI for the curation stages): every stage writes
+    # Run folder, a local path or an object-store URI (s3://, gs://, abfs://): every stage writes
     # <output>/<stage>, and the run ends with <output>/report.json and report.html.
     output: str = "runs/demo"
     # Stages to run, in STAGE_ORDER (empty: all). A later stage needs the earlier ones' outputs.

@@ -1,14 +1,17 @@
 """``python -m pipelines plot-run <run>``: loss (train and validation) and learning rate as PNG.
 
 Reads ``<run>/log.jsonl`` as the trainer writes it; where a resumed run logged a step twice,
-the later record wins. Writes ``<run>/loss.png`` and ``<run>/lr.png`` (or ``--output``).
+the later record wins. Writes ``<run>/loss.png`` and ``<run>/lr.png`` (or ``--output``); the run
+folder and the output may be local or on an object store.
 """
 
 from __future__ import annotations
 
 import argparse
+import io as _bytes_io
 import json
-import os
+
+from storage import io
 
 NAME = "plot-run"
 HELP = "draw a training run's loss and learning-rate curves (PNG) from its log.jsonl"
@@ -22,8 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def read_log(run_dir: str) -> tuple[dict[int, dict], dict[int, float]]:
     steps: dict[int, dict] = {}
     val: dict[int, float] = {}
-    with open(os.path.join(run_dir, "log.jsonl")) as f:
-        for line in f:
+    with io.open_input(io.join(run_dir, "log.jsonl")) as f:
+        for line in f.read().decode("utf-8").splitlines():
             line = line.strip()
             if not line:
                 continue
@@ -42,7 +45,6 @@ def plot(run_dir: str, out_dir: str | None = None) -> list[str]:
     import matplotlib.pyplot as plt
 
     out_dir = out_dir or run_dir
-    os.makedirs(out_dir, exist_ok=True)
     steps, val = read_log(run_dir)
     if not steps:
         raise ValueError(f"{run_dir}/log.jsonl has no step records")
@@ -58,12 +60,11 @@ def plot(run_dir: str, out_dir: str | None = None) -> list[str]:
         ax.plot([by_step_tokens.get(s, s) for s in vs], [val[s] for s in vs], "o-", label="validation loss")
     ax.set_xlabel("tokens")
     ax.set_ylabel("loss (nats/token)")
-    ax.set_title(os.path.basename(os.path.abspath(run_dir)))
+    ax.set_title(io.basename(io.absolute(run_dir)))
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    paths.append(os.path.join(out_dir, "loss.png"))
-    fig.savefig(paths[-1], dpi=110)
+    paths.append(_save(fig, io.join(out_dir, "loss.png")))
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(7, 3.2))
@@ -72,10 +73,16 @@ def plot(run_dir: str, out_dir: str | None = None) -> list[str]:
     ax.set_ylabel("learning rate")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    paths.append(os.path.join(out_dir, "lr.png"))
-    fig.savefig(paths[-1], dpi=110)
+    paths.append(_save(fig, io.join(out_dir, "lr.png")))
     plt.close(fig)
     return paths
+
+
+def _save(fig, path: str) -> str:
+    buf = _bytes_io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    io.write_bytes(buf.getvalue(), path)
+    return path
 
 
 def run(args: argparse.Namespace) -> int:

@@ -2,13 +2,15 @@
 
 - With ``RAY_ADDRESS`` (``ray job submit`` sets it), or ``--launcher ray``: Ray Train's
   ``TorchTrainer`` runs ``training.trainer.main`` in ``--nproc`` workers (GPUs when the cluster
-  has them); Ray sets up the process group.
+  has them); Ray sets up the process group. A worker that dies (a node lost, a process killed)
+  makes Ray Train restart the worker group (``FailureConfig``, ``--max-failures`` times), and
+  the restarted workers resume from the run's last complete checkpoint.
 - Locally: ``torchrun`` (``torch.distributed.run``) with ``--nproc`` processes (gloo on CPU,
   NCCL on GPU), or in this process when ``--nproc 1``.
 
 Every launcher runs the same per-worker entry, writes into the same run folder
-(``config.json``, ``log.jsonl``, ``checkpoints/``, ``summary.json``) and ends with
-``stats.json`` and a summary. A run whose schedule is complete is skipped on re-run;
+(``config.json``, ``log.jsonl``, ``checkpoints/``, ``summary.json``; a local path or an
+object-store URI) and ends with ``stats.json`` and a summary. A run whose schedule is complete is skipped on re-run;
 ``--resume`` continues from the latest checkpoint.
 """
 
@@ -22,8 +24,8 @@ import sys
 import tempfile
 from typing import Any
 
-
 from curation.stats import StageStats
+from storage import io
 from pipelines import config as config_mod
 from pipelines.cli import add_config_arguments
 from pipelines.runtime import Timer, print_summary
@@ -45,7 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-data", nargs="+", help="held-out token shards (default: the last data shard)")
     p.add_argument("--output", help="run folder (config, log.jsonl, checkpoints, stats.json)")
     p.add_argument("--model", help="named model config: tiny, 125m, 1b, 7b, 67b")
-    p.add_argument("--tokenizer", help="tokenizer.json: its vocabulary size sets the model's")
+    p.add_argument("--tokenizer", help="the tokenizer folder (or its tokenizer.json): its vocabulary size sets the model's")
     p.add_argument("--vocab-size", type=int, help="vocabulary size before padding (default 100,015)")
     p.add_argument("--seq-len", type=int)
     p.add_argument("--micro-batch", type=int, help="rows per micro-batch per process")
@@ -60,12 +62,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init-from", help="checkpoint folder whose weights start the run")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile each block")
     p.add_argument("--activation-checkpointing", action="store_true", default=None)
-    p.add_argument("--async-checkpoint", action="store_true", default=None, help="write intermediate checkpoints in a background thread")
+    p.add_argument("--async-checkpoint", action=argparse.BooleanOptionalAction, default=None,
+                   help="write intermediate checkpoints in a background thread (default on)")
     p.add_argument("--resume", action="store_true", default=None, help="continue from the run's latest checkpoint")
+    add_launcher_arguments(p)
+    add_config_arguments(p)
+
+
+def add_launcher_arguments(p: argparse.ArgumentParser) -> None:
+    """How training processes start (pretrain, sft and dpo share them)."""
     p.add_argument("--nproc", type=int, default=1, help="processes (data-parallel ranks)")
     p.add_argument("--launcher", choices=["auto", "inline", "torchrun", "ray"], default="auto",
                    help="auto: Ray Train with RAY_ADDRESS, else torchrun for --nproc > 1, else this process")
-    add_config_arguments(p)
+    p.add_argument("--max-failures", type=int, default=3,
+                   help="Ray Train: restarts of the worker group after a worker dies (each resumes from the last complete checkpoint)")
 
 
 _FLAGS = {"data": "data", "val_data": "val_data", "output": "run_dir", "model": "model", "vocab_size": "vocab_size",
@@ -84,9 +94,9 @@ def build_config(args: argparse.Namespace):
         if v is not None:
             over[key] = v
     if args.tokenizer:
-        from tokenizers import Tokenizer
+        from tokenizer import load
 
-        over["vocab_size"] = Tokenizer.from_file(args.tokenizer).get_vocab_size()
+        over["vocab_size"] = load(args.tokenizer).get_vocab_size()
     if args.lr is not None:
         over.update({"lr_auto": True} if args.lr == "auto" else {"lr": args.lr, "lr_auto": False})
     if args.batch is not None:
@@ -97,12 +107,32 @@ def build_config(args: argparse.Namespace):
     return config_mod.load(TrainConfig, args.config, over)
 
 
-def launch(cfg_dict: dict[str, Any], nproc: int, launcher: str, entry_module: str = "training.trainer") -> int:
+# Config keys that hold paths (pre-training's, SFT's and DPO's): made absolute once, in launch().
+PATH_KEYS = ("run_dir", "init_from")
+PATH_LIST_KEYS = ("data", "val_data", "reference_data")
+
+
+def absolute_paths(cfg_dict: dict[str, Any]) -> dict[str, Any]:
+    """The config with every path absolute (URIs as they are): the workers of torchrun and Ray
+    Train run in other folders, on other machines."""
+    out = dict(cfg_dict)
+    for key in PATH_KEYS:
+        if out.get(key):
+            out[key] = io.absolute(out[key])
+    for key in PATH_LIST_KEYS:
+        if out.get(key):
+            out[key] = [io.absolute(p) for p in out[key]]
+    return out
+
+
+def launch(cfg_dict: dict[str, Any], nproc: int, launcher: str, entry_module: str = "training.trainer", max_failures: int = 3) -> int:
     """Run ``entry_module``'s ``main(config)`` on ``nproc`` ranks; returns an exit status.
 
     ``entry_module`` must expose ``main(config: dict)`` and run ``main(json.load(argv[1]))`` as
-    ``__main__`` (``training.trainer`` does); SFT/DPO reuse this launcher with theirs.
+    ``__main__`` (``training.trainer`` does); SFT/DPO reuse this launcher with theirs. Paths in
+    the config (local or URIs) are made absolute here, once, for every launcher.
     """
+    cfg_dict = absolute_paths(cfg_dict)
     if launcher == "auto":
         launcher = "ray" if os.environ.get("RAY_ADDRESS") else ("torchrun" if nproc > 1 else "inline")
     if launcher == "inline":
@@ -111,8 +141,8 @@ def launch(cfg_dict: dict[str, Any], nproc: int, launcher: str, entry_module: st
         importlib.import_module(entry_module).main(cfg_dict)
         return 0
     if launcher == "torchrun":
-        os.makedirs(cfg_dict["run_dir"], exist_ok=True)
-        fd, path = tempfile.mkstemp(prefix="launch-", suffix=".json", dir=cfg_dict["run_dir"])
+        # The config travels in a local file (the run folder may be an object store).
+        fd, path = tempfile.mkstemp(prefix="launch-", suffix=".json")
         with os.fdopen(fd, "w") as f:
             json.dump(cfg_dict, f)
         env = dict(os.environ)
@@ -123,15 +153,20 @@ def launch(cfg_dict: dict[str, Any], nproc: int, launcher: str, entry_module: st
         finally:
             os.unlink(path)
     if launcher == "ray":
-        return _launch_ray(cfg_dict, nproc, entry_module)
+        return _launch_ray(cfg_dict, nproc, entry_module, max_failures)
     raise ValueError(f"unknown launcher {launcher!r}")
 
 
-def _launch_ray(cfg_dict: dict[str, Any], nproc: int, entry_module: str) -> int:
+def ray_worker_resources(use_gpu: bool) -> dict[str, float]:
+    """What each Ray Train worker asks Ray for (``--dry-run`` prints the same)."""
+    return {"CPU": 1, "GPU": 1} if use_gpu else {"CPU": 1}
+
+
+def _launch_ray(cfg: dict[str, Any], nproc: int, entry_module: str, max_failures: int) -> int:
     import importlib
 
     import ray
-    from ray.train import RunConfig, ScalingConfig
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from pipelines.runtime import init_ray
@@ -139,36 +174,31 @@ def _launch_ray(cfg_dict: dict[str, Any], nproc: int, entry_module: str) -> int:
     init_ray()
     use_gpu = ray.cluster_resources().get("GPU", 0) >= nproc
     entry = importlib.import_module(entry_module).main
-    cfg = dict(cfg_dict)
-    cfg["run_dir"] = os.path.abspath(cfg["run_dir"])
-    cfg["data"] = [os.path.abspath(d) for d in cfg.get("data", [])]
-    cfg["val_data"] = [os.path.abspath(d) for d in cfg.get("val_data", [])]
-    if cfg.get("init_from"):
-        cfg["init_from"] = os.path.abspath(cfg["init_from"])
+    cfg = dict(cfg)
+    # A restarted worker group (FailureConfig) continues from the last complete checkpoint; on
+    # the first attempt there is none (run() refuses a run folder with checkpoints unless
+    # --resume), so this starts fresh. (SFT and DPO always resume.)
+    if "resume" in cfg:
+        cfg["resume"] = True
     if not use_gpu and not cfg.get("cpu_threads"):
         cfg["cpu_threads"] = max(1, int(ray.cluster_resources().get("CPU", 1)) // nproc)
     trainer = TorchTrainer(
         entry,
         train_loop_config=cfg,
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-        scaling_config=ScalingConfig(num_workers=nproc, use_gpu=use_gpu),
-        run_config=RunConfig(name=os.path.basename(cfg["run_dir"].rstrip("/")) or "pretrain", storage_path=os.path.join(cfg["run_dir"], "ray")),
+        scaling_config=ScalingConfig(num_workers=nproc, use_gpu=use_gpu, resources_per_worker=ray_worker_resources(use_gpu)),
+        # Ray Train's own state beside the run (on every node's reach when the run is on an object store).
+        run_config=RunConfig(name=io.basename(cfg["run_dir"]) or "pretrain", storage_path=io.join(cfg["run_dir"], "ray"),
+                             failure_config=FailureConfig(max_failures=max_failures)),
     )
     trainer.fit()
     return 0
 
 
-def _read_json(path: str) -> dict:
-    with open(path) as f:
-        return json.load(f)
-
-
 def write_stats(run_dir: str, seconds: float) -> StageStats:
     """stats.json of the run: sequences trained (in = out: training drops none), tokens, steps."""
-    from storage import io
-
-    summary = _read_json(os.path.join(run_dir, "summary.json"))
-    resolved = _read_json(os.path.join(run_dir, "config.json"))["resolved"]
+    summary = io.read_json(io.join(run_dir, "summary.json"))
+    resolved = io.read_json(io.join(run_dir, "config.json"))["resolved"]
     stats = StageStats()
     rows = summary["tokens"] // resolved["seq_len"]
     stats.seen(rows)
@@ -186,9 +216,9 @@ def run(args: argparse.Namespace) -> int:
     if not cfg.data:
         print("pretrain: --data (token shards) is required", file=sys.stderr)
         return 2
-    summary_path = os.path.join(cfg.run_dir, "summary.json")
-    if os.path.exists(summary_path) and _read_json(summary_path).get("complete") and not cfg.resume:
-        if not os.path.exists(os.path.join(cfg.run_dir, "stats.json")):
+    summary_path = io.join(cfg.run_dir, "summary.json")
+    if io.exists(summary_path) and io.read_json(summary_path).get("complete") and not cfg.resume:
+        if not io.exists(io.join(cfg.run_dir, "stats.json")):
             # Killed after the last step but before stats.json: the schedule is complete, write it now.
             write_stats(cfg.run_dir, float("nan"))
         print(f"pretrain: {cfg.run_dir} is complete (summary.json); nothing to do", file=sys.stderr)
@@ -201,12 +231,12 @@ def run(args: argparse.Namespace) -> int:
     from pipelines.config import to_dict
 
     with Timer() as t:
-        rc = launch(to_dict(cfg), args.nproc, args.launcher)
+        rc = launch(to_dict(cfg), args.nproc, args.launcher, max_failures=args.max_failures)
     if rc != 0:
         print(f"pretrain: training exited with status {rc}", file=sys.stderr)
         return rc
     stats = write_stats(cfg.run_dir, t.seconds)
-    summary = _read_json(summary_path)
+    summary = io.read_json(summary_path)
     print_summary(NAME, stats, t.seconds, {"steps": summary["steps"], "tokens": summary["tokens"], "tokens/s": summary["tokens"] / max(t.seconds, 1e-9)})
     print(f"  last loss {summary.get('last_loss')}, val loss {summary.get('val_loss')}, checkpoint {summary.get('checkpoint')}", file=sys.stderr)
     return 0

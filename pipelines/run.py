@@ -43,6 +43,9 @@ class StageFailed(RuntimeError):
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_arguments(p)
     p.add_argument("--no-report", action="store_true", help="skip report.json / report.html at the end")
+    p.add_argument("--dry-run", action="store_true",
+                   help="run nothing: resolve every path and option, check inputs exist and outputs are writable, print the plan "
+                        "(stages, inputs, outputs, Ray resources, what is complete); non-zero with one line per problem")
 
 
 def layout(out: str) -> dict[str, str]:
@@ -71,6 +74,10 @@ def run(args: argparse.Namespace) -> int:
     if not cfg.import_jsonl.inputs and "import" in stages:
         stages.remove("import")
     paths = layout(cfg.output)
+    if args.dry_run:
+        from pipelines import plan
+
+        return plan.dry_run(cfg, stages, paths, args.config)
     err = _check_writable(cfg.output)
     if err:
         print(f"run: {err}", file=sys.stderr)
@@ -80,19 +87,15 @@ def run(args: argparse.Namespace) -> int:
     print(f"run: {len(stages)} stages into {cfg.output}: {', '.join(stages)}", file=sys.stderr)
     steps: dict[str, Callable[[], int]] = {
         "import": lambda: _import_jsonl(cfg.import_jsonl.inputs, paths["import"]),
-        "extract": lambda: _stage(_extract_argv(cfg, paths)),
+        "extract": lambda: _stage(stage_argv("extract", cfg, paths, stages)),
         "dedup": lambda: _dedup(cfg, paths),
-        "filter": lambda: _stage(["filter", "--input", io.join(paths["dedup"], "documents"), "--output", paths["filter"],
-                                  *_opt("--workers", cfg.filter.workers), *_sets(cfg.filter.set)]),
-        "remix": lambda: _stage(["remix", "--input", paths["filter"], "--output", paths["remix"],
-                                 *_opt("--workers", cfg.remix.workers), *_sets(cfg.remix.set)]),
-        "train-tokenizer": lambda: _stage(["train-tokenizer", "--input", paths["remix"], "--output", paths["train-tokenizer"],
-                                           *_sets([f"vocab_size={cfg.tokenizer.vocab_size}", *cfg.tokenizer.set])]),
-        "tokenize": lambda: _stage(["tokenize", "--tokenizer", paths["train-tokenizer"], "--input", paths["remix"],
-                                    "--output", paths["tokenize"], *_sets(cfg.tokenizer.tokenize_set)]),
+        "filter": lambda: _stage(stage_argv("filter", cfg, paths, stages)),
+        "remix": lambda: _stage(stage_argv("remix", cfg, paths, stages)),
+        "train-tokenizer": lambda: _stage(stage_argv("train-tokenizer", cfg, paths, stages)),
+        "tokenize": lambda: _stage(stage_argv("tokenize", cfg, paths, stages)),
         "pretrain": lambda: _pretrain(cfg, paths),
-        "sft": lambda: _finetune("sft", cfg, paths, paths["pretrain"]),
-        "dpo": lambda: _finetune("dpo", cfg, paths, paths["sft"] if "sft" in stages or _done("sft", paths) else paths["pretrain"]),
+        "sft": lambda: _finetune("sft", cfg, paths, stages),
+        "dpo": lambda: _finetune("dpo", cfg, paths, stages),
         "eval": lambda: _eval(cfg, paths),
         "generate": lambda: _generate(cfg, paths),
     }
@@ -204,6 +207,48 @@ def _sets(items: list[str]) -> list[str]:
     return [x for item in items for x in ("--set", item)]
 
 
+def stage_argv(stage: str, cfg: PipelineConfig, paths: dict[str, str], stages: list[str], data: list[str] | None = None) -> list[str]:
+    """The command line ``run`` gives ``stage`` (``--dry-run`` checks and prints the same).
+    ``data``: SFT/DPO files in place of the config's (``max_records`` copies)."""
+    if stage == "extract":
+        return _extract_argv(cfg, paths)
+    if stage == "dedup":
+        inputs = [paths["extract"]] + ([paths["import"]] if cfg.import_jsonl.inputs else [])
+        return ["dedup", "--input", *inputs, "--output", paths["dedup"], *_opt("--index", cfg.dedup.index), *_sets(cfg.dedup.set)]
+    if stage == "filter":
+        return ["filter", "--input", io.join(paths["dedup"], "documents"), "--output", paths["filter"],
+                *_opt("--workers", cfg.filter.workers), *_sets(cfg.filter.set)]
+    if stage == "remix":
+        return ["remix", "--input", paths["filter"], "--output", paths["remix"], *_opt("--workers", cfg.remix.workers), *_sets(cfg.remix.set)]
+    if stage == "train-tokenizer":
+        return ["train-tokenizer", "--input", paths["remix"], "--output", paths["train-tokenizer"],
+                *_sets([f"vocab_size={cfg.tokenizer.vocab_size}", *cfg.tokenizer.set])]
+    if stage == "tokenize":
+        return ["tokenize", "--tokenizer", paths["train-tokenizer"], "--input", paths["remix"], "--output", paths["tokenize"],
+                *_sets(cfg.tokenizer.tokenize_set)]
+    if stage == "pretrain":
+        p = cfg.pretrain
+        argv = ["pretrain", "--data", paths["tokenize"], "--tokenizer", io.join(paths["train-tokenizer"], "tokenizer.json"),
+                "--output", paths["pretrain"], "--model", p.model, "--nproc", str(p.nproc), "--launcher", p.launcher, "--max-failures", str(p.max_failures)]
+        for flag, value in (("--seq-len", p.seq_len), ("--micro-batch", p.micro_batch), ("--batch", p.batch), ("--lr", p.lr),
+                            ("--train-tokens", p.train_tokens), ("--max-steps", p.max_steps), ("--warmup-steps", p.warmup_steps),
+                            ("--checkpoint-every", p.checkpoint_every), ("--eval-every", p.eval_every)):
+            argv += _opt(flag, value)
+        return argv + _sets(p.set)
+    if stage in ("sft", "dpo"):
+        s = cfg.sft if stage == "sft" else cfg.dpo
+        start = paths["pretrain"] if stage == "sft" or not ("sft" in stages or _done("sft", paths)) else paths["sft"]
+        argv = [stage, "--checkpoint", start, "--tokenizer", paths["train-tokenizer"], "--output", paths[stage],
+                "--data", *(data or s.data), "--nproc", str(s.nproc), "--launcher", s.launcher, "--max-failures", str(s.max_failures),
+                *_opt("--epochs", s.epochs), *_opt("--lr", s.lr), *_opt("--micro-batch", s.micro_batch)]
+        if stage == "sft":
+            argv += [*_opt("--seq-len", cfg.sft.seq_len), *_opt("--batch-rows", cfg.sft.batch_rows)]
+        else:
+            argv += [*_opt("--batch-pairs", cfg.dpo.batch_pairs), *_opt("--beta", cfg.dpo.beta)]
+        return argv + _sets(s.set)
+    raise ValueError(f"{stage} has no command line of its own")
+
+
 def _extract_argv(cfg: PipelineConfig, paths: dict[str, str]) -> list[str]:
     e = cfg.extract
     argv = ["extract", "--output", paths["extract"], *_opt("--workers", e.workers), *_sets(e.set)]
@@ -217,8 +262,7 @@ def _extract_argv(cfg: PipelineConfig, paths: dict[str, str]) -> list[str]:
 
 
 def _dedup(cfg: PipelineConfig, paths: dict[str, str]) -> int:
-    inputs = [paths["extract"]] + ([paths["import"]] if cfg.import_jsonl.inputs else [])
-    rc = _stage(["dedup", "--input", *inputs, "--output", paths["dedup"], *_opt("--index", cfg.dedup.index), *_sets(cfg.dedup.set)])
+    rc = _stage(stage_argv("dedup", cfg, paths, []))
     if not io.exists(_marker("dedup", paths)):
         return rc or 1
     # The statistics the report shows (per-dump table, k-dump curve); they need dedup's output only.
@@ -229,30 +273,17 @@ def _dedup(cfg: PipelineConfig, paths: dict[str, str]) -> int:
 def _pretrain(cfg: PipelineConfig, paths: dict[str, str]) -> int:
     from training.checkpoint import latest_checkpoint
 
-    p, out = cfg.pretrain, paths["pretrain"]
-    argv = ["pretrain", "--data", paths["tokenize"], "--tokenizer", io.join(paths["train-tokenizer"], "tokenizer.json"),
-            "--output", out, "--model", p.model, "--nproc", str(p.nproc), "--launcher", p.launcher]
-    for flag, value in (("--seq-len", p.seq_len), ("--micro-batch", p.micro_batch), ("--batch", p.batch), ("--lr", p.lr),
-                        ("--train-tokens", p.train_tokens), ("--max-steps", p.max_steps), ("--warmup-steps", p.warmup_steps),
-                        ("--checkpoint-every", p.checkpoint_every), ("--eval-every", p.eval_every)):
-        argv += _opt(flag, value)
-    if os.path.isdir(out) and latest_checkpoint(out):
-        print(f"run: pretrain: {out} has a checkpoint; resuming from the last complete one", file=sys.stderr)
+    argv = stage_argv("pretrain", cfg, paths, [])
+    if latest_checkpoint(paths["pretrain"]):
+        print(f"run: pretrain: {paths['pretrain']} has a checkpoint; resuming from the last complete one", file=sys.stderr)
         argv.append("--resume")
-    return _stage(argv + _sets(p.set))
+    return _stage(argv)
 
 
-def _finetune(stage: str, cfg: PipelineConfig, paths: dict[str, str], start: str) -> int:
+def _finetune(stage: str, cfg: PipelineConfig, paths: dict[str, str], stages: list[str]) -> int:
     s = cfg.sft if stage == "sft" else cfg.dpo
     data = _first_records(s.data, s.max_records, io.join(cfg.output, f"{stage}-input")) if s.max_records else s.data
-    argv = [stage, "--checkpoint", start, "--tokenizer", paths["train-tokenizer"], "--output", paths[stage],
-            "--data", *data, "--nproc", str(s.nproc), "--launcher", s.launcher,
-            *_opt("--epochs", s.epochs), *_opt("--lr", s.lr), *_opt("--micro-batch", s.micro_batch)]
-    if stage == "sft":
-        argv += [*_opt("--seq-len", cfg.sft.seq_len), *_opt("--batch-rows", cfg.sft.batch_rows)]
-    else:
-        argv += [*_opt("--batch-pairs", cfg.dpo.batch_pairs), *_opt("--beta", cfg.dpo.beta)]
-    return _stage(argv + _sets(s.set))
+    return _stage(stage_argv(stage, cfg, paths, stages, data))
 
 
 def _first_records(specs: list[str], n: int, folder: str) -> list[str]:

@@ -19,7 +19,6 @@ conversational data only) is another run: ``--checkpoint <this run> --data <chat
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import sys
@@ -28,6 +27,7 @@ from typing import Any, Callable
 from curation.stats import StageStats
 from storage import io
 from pipelines.cli import add_config_arguments
+from pipelines.pretrain import add_launcher_arguments
 from pipelines.runtime import Timer, merge_results, print_summary, run_tasks
 
 NAME = "sft"
@@ -44,26 +44,21 @@ def add_common_arguments(p: argparse.ArgumentParser, what: str, default_data: st
     p.add_argument("--epochs", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--micro-batch", type=int)
-    p.add_argument("--nproc", type=int, default=1, help="training processes (data-parallel ranks)")
-    p.add_argument("--launcher", choices=["auto", "inline", "torchrun", "ray"], default="auto",
-                   help="auto: Ray Train with RAY_ADDRESS, else torchrun for --nproc > 1, else this process")
+    add_launcher_arguments(p)
     add_config_arguments(p)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_common_arguments(p, "SFT", "data/sample/sft")
-    p.add_argument("--seq-len", type=int, help="tokens per packed row (default: the model's context)")
+    p.add_argument("--seq-len", type=int, help="tokens per packed row; longer conversations are dropped (default: the starting run's)")
     p.add_argument("--batch-rows", type=int, help="packed rows per optimizer step")
     p.add_argument("--no-packing", action="store_true", help="one conversation per row")
 
 
-def absolute(path: str) -> str:
-    """Paths handed to training workers are absolute (a Ray worker runs in another folder)."""
-    return path if io.is_uri(path) else os.path.abspath(path)
-
-
 def tokenizer_file(path: str) -> str:
-    return path if path.endswith(".json") else os.path.join(path, "tokenizer.json")
+    from tokenizer import tokenizer_json
+
+    return tokenizer_json(path)
 
 
 def shard_name(path: str) -> str:
@@ -206,21 +201,32 @@ def check_tokenizer(tokenizer_path: str, run_cfg: dict[str, Any]) -> tuple[int, 
     return eos, None
 
 
+def build_config(args: argparse.Namespace):
+    """The run's ``training.sft.SFTConfig`` from the command line (``--dry-run`` checks the same)."""
+    from training.sft import SFTConfig
+
+    return _resolve(args, SFTConfig, {"seq_len": args.seq_len, "batch_rows": args.batch_rows, "packing": False if args.no_packing else None})
+
+
 def run(args: argparse.Namespace) -> int:
     from pipelines.config import to_dict
     from pipelines.pretrain import launch
-    from training.model import model_config
-    from training.sft import SFTConfig, examples_table, resolve_checkpoint
+    from training.sft import context_length, examples_table, resolve_checkpoint
 
-    cfg = _resolve(args, SFTConfig, {"seq_len": args.seq_len, "batch_rows": args.batch_rows, "packing": False if args.no_packing else None})
-    ckpt, run_cfg = resolve_checkpoint(cfg.init_from)
+    cfg = build_config(args)
+    try:
+        ckpt, run_cfg = resolve_checkpoint(cfg.init_from)
+    except FileNotFoundError as e:
+        print(f"sft: --checkpoint {e}", file=sys.stderr)
+        return 2
     tok_path = tokenizer_file(args.tokenizer)
     pad_id, err = check_tokenizer(tok_path, run_cfg)
     if err:
         print(f"sft: {err}", file=sys.stderr)
         return 2
     files, missing = io.expand_inputs(args.data, SUFFIXES)
-    max_len = cfg.seq_len or model_config(run_cfg["model"]).max_seq_len
+    # The run's one sequence length: too_long here, packing and batches in training agree.
+    max_len = context_length(run_cfg, cfg.seq_len)
     data_dir = io.join(cfg.run_dir, "data")
     contamination = contamination_index(args)
     with Timer() as t:
@@ -234,14 +240,12 @@ def run(args: argparse.Namespace) -> int:
             for f, e in sorted(stats.failed_files.items()):
                 print(f"  {f}: {e}", file=sys.stderr)
             return 1
-        launch_cfg = {**to_dict(cfg), "data": [absolute(x) for x in shards], "pad_id": pad_id,
-                      "run_dir": absolute(cfg.run_dir), "init_from": absolute(ckpt)}
-        rc = launch(launch_cfg, args.nproc, args.launcher, entry_module="training.sft")
+        launch_cfg = {**to_dict(cfg), "seq_len": max_len, "data": shards, "pad_id": pad_id, "init_from": ckpt}
+        rc = launch(launch_cfg, args.nproc, args.launcher, entry_module="training.sft", max_failures=args.max_failures)
     if rc != 0:
         print(f"sft: training exited with status {rc}", file=sys.stderr)
         return rc
-    with open(os.path.join(cfg.run_dir, "sft.json")) as f:
-        result = json.load(f)
+    result = io.read_json(io.join(cfg.run_dir, "sft.json"))
     stats.add("steps", result["steps"])
     stats.add("seconds", t.seconds)
     from curation import decontam

@@ -1,8 +1,12 @@
 """Files for every stage: resolving local paths and object-store URIs, expanding inputs, and the
-one way to write an output atomically (temporary name, then rename).
+one way to write an output so that it is complete or absent.
 
 A shard is complete when its final name exists; a writer never leaves a partial file under that
-name, so a re-run can skip complete outputs and redo the rest.
+name, so a re-run can skip complete outputs and redo the rest. On a local disk that is a
+temporary name in the same folder, then a rename. Object stores (s3://, gs://, abfs://) have no
+rename (a "move" is a copy and a delete), but an object appears only when its upload completes:
+a single PUT or a completed multipart upload is all-or-nothing. There an output is written
+straight to its final name, as one request, or as a multipart upload that is aborted on failure.
 
 Output layout, the same for every stage (so that any Parquet reader takes a stage's output as it
 is: ``datasets.load_dataset``, duckdb, polars, Spark, ``pyarrow.dataset``):
@@ -40,6 +44,24 @@ _URI_SCHEMES = ("s3://", "gs://", "gcs://", "hdfs://", "abfs://", "az://", "file
 
 def is_uri(path: str) -> bool:
     return path.startswith(_URI_SCHEMES)
+
+
+def is_object_store(path: str) -> bool:
+    """An object store (s3://, gs://, abfs://, ...): no rename, no append, no folders."""
+    return is_uri(path) and not path.startswith(("file://", "http://", "https://"))
+
+
+def absolute(path: str) -> str:
+    """A URI as it is, a local path made absolute (what a worker in another folder needs)."""
+    return path if is_uri(path) else os.path.abspath(path)
+
+
+def parent(path: str) -> str:
+    return posixpath.dirname(path.rstrip("/")) if is_uri(path) else os.path.dirname(os.path.abspath(path))
+
+
+def basename(path: str) -> str:
+    return posixpath.basename(path.rstrip("/")) if is_uri(path) else os.path.basename(path.rstrip(os.sep))
 
 
 def filesystem(path: str) -> tuple[pafs.FileSystem, str]:
@@ -140,31 +162,51 @@ def _commit(tmp: str, final: str) -> None:
     fs.move(t, f)
 
 
+def _fsspec(path: str):
+    import fsspec
+
+    return fsspec.core.url_to_fs(path)
+
+
+def _put(data: bytes, path: str) -> None:
+    """One object, in one request (or a multipart upload fsspec aborts on failure): it appears
+    whole or not at all."""
+    fs, inner = _fsspec(path)
+    try:
+        fs.pipe_file(inner, data)
+    except OSError as e:
+        raise _write_error(path, e) from e
+
+
 def write_parquet(table: pa.Table, path: str, row_group_size: int = ROW_GROUP_SIZE) -> None:
-    """Write a zstd Parquet file atomically: temporary name in the same folder, then rename."""
+    """Write a zstd Parquet file atomically: temporary name in the same folder, then rename; on an
+    object store, the file is built in memory and put under its final name in one upload."""
+    if is_object_store(path):
+        sink = pa.BufferOutputStream()
+        _parquet(table, sink, row_group_size)
+        _put(sink.getvalue().to_pybytes(), path)
+        return
     fs, p = filesystem(path)
     fs.create_dir(posixpath.dirname(p) if is_uri(path) else os.path.dirname(p), recursive=True)
     tmp = _tmp_name(path)
     _, tp = filesystem(tmp)
     try:
-        if table.num_rows:
-            pq.write_table(
-                table,
-                tp,
-                filesystem=fs,
-                compression=PARQUET_COMPRESSION,
-                row_group_size=row_group_size,
-                # Byte-identical outputs across runs: no wall-clock or host in the file.
-                write_statistics=True,
-            )
-        else:
-            # No rows: the schema (and its metadata) alone, no row group. pyarrow would write one
-            # row group of 0 rows, which HF datasets turns into a batch size of 0 and fails on.
-            pq.ParquetWriter(tp, table.schema, filesystem=fs, compression=PARQUET_COMPRESSION).close()
+        _parquet(table, tp, row_group_size, fs)
         _commit(tmp, path)
     except BaseException:
         _remove_quietly(tmp)
         raise
+
+
+def _parquet(table: pa.Table, where: Any, row_group_size: int, fs: pafs.FileSystem | None = None) -> None:
+    if table.num_rows:
+        # Byte-identical outputs across runs: no wall-clock or host in the file.
+        pq.write_table(table, where, filesystem=fs, compression=PARQUET_COMPRESSION, row_group_size=row_group_size,
+                       write_statistics=True)
+    else:
+        # No rows: the schema (and its metadata) alone, no row group. pyarrow would write one
+        # row group of 0 rows, which HF datasets turns into a batch size of 0 and fails on.
+        pq.ParquetWriter(where, table.schema, filesystem=fs, compression=PARQUET_COMPRESSION).close()
 
 
 class WriteError(OSError):
@@ -182,18 +224,24 @@ def _write_error(path: str, e: OSError) -> WriteError:
 
 class ShardWriter:
     """Write a Parquet shard in row groups as batches arrive; it appears under its final name
-    only when closed without error (temporary name, then rename), so memory stays bounded and a
+    only when closed without error (temporary name, then rename; on an object store a multipart
+    upload that completes on close and is aborted otherwise), so memory stays bounded and a
     crash never leaves a partial shard that looks complete."""
 
     def __init__(self, path: str, schema: pa.Schema, row_group_size: int = ROW_GROUP_SIZE):
         self.path, self.schema, self.row_group_size = path, schema, row_group_size
-        self.fs, p = filesystem(path)
-        self.fs.create_dir(posixpath.dirname(p) if is_uri(path) else os.path.dirname(p), recursive=True)
-        self.tmp = _tmp_name(path)
+        self._upload = None  # the object-store upload (fsspec file), when writing to one
+        self.tmp = None
         try:
-            self._writer = pq.ParquetWriter(
-                filesystem(self.tmp)[1], schema, filesystem=self.fs, compression=PARQUET_COMPRESSION
-            )
+            if is_object_store(path):
+                ofs, inner = _fsspec(path)
+                self._upload = ofs.open(inner, "wb")
+                self._writer = pq.ParquetWriter(self._upload, schema, compression=PARQUET_COMPRESSION)
+            else:
+                self.fs, p = filesystem(path)
+                self.fs.create_dir(os.path.dirname(p), recursive=True)
+                self.tmp = _tmp_name(path)
+                self._writer = pq.ParquetWriter(filesystem(self.tmp)[1], schema, filesystem=self.fs, compression=PARQUET_COMPRESSION)
         except OSError as e:
             raise _write_error(path, e) from e
         self._pending: list[dict] = []
@@ -217,18 +265,35 @@ class ShardWriter:
         try:
             self._flush()
             self._writer.close()
-            _commit(self.tmp, self.path)
+            if self._upload is not None:
+                self._upload.close()  # completes the upload: the object appears now
+            else:
+                _commit(self.tmp, self.path)
         except OSError as e:
-            _remove_quietly(self.tmp)
+            self._discard()
             raise e if isinstance(e, WriteError) else _write_error(self.path, e) from e
 
     def abort(self) -> None:
+        if self._upload is not None:
+            self._discard()
+            return
         try:
             self._writer.close()
         except OSError:
             pass  # already failing: the temporary file goes either way
         finally:
             _remove_quietly(self.tmp)
+
+    def _discard(self) -> None:
+        if self._upload is None:
+            _remove_quietly(self.tmp)
+            return
+        self._upload.discard()  # aborts the multipart upload: no object under the name
+        for close in (self._writer.close, self._upload.close):
+            try:  # both fail on the discarded upload; they must not complete it
+                close()
+            except (OSError, ValueError, AttributeError):
+                pass
 
     def __enter__(self) -> "ShardWriter":
         return self
@@ -241,7 +306,10 @@ class ShardWriter:
 
 
 def write_bytes(data: bytes, path: str) -> None:
-    """Write a small file atomically (stats, manifests, markers)."""
+    """Write a small file atomically (stats, manifests, markers); on an object store, one PUT."""
+    if is_object_store(path):
+        _put(data, path)
+        return
     fs, p = filesystem(path)
     fs.create_dir(posixpath.dirname(p) if is_uri(path) else os.path.dirname(p), recursive=True)
     tmp = _tmp_name(path)
@@ -320,6 +388,84 @@ def list_shards(folder: str, suffix: str = ".parquet") -> list[str]:
     """Complete shards under a folder, sorted by path (temporary files are skipped)."""
     files, _ = expand_inputs([folder], (suffix,))
     return [f for f in files if not os.path.basename(f).startswith(".")]
+
+
+def makedirs(path: str) -> None:
+    """A local folder (and its parents); nothing on an object store, whose folders are key prefixes."""
+    if not is_object_store(path):
+        fs, p = filesystem(path)
+        fs.create_dir(p, recursive=True)
+
+
+def listdir(path: str) -> list[str]:
+    """Names directly under a folder or prefix, sorted; [] when it does not exist."""
+    fs, p = filesystem(path)
+    infos = fs.get_file_info(pafs.FileSelector(p, allow_not_found=True, recursive=False))
+    return sorted(posixpath.basename(i.path.rstrip("/")) for i in infos)
+
+
+def file_sizes(folder: str) -> dict[str, int]:
+    """{relative path: size} of every file under a folder or prefix (one listing on a store)."""
+    fs, p = filesystem(folder)
+    root = p.rstrip("/") + "/"
+    infos = fs.get_file_info(pafs.FileSelector(p, allow_not_found=True, recursive=True))
+    return {i.path[len(root):]: i.size for i in infos if i.type == pafs.FileType.File}
+
+
+def remove_tree(path: str) -> None:
+    """Delete a folder or every object under a prefix, if there."""
+    fs, p = filesystem(path)
+    try:
+        if fs.get_file_info(p).type == pafs.FileType.Directory:
+            fs.delete_dir(p)
+    except FileNotFoundError:
+        pass
+
+
+class AppendLog:
+    """A text log of lines (``log.jsonl``). On a local disk lines are appended and flushed as
+    they come. An object store cannot append: the lines (those already there included) are kept
+    and the whole object is put again by ``flush()``, at most every ``min_interval_s`` unless
+    forced, so a long run does not rewrite its log on every line."""
+
+    def __init__(self, path: str, min_interval_s: float = 10.0):
+        self.path, self.min_interval_s = path, min_interval_s
+        self._store = is_object_store(path)
+        self._last = 0.0
+        if self._store:
+            self._lines: list[str] = []
+            if exists(path):
+                with open_input(path) as f:
+                    self._lines = f.read().decode("utf-8").splitlines(keepends=True)
+            self._dirty = False
+        else:
+            makedirs(parent(path))
+            self._f = open(path, "a")
+
+    def write(self, line: str) -> None:
+        line = line if line.endswith("\n") else line + "\n"
+        if self._store:
+            self._lines.append(line)
+            self._dirty = True
+            self.flush(force=False)
+        else:
+            self._f.write(line)
+            self._f.flush()
+
+    def flush(self, force: bool = True) -> None:
+        import time
+
+        if not self._store or not self._dirty:
+            return
+        if force or time.monotonic() - self._last >= self.min_interval_s:
+            write_bytes("".join(self._lines).encode("utf-8"), self.path)
+            self._last, self._dirty = time.monotonic(), False
+
+    def close(self) -> None:
+        if self._store:
+            self.flush()
+        else:
+            self._f.close()
 
 
 def remove(path: str) -> None:

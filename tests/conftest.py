@@ -42,3 +42,30 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """One S3-compatible server (moto's, tests/s3server.py) on a free loopback port for the session,
+    stopped at the end. Use the ``s3`` fixture in a test: it points the AWS variables at it."""
+    from s3server import S3Server
+
+    with S3Server() as server:
+        yield server
+
+
+@pytest.fixture
+def s3(s3_server, monkeypatch):
+    """The session's S3 server, reachable for this test through the standard AWS environment
+    variables only (AWS_ENDPOINT_URL[_S3], AWS_ACCESS_KEY_ID, ...), as on a cluster."""
+    for key, value in s3_server.env.items():
+        monkeypatch.setenv(key, value)
+    return s3_server
+
+
+@pytest.fixture
+def bucket(s3) -> str:
+    """A new empty bucket for this test: ``s3://test-<random>``."""
+    import uuid
+
+    return s3.create_bucket(f"test-{uuid.uuid4().hex[:12]}")

@@ -104,12 +104,19 @@ class RayCluster:
 
     def submit(self, *entrypoint: str, cwd: str, timeout: float = 300) -> subprocess.CompletedProcess:
         """``ray job submit`` with the project as working dir; waits for the job to finish."""
-        cmd = [
+        return subprocess.run(self._submit_cmd(entrypoint), cwd=cwd, env=self.env, capture_output=True, text=True, timeout=timeout)
+
+    def start_job(self, *entrypoint: str, cwd: str, log: Path) -> subprocess.Popen:
+        """``ray job submit`` as :meth:`submit`, in the background (stdout and stderr into ``log``),
+        so a test can act on the cluster while the job runs; ``wait()`` it."""
+        return subprocess.Popen(self._submit_cmd(entrypoint), cwd=cwd, env=self.env, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+
+    def _submit_cmd(self, entrypoint: tuple[str, ...]) -> list[str]:
+        return [
             str(BIN / "ray"), "job", "submit", "--address", self.dashboard, "--working-dir", ".",
             "--runtime-env-json", '{"excludes": [".venv", ".git", "out", "runs", "build", ".cache", "*.egg-info"]}',
             "--", *entrypoint,
         ]
-        return subprocess.run(cmd, cwd=cwd, env=self.env, capture_output=True, text=True, timeout=timeout)
 
     def stop(self) -> None:
         for p in reversed(self.procs):

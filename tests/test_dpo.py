@@ -71,7 +71,9 @@ def test_loss_is_ln2_when_policy_is_the_reference(setup):
         c, r = pair_logps(model, toks[:8], eos)
     loss, m = dpo_loss(c, r, c.clone(), r.clone(), beta=0.1)
     assert float(loss) == pytest.approx(math.log(2), abs=1e-7)
-    assert m["reward_margin"] == 0.0 and m["reward_accuracy"] == 0.0
+    assert float(m["reward_margin"]) == 0.0 and float(m["reward_accuracy"]) == 0.0
+    # metrics stay tensors on the loss's device (read once per step by the trainer)
+    assert all(isinstance(v, torch.Tensor) and v.dim() == 0 and not v.requires_grad for v in m.values())
     # and through the trainer's loss function with the frozen copy as the on-the-fly reference
     ref = copy.deepcopy(model).eval()
     batch = PairLoader(toks[:8], 8, eos, shuffle=False)._batch(range(8))
@@ -93,9 +95,9 @@ def test_one_dpo_step_raises_the_margin(setup):
     opt.step()
     with torch.no_grad():
         loss_after, _, after = fn(policy, batch)
-    assert after["reward_margin"] / n > before["reward_margin"] / n + 1e-3
+    assert float(after["reward_margin"]) / n > float(before["reward_margin"]) / n + 1e-3
     assert float(loss_after) / n < math.log(2)
-    assert after["reward_accuracy"] / n > 0.5
+    assert float(after["reward_accuracy"]) / n > 0.5
 
 
 def test_precomputed_reference_equals_on_the_fly(setup):
@@ -123,7 +125,7 @@ def test_precomputed_reference_equals_on_the_fly(setup):
         assert na == nb
         torch.testing.assert_close(la, lb, atol=1e-5, rtol=1e-5)
         for k in ma:
-            assert ma[k] == pytest.approx(mb[k], abs=1e-4)
+            assert float(ma[k]) == pytest.approx(float(mb[k]), abs=1e-4)
     ea = evaluate(policy, PairLoader(toks, 5, eos, ref=pre, shuffle=False, loop=False))
     eb = evaluate(policy, PairLoader(toks, 5, eos, shuffle=False, loop=False), reference=ref)
     assert ea == pytest.approx(eb, abs=1e-5)

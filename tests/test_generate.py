@@ -94,9 +94,11 @@ def test_repetition_ratio_of_a_model(model):
     assert res.repetitive == sum(is_endless_repetition(o, False, 32) for o in outs)
 
 
-@pytest.mark.slow
 def test_cli_chain_sft_dpo_generate(tmp_path, ray_session):
-    """pipelines sft -> dpo (precomputed reference by Ray) -> generate / chat / eval-repetition."""
+    """pipelines sft -> dpo (precomputed reference by Ray) -> generate / chat / eval-repetition, at
+    CI size. The starting model was pre-trained on 128-token rows (the tiny model's context is
+    256): SFT without --seq-len takes the run's 128 for dropping long conversations and for
+    packing alike."""
     from pipelines.cli import main
     from tokenizer import TokenizerConfig, save, train
     from training.chat import TokenizedChat, conversations_from_record, iter_jsonl_records, special_ids, tokenize_conversation
@@ -106,34 +108,40 @@ def test_cli_chain_sft_dpo_generate(tmp_path, ray_session):
 
     with open(SAMPLE / "sft" / "gsm8k-test.jsonl", "rb") as f:
         convs = [c for r in iter_jsonl_records(f) for c in conversations_from_record(r)[0]]
+    convs = convs[:300]
     tok = train([m["content"] for c in convs for m in c], TokenizerConfig(vocab_size=1000))
     save(tok, str(tmp_path / "tok"))
     _, eos = special_ids(tok)
-    lm = [TokenizedChat(e.input_ids, np.ones_like(e.loss_mask)) for e in (tokenize_conversation(tok, c) for c in convs[:300]) if len(e.input_ids) <= 256]
-    train_loop(TrainConfig(run_dir=str(tmp_path / "pre"), model="tiny", vocab_size=tok.get_vocab_size(), seq_len=256, micro_batch=4,
-                           batch_tokens=1024, train_tokens=8 * 1024, lr=3e-3, warmup_steps=2, checkpoint_every=0, eval_every=0, progress=False),
-               loader=ChatLoader(lm, 256, 4, eos))
+    lm = [TokenizedChat(e.input_ids, np.ones_like(e.loss_mask)) for e in (tokenize_conversation(tok, c) for c in convs) if len(e.input_ids) <= 128]
+    train_loop(TrainConfig(run_dir=str(tmp_path / "pre"), model="tiny", vocab_size=tok.get_vocab_size(), seq_len=128, micro_batch=4,
+                           batch_tokens=512, train_tokens=4 * 512, lr=3e-3, warmup_steps=2, checkpoint_every=0, eval_every=0, progress=False),
+               loader=ChatLoader(lm, 128, 4, eos))
+    with open(SAMPLE / "sft" / "self-instruct-seed-tasks.jsonl") as f:
+        (tmp_path / "chat-120.jsonl").write_text("".join(f.readline() for _ in range(120)))
     common = ["--tokenizer", str(tmp_path / "tok"), "--set", "progress=false", "--set", "cpu_threads=1", "--set", "checkpoint_every=0"]
-    assert main(["sft", "--checkpoint", str(tmp_path / "pre"), "--data", str(SAMPLE / "sft" / "gsm8k-chat-train.jsonl"),
-                 "--output", str(tmp_path / "sft"), "--epochs", "1", "--lr", "2e-3", "--batch-rows", "8", *common]) == 0
+    assert main(["sft", "--checkpoint", str(tmp_path / "pre"), "--data", str(tmp_path / "chat-120.jsonl"),
+                 "--output", str(tmp_path / "sft"), "--epochs", "2", "--lr", "2e-3", "--batch-rows", "8",
+                 "--set", "held_out_fraction=0.2", *common]) == 0
     st = json.load(open(tmp_path / "sft" / "stats.json"))
     assert st["input"] == st["output"] + sum(st["dropped"].values())
+    assert st["dropped"]["too_long"] > 0 and st["output"] > 20  # longer than the run's 128, not the model's 256
+    assert json.load(open(tmp_path / "sft" / "config.json"))["resolved"]["seq_len"] == 128
     assert st["sft"]["held_out_answer_loss_after"] < st["sft"]["held_out_answer_loss_before"]
     import gzip
 
     with gzip.open(SAMPLE / "preference" / "hh-rlhf-harmless-base-test.jsonl.gz", "rt") as f:
-        (tmp_path / "hh-300.jsonl").write_text("".join(f.readline() for _ in range(300)))
-    assert main(["dpo", "--checkpoint", str(tmp_path / "sft"), "--data", str(tmp_path / "hh-300.jsonl"),
-                 "--output", str(tmp_path / "dpo"), "--lr", "2e-3", "--batch-pairs", "8", "--set", "max_seq_len=256", *common]) == 0
+        (tmp_path / "hh-80.jsonl").write_text("".join(f.readline() for _ in range(80)))
+    assert main(["dpo", "--checkpoint", str(tmp_path / "sft"), "--data", str(tmp_path / "hh-80.jsonl"),
+                 "--output", str(tmp_path / "dpo"), "--lr", "2e-3", "--batch-pairs", "8", *common]) == 0
     st = json.load(open(tmp_path / "dpo" / "stats.json"))
     assert st["dpo"]["reference"] == "precomputed" and st["dpo"]["held_out_before"]["reward_accuracy"] == 0.0
-    assert st["input"] == 300 == st["output"] + sum(st["dropped"].values())
-    assert (tmp_path / "dpo" / "reference" / "hh-300.parquet").exists()
-    model_args = ["--checkpoint", str(tmp_path / "dpo"), "--tokenizer", str(tmp_path / "tok"), "--max-new-tokens", "20"]
+    assert st["input"] == 80 == st["output"] + sum(st["dropped"].values())
+    assert (tmp_path / "dpo" / "reference" / "hh-80.parquet").exists()
+    model_args = ["--checkpoint", str(tmp_path / "dpo"), "--tokenizer", str(tmp_path / "tok"), "--max-new-tokens", "12"]
     assert main(["generate", *model_args, "--prompt", "What is 2+3?"]) == 0
-    assert main(["eval-repetition", *model_args, "--limit", "8", "--output", str(tmp_path / "rep")]) == 0
+    assert main(["eval-repetition", *model_args, "--limit", "4", "--output", str(tmp_path / "rep")]) == 0
     rep = json.load(open(tmp_path / "rep" / "stats.json"))
-    assert rep["counters"]["responses"] == 8 and 0.0 <= rep["repetition_ratio"] <= 1.0
+    assert rep["counters"]["responses"] == 4 and 0.0 <= rep["repetition_ratio"] <= 1.0
     from pipelines.generate import Chat
     from pipelines.cli import build_parser
 

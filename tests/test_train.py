@@ -94,7 +94,7 @@ def test_loader_state_resumes_with_the_next_batch_across_epochs(shards):
     a = TokenShardLoader(files, seq_len=64, micro_batch=16, seed=3)
     for _ in range(1500):  # past the end of the data (~21k rows): the second epoch
         a.next_batch()
-    state = json.loads(json.dumps(a.state_dict()))  # JSON-able, as in trainer.json
+    state = json.loads(json.dumps(a.state_dict()))  # JSON-able, as in a checkpoint manifest
     assert state["epoch"] >= 1 and 0 <= state["unit"] and state["leftover"] is not None
     b = TokenShardLoader(files, seq_len=64, micro_batch=16, seed=3)
     b.load_state_dict(state)
@@ -236,20 +236,23 @@ def test_pretrain_stage_cli_stats_skip_and_plot(shards, tmp_path):
         torch.testing.assert_close(hf(x).logits, load_trained(ckpt_dir)(x), rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.slow
 def test_ray_train_launcher_runs_the_same_loop(shards, tmp_path, ray_session):
-    """Ray Train's TorchTrainer, 2 workers over gloo: the losses of the torchrun launcher."""
+    """Ray Train's TorchTrainer, 2 workers over gloo (accumulation 1): the losses of one process
+    (accumulation 2) on the same global batches, and a checkpoint the trainer can resume."""
     from pipelines.config import to_dict
     from pipelines.pretrain import launch
 
-    cfgs = {}
-    for launcher in ("ray", "torchrun"):
-        cfg = _cfg(shards, str(tmp_path / launcher), max_steps=3, cpu_threads=1)
-        assert launch(to_dict(cfg), 2, launcher) == 0
-        cfgs[launcher] = _losses(cfg.run_dir)
-    assert sorted(cfgs["ray"]) == [1, 2, 3]
-    for step, loss in cfgs["torchrun"].items():
-        assert cfgs["ray"][step] == pytest.approx(loss, rel=1e-5, abs=1e-5)
+    losses = {}
+    for launcher, nproc in (("ray", 2), ("inline", 1)):
+        cfg = _cfg(shards, str(tmp_path / launcher), micro_batch=2, batch_tokens=64 * 4, max_steps=3, cpu_threads=1)
+        assert launch(to_dict(cfg), nproc, launcher) == 0
+        losses[launcher] = _losses(cfg.run_dir)
+    assert sorted(losses["ray"]) == [1, 2, 3]
+    for step, loss in losses["inline"].items():
+        assert losses["ray"][step] == pytest.approx(loss, rel=1e-5, abs=1e-5)
+    resolved = json.load(open(tmp_path / "ray" / "config.json"))["resolved"]
+    assert resolved["world_size"] == 2 and resolved["accum"] == 1
+    assert ckpt.read_trainer_state(ckpt.latest_checkpoint(str(tmp_path / "ray")))["step"] == 3
 
 
 def test_activation_checkpointing_and_meta_init(shards, tmp_path):

@@ -34,7 +34,9 @@ Building and loading
   (or ``AutoTokenizer``); both give the same ids.
 - ``load(folder) -> tokenizers.Tokenizer``: the tokenizer with special tokens *never* matched
   inside text (``encode_special_tokens = True``), so text that spells ``<｜end▁of▁sentence｜>``
-  is encoded as ordinary bytes. Use ``encode_text`` / ``encode_chat`` on it.
+  is encoded as ordinary bytes. Use ``encode_text`` / ``encode_chat`` on it. ``folder`` is a
+  folder or its ``tokenizer.json``, a local path or an object-store URI (through
+  ``storage.io``); ``save`` writes to either too. ``tokenizer_json(folder)`` names the file.
 - ``load_hf(folder) -> PreTrainedTokenizerFast``: the transformers view of the same folder.
 
 Encoding
@@ -71,6 +73,7 @@ from tokenizer.bpe import (
     pre_tokenizer,
     save,
     special_id,
+    tokenizer_json,
     train,
     training_texts,
 )
@@ -95,6 +98,7 @@ __all__ = [
     "pre_tokenizer",
     "save",
     "special_id",
+    "tokenizer_json",
     "train",
     "training_texts",
 ]

@@ -8,8 +8,6 @@ byte symbols, a ByteLevel decoder, and a post-processor that puts BOS in front.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Sequence
 
@@ -221,19 +219,27 @@ def tokenizer_files(tok: Tokenizer) -> dict[str, bytes]:
 
 
 def save(tok: Tokenizer, folder: str) -> None:
-    """Write the tokenizer folder (each file to a temporary name, then renamed)."""
-    os.makedirs(folder, exist_ok=True)
+    """Write the tokenizer folder (a local folder or an object-store prefix; each file complete or absent)."""
+    from storage import io
+
     for name, data in tokenizer_files(tok).items():
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=folder)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, os.path.join(folder, name))
+        io.write_bytes(data, io.join(folder, name))
+
+
+def tokenizer_json(path: str) -> str:
+    """``tokenizer.json`` of a tokenizer folder, or the path itself when it names that file."""
+    from storage import io
+
+    return path if path.endswith(".json") else io.join(path, "tokenizer.json")
 
 
 def load(folder: str) -> Tokenizer:
-    """The saved tokenizer, with special tokens never matched inside ordinary text."""
-    path = folder if folder.endswith(".json") else os.path.join(folder, "tokenizer.json")
-    tok = Tokenizer.from_file(path)
+    """The saved tokenizer (a folder or its tokenizer.json; local or an object-store URI), with
+    special tokens never matched inside ordinary text."""
+    from storage import io
+
+    with io.open_input(tokenizer_json(folder)) as f:
+        tok = Tokenizer.from_str(f.read().decode("utf-8"))
     # Text that spells "<｜end▁of▁sentence｜>" is data, not a control token.
     tok.encode_special_tokens = True
     return tok

@@ -31,8 +31,8 @@ Loss (``training.trainer``)
     ``loss_sum`` is a scalar tensor summed over the micro-batch's units (tokens for LM, pairs for
     DPO), ``weight`` their number (int or tensor). The loop divides by the total weight of the
     whole global batch (all micro-batches, all ranks), so gradient accumulation and data
-    parallelism give the loss of one big batch. ``metrics`` (dict of floats, summed like
-    ``loss_sum``, divided by the weight) go to the log. Default: ``causal_lm_loss``
+    parallelism give the loss of one big batch. ``metrics`` (dict of 0-d tensors or floats, summed
+    like ``loss_sum`` on the device and read once per step, divided by the weight) go to the log. Default: ``causal_lm_loss``
     (cross-entropy on ``labels`` != -100).
 
 Training loop (``training.trainer``)
@@ -41,8 +41,8 @@ Training loop (``training.trainer``)
     ``init_from`` to start from a pre-trained checkpoint's weights).
     ``train(cfg, *, loader=None, val_loader=None, loss_fn=None) -> dict`` runs in every process
     (call ``init_distributed`` first or let ``train`` do it); it builds the model, applies
-    ``parallelize``, builds AdamW + the schedule, resumes from ``<run>/checkpoints/latest`` when
-    ``cfg.resume``, trains, evaluates, logs and checkpoints. ``main(config_dict)`` is the
+    ``parallelize``, builds AdamW + the schedule, resumes from the latest complete checkpoint when
+    ``cfg.resume``, trains, evaluates, logs and checkpoints (asynchronously by default). ``main(config_dict)`` is the
     per-worker entry the launchers call.
 
 Optimisation (``training.optim``, ``training.scaling``)
@@ -53,21 +53,29 @@ Optimisation (``training.optim``, ``training.scaling``)
     ``choose_hyperparameters(flops_per_token, train_tokens, seq_len)`` for ``--lr auto --batch auto``.
 
 Checkpoints (``training.checkpoint``)
-    ``<run>/checkpoints/step-XXXXXXXX/`` written by ``torch.distributed.checkpoint`` (sharded) into
-    a temporary folder and renamed when complete (``trainer.json`` inside marks it complete);
-    ``latest_checkpoint(run_dir)``, ``list_checkpoints``;
-    ``save_checkpoint(run_dir, step, model, optimizer, trainer_state, keep=2)`` and
-    ``load_checkpoint(path, model, optimizer) -> trainer_state`` (schedule, loader, tokens);
-    ``load_model_weights(model, ckpt_dir)`` loads only the weights (plain or FSDP model, any
-    world size) - what SFT/DPO use to start from a pre-trained model.
-    ``training.export``: ``load_trained(ckpt_dir)`` (a plain model from a run's checkpoint) and
+    ``<run>/checkpoints/step-XXXXXXXX/`` written by ``torch.distributed.checkpoint`` (sharded),
+    every file straight to its final name (local disk or object store: no rename), and
+    ``manifest.json`` (step, trainer state, file sizes) written last: a checkpoint is complete
+    exactly when it has one. ``latest_checkpoint(run_dir)``, ``list_checkpoints`` (complete only),
+    ``is_complete(path)``; ``save_checkpoint(run_dir, step, model, optimizer, trainer_state, keep=2,
+    async_group=None)`` (with a gloo group: ``dcp.async_save``, returns a ``PendingSave`` to
+    ``finish()``) and ``load_checkpoint(path, model, optimizer) -> trainer_state`` (schedule,
+    loader, tokens); ``load_model_weights(model, ckpt_dir)`` loads only the weights (plain or FSDP
+    model, any world size) - what SFT/DPO use to start from a pre-trained model.
+    ``training.export``: ``load_trained(ckpt_or_run)`` (a plain model from a run's checkpoint) and
     ``export_hf(model, out_dir, tokenizer_path, bos_id, eos_id)`` write the Hugging Face Llama
-    format (``python -m training.export <ckpt> <out>``).
+    format (``python -m training.export <ckpt or run> <out> --tokenizer <dir>``).
+
+Paths
+    Every path (token shards, tokenizer, run folder, ``init_from``, SFT/DPO data) is a local path
+    or an object-store URI, read and written through ``storage.io``.
 
 Launchers (``pipelines/pretrain.py``)
-    ``launch(config_dict, nproc, launcher, entry_module="training.trainer")`` runs
-    ``entry_module.main(config_dict)`` inline, under torchrun, or in Ray Train's TorchTrainer
-    (``RAY_ADDRESS``); an entry module also runs ``main(json.load(open(argv[1])))`` as ``__main__``.
+    ``launch(config_dict, nproc, launcher, entry_module="training.trainer", max_failures=3)`` makes
+    the config's paths absolute (URIs as they are), then runs ``entry_module.main(config_dict)``
+    inline, under torchrun, or in Ray Train's TorchTrainer (``RAY_ADDRESS``; a dead worker restarts
+    the group, which resumes from the last complete checkpoint); an entry module also runs
+    ``main(<its JSON config file>)`` as ``__main__``.
 
 Logs
     ``<run>/log.jsonl``: one JSON object per step (step, tokens, loss, lr, grad_norm, tokens_per_s,

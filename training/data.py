@@ -25,14 +25,14 @@ array); only the rows this rank serves are copied into the batch tensor.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import torch
+
+from storage import io
 
 IGNORE_INDEX = -100
 
@@ -43,36 +43,22 @@ class _Unit:
     row_group: int
 
 
-def _filesystem(path: str) -> tuple[pafs.FileSystem, str]:
-    """(filesystem, path inside it): a local path, or an object-store URI (s3://, gs://, ...)."""
-    if "://" in path and not path.startswith("file://"):
-        return pafs.FileSystem.from_uri(path)
-    return pafs.LocalFileSystem(), os.path.abspath(path.removeprefix("file://"))
-
-
 def list_token_shards(specs: list[str]) -> list[str]:
-    """Parquet files under files/folders ``specs`` (local paths or URIs), sorted."""
-    out: set[str] = set()
-    for spec in specs:
-        fs, inner = _filesystem(spec)
-        info = fs.get_file_info(inner)
-        if info.type == pafs.FileType.Directory:
-            for f in fs.get_file_info(pafs.FileSelector(inner, recursive=True)):
-                name = os.path.basename(f.path)
-                if f.type == pafs.FileType.File and name.endswith(".parquet") and not name.startswith("."):
-                    out.add(f.path if fs.type_name == "local" else spec.split("://")[0] + "://" + f.path)
-        elif info.type == pafs.FileType.File:
-            out.add(spec)
-        else:
-            raise FileNotFoundError(f"token shards not found: {spec}")
-    if not out:
+    """Parquet files under files/folders ``specs`` (local paths or URIs), sorted; names starting
+    with ``.`` (temporary files) are skipped."""
+    files, missing = io.expand_inputs(specs, (".parquet",))
+    if missing:
+        spec, why = next(iter(missing.items()))
+        raise FileNotFoundError(f"token shards not found: {spec} ({why})")
+    files = [f for f in files if not io.basename(f).startswith(".")]
+    if not files:
         raise FileNotFoundError(f"no .parquet token shards under {specs}")
-    return sorted(out)
+    return files
 
 
 def _open_parquet(path: str) -> pq.ParquetFile:
-    fs, inner = _filesystem(path)
-    if fs.type_name == "local":
+    fs, inner = io.filesystem(path)
+    if not io.is_uri(path):
         return pq.ParquetFile(inner, memory_map=True)
     return pq.ParquetFile(fs.open_input_file(inner))
 

@@ -13,7 +13,6 @@ Recipe (report section 5.2): 1 epoch, LR 5e-6, batch 512, warm-up then cosine de
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from dataclasses import dataclass, field
@@ -21,10 +20,10 @@ from typing import Any, Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 
+from storage import io
 from training.chat import ChatBatch, TokenizedChat, pad_batch
 
 
@@ -49,8 +48,8 @@ class DPOConfig:
     # Pairs per forward pass per rank (each pair is two rows); gradient accumulation makes up
     # batch_pairs.
     micro_batch: int = 4
-    # Longest chosen/rejected conversation in tokens (0: the model's context); longer pairs
-    # are dropped when tokenised.
+    # Longest chosen/rejected conversation in tokens (0: the starting run's sequence length,
+    # ``training.sft.context_length``); longer pairs are dropped when tokenised.
     max_seq_len: int = 0
     checkpoint_every: int = 1000
     eval_every: int = 100
@@ -91,7 +90,7 @@ def pairs_table(keys: Sequence[str], pairs: Sequence[Pair], held_out: Sequence[b
 
 
 def read_pairs(path: str) -> tuple[list[str], list[Pair], list[bool]]:
-    t = pq.read_table(path)
+    t = io.read_parquet(path)
     d = {name: t.column(name).to_pylist() for name in t.column_names}
     tc = lambda i, m: TokenizedChat(np.asarray(i, dtype=np.int32), np.asarray(m, dtype=bool))  # noqa: E731
     pairs = [(tc(a, b), tc(c, e)) for a, b, c, e in zip(d["chosen_ids"], d["chosen_mask"], d["rejected_ids"], d["rejected_mask"])]
@@ -150,8 +149,10 @@ def dpo_loss(
     ref_chosen: torch.Tensor,
     ref_rejected: torch.Tensor,
     beta: float = 0.1,
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """The sigmoid DPO loss (mean over pairs) and its metrics.
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The sigmoid DPO loss (mean over pairs) and its metrics, as 0-d tensors on the loss's
+    device (detached): the trainer sums them over micro-batches there and reads them once per
+    step, so a GPU never waits for a metric.
 
     Metrics: ``loss``; ``reward_accuracy`` (share of pairs whose implicit reward
     ``beta * (log pi - log ref)`` is higher for the chosen answer); ``reward_margin`` (mean
@@ -164,15 +165,15 @@ def dpo_loss(
     loss = -F.logsigmoid(margin).mean()
     with torch.no_grad():
         metrics = {
-            "loss": float(loss),
-            "reward_accuracy": float((margin > 0).float().mean()),
-            "reward_margin": float(margin.mean()),
-            "chosen_reward": float(chosen_reward.mean()),
-            "rejected_reward": float(rejected_reward.mean()),
-            "chosen_logps": float(policy_chosen.mean()),
+            "loss": loss.detach(),
+            "reward_accuracy": (margin > 0).float().mean(),
+            "reward_margin": margin.mean(),
+            "chosen_reward": chosen_reward.mean(),
+            "rejected_reward": rejected_reward.mean(),
+            "chosen_logps": policy_chosen.mean(),
             # The policy's own ranking, reference aside: share of pairs with log pi(y_w) > log pi(y_l).
-            "logps_accuracy": float((policy_chosen > policy_rejected).float().mean()),
-            "rejected_logps": float(policy_rejected.mean()),
+            "logps_accuracy": (policy_chosen > policy_rejected).float().mean(),
+            "rejected_logps": policy_rejected.mean(),
         }
     return loss, metrics
 
@@ -294,7 +295,8 @@ def evaluate(model: torch.nn.Module, loader: PairLoader, beta: float = 0.1, refe
     out = []
     for b in loader:
         loss_sum, n, m = fn(model, b)
-        out.append((n, {"loss": float(loss_sum) / n, **{k: v / n for k, v in m.items()}}))
+        values = torch.stack([loss_sum.detach(), *m.values()]).tolist()  # one read per batch
+        out.append((n, dict(zip(["loss", *m], (v / n for v in values)))))
     model.train(was)
     return summarize(out)
 
@@ -315,7 +317,7 @@ def load_all(cfg: DPOConfig) -> tuple[list[Pair], list[Pair], tuple[np.ndarray, 
     if cfg.reference_data:
         by_key: dict[str, tuple[float, float]] = {}
         for path in sorted(cfg.reference_data):
-            t = pq.read_table(path).to_pydict()
+            t = io.read_parquet(path).to_pydict()
             by_key.update(zip(t["key"], zip(t["ref_chosen"], t["ref_rejected"])))
         missing = [k for k in keys if k not in by_key]
         if missing:
@@ -330,9 +332,8 @@ def load_all(cfg: DPOConfig) -> tuple[list[Pair], list[Pair], tuple[np.ndarray, 
 def train_dpo(cfg: DPOConfig, pad_id: int) -> dict[str, Any]:
     """DPO from ``cfg.init_from`` with the trainer's loop (runs in every worker). The summary
     holds the held-out metrics before (policy = reference) and after."""
-    from training.model import model_config
     from training.parallelize import close_distributed, init_distributed
-    from training.sft import load_model, resolve_checkpoint
+    from training.sft import context_length, load_model, resolve_checkpoint
     from training.trainer import TrainConfig, train
 
     ckpt, run_cfg = resolve_checkpoint(cfg.init_from)
@@ -346,7 +347,7 @@ def train_dpo(cfg: DPOConfig, pad_id: int) -> dict[str, Any]:
                 p.requires_grad_(False)
         loader = PairLoader(train_pairs, cfg.micro_batch, pad_id, train_ref, rank=env.rank, world_size=env.world_size, seed=cfg.seed)
         make_val = lambda: PairLoader(held_pairs, cfg.micro_batch, pad_id, held_ref, rank=env.rank, world_size=env.world_size, shuffle=False, loop=False)  # noqa: E731
-        seq_len = cfg.max_seq_len or model_config(run_cfg["model"]).max_seq_len
+        seq_len = context_length(run_cfg, cfg.max_seq_len)
         per_step = max(1, cfg.batch_pairs // (cfg.micro_batch * env.world_size)) * cfg.micro_batch * env.world_size
         steps = cfg.epochs * max(1, math.ceil(len(train_pairs) / per_step))
         # The trainer counts batches in rows of seq_len tokens; for DPO a "row" is one pair.
@@ -366,12 +367,8 @@ def train_dpo(cfg: DPOConfig, pad_id: int) -> dict[str, Any]:
         summary.update(held_out_before=before, held_out_after=after, train_pairs=len(train_pairs), held_out_pairs=len(held_pairs),
                        reference="precomputed" if train_ref is not None else "on_the_fly", beta=cfg.beta)
         if env.is_main:
-            import os
-
-            tmp = os.path.join(cfg.run_dir, "dpo.json.tmp")
-            with open(tmp, "w") as f:
-                json.dump({k: v for k, v in summary.items() if k != "losses"} | {"last_loss": summary["losses"][-1] if summary["losses"] else None}, f, indent=2)
-            os.replace(tmp, os.path.join(cfg.run_dir, "dpo.json"))
+            io.write_json({k: v for k, v in summary.items() if k != "losses"} | {"last_loss": summary["losses"][-1] if summary["losses"] else None},
+                          io.join(cfg.run_dir, "dpo.json"))
         return summary
     finally:
         close_distributed(env)
@@ -393,13 +390,9 @@ def main(config: dict[str, Any]) -> dict[str, Any]:
     """Per-worker entry of the launchers: config dict (``pad_id`` + :class:`DPOConfig` fields)."""
     config = dict(config)
     pad_id = int(config.pop("pad_id"))
-    # Keys the shared launcher adds for pre-training (its Ray path sets val_data).
-    if not config.get("val_data"):
-        config.pop("val_data", None)
     return train_dpo(DPOConfig(**config), pad_id)
 
 
 if __name__ == "__main__":
     # torchrun -m training.dpo <config.json>
-    with open(sys.argv[1]) as f:
-        main(json.load(f))
+    main(io.read_json(sys.argv[1]))

@@ -4,7 +4,8 @@ Our modules map one to one onto ``LlamaForCausalLM`` (same rotate-half rotary la
 fp32, SwiGLU as gate/up/down, untied ``lm_head``), so the export is a renaming. The vocabulary
 stays padded (``vocab_size`` = the padded size), which keeps the logits identical.
 
-``python -m training.export <checkpoint-dir> <out-dir> [--tokenizer tokenizer.json]``
+``python -m training.export <checkpoint or run> <out-dir> [--tokenizer <folder or tokenizer.json>]``; the
+checkpoint may be on an object store (s3://...).
 """
 
 from __future__ import annotations
@@ -12,10 +13,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
+import sys
 
 import torch
-from torch import nn
 
 from training.model import ModelConfig, Transformer
 
@@ -76,53 +76,93 @@ def hf_config(cfg: ModelConfig, bos_id: int | None = None, eos_id: int | None = 
     }
 
 
+def _tokenizer_files(tokenizer_path: str, max_len: int, bos_id: int | None, eos_id: int | None) -> dict[str, bytes]:
+    """The tokenizer's files for the export: its own ``tokenizer.json`` bytes, and for a project
+    tokenizer the project's ``tokenizer_config.json`` (special tokens, the chat template, so
+    ``apply_chat_template`` works) and ``special_tokens_map.json``; another tokenizer gets a
+    minimal config naming the BOS/EOS/PAD tokens."""
+    from tokenizers import Tokenizer
+
+    from storage import io
+    from tokenizer import tokenizer_json
+    from tokenizer.bpe import tokenizer_files
+
+    with io.open_input(tokenizer_json(tokenizer_path)) as f:
+        raw = f.read()
+    tok = Tokenizer.from_str(raw.decode("utf-8"))
+    try:
+        files = tokenizer_files(tok)
+        cfg = json.loads(files["tokenizer_config.json"])
+    except KeyError:  # not a project tokenizer: no BOS/EOS of the project's
+        files, cfg = {}, {"tokenizer_class": "PreTrainedTokenizerFast"}
+        for key, tid in (("bos_token", bos_id), ("eos_token", eos_id), ("pad_token", eos_id)):
+            if tid is not None and tok.id_to_token(tid) is not None:
+                cfg[key] = tok.id_to_token(tid)
+    cfg["model_max_length"] = max_len
+    files["tokenizer_config.json"] = (json.dumps(cfg, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+    files["tokenizer.json"] = raw
+    return files
+
+
+def special_ids(tokenizer_path: str) -> tuple[int | None, int | None]:
+    """(BOS, EOS) ids of a tokenizer (either None where it has no such token)."""
+    from tokenizer import BOS, EOS, load
+
+    tok = load(tokenizer_path)
+    return tok.token_to_id(BOS), tok.token_to_id(EOS)
+
+
 def export_hf(model: Transformer, out_dir: str, tokenizer_path: str | None = None, bos_id: int | None = None, eos_id: int | None = None) -> str:
-    """Write ``model`` (a plain, unsharded Transformer) as a Hugging Face Llama folder."""
+    """Write ``model`` (a plain, unsharded Transformer) as a Hugging Face Llama folder (local).
+
+    ``tokenizer_path`` (a folder or its tokenizer.json, local or a URI) is copied in; BOS/EOS
+    (and PAD = EOS, as in the report) default to the tokenizer's own ids."""
     from safetensors.torch import save_file
 
+    from storage import io
+
+    if tokenizer_path:
+        tb, te = special_ids(tokenizer_path)
+        bos_id, eos_id = (tb if bos_id is None else bos_id), (te if eos_id is None else eos_id)
     os.makedirs(out_dir, exist_ok=True)
     sd = hf_state_dict(model)
     dtype = str(next(iter(sd.values())).dtype).removeprefix("torch.")
     tmp = os.path.join(out_dir, ".model.safetensors.tmp")
     save_file(sd, tmp, metadata={"format": "pt"})
+    os.chmod(tmp, 0o644)  # weights others may read, like the rest of the folder (save_file makes it 0600)
     os.replace(tmp, os.path.join(out_dir, "model.safetensors"))
-    with open(os.path.join(out_dir, "config.json"), "w") as f:
-        json.dump(hf_config(model.cfg, bos_id, eos_id, dtype), f, indent=2)
+    io.write_json(hf_config(model.cfg, bos_id, eos_id, dtype), os.path.join(out_dir, "config.json"))
     if tokenizer_path:
-        shutil.copyfile(tokenizer_path, os.path.join(out_dir, "tokenizer.json"))
-        tok_cfg = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": model.cfg.max_seq_len}
-        from tokenizers import Tokenizer
-
-        tok = Tokenizer.from_file(tokenizer_path)
-        for key, tid in (("bos_token", bos_id), ("eos_token", eos_id), ("pad_token", eos_id)):
-            if tid is not None and tok.id_to_token(tid) is not None:
-                tok_cfg[key] = tok.id_to_token(tid)
-        with open(os.path.join(out_dir, "tokenizer_config.json"), "w") as f:
-            json.dump(tok_cfg, f, indent=2)
+        for name, data in _tokenizer_files(tokenizer_path, model.cfg.max_seq_len, bos_id, eos_id).items():
+            io.write_bytes(data, os.path.join(out_dir, name))
     return out_dir
 
 
-def load_trained(checkpoint: str, run_config: str | None = None) -> Transformer:
-    """A plain Transformer with the weights of a trainer checkpoint (``<run>/checkpoints/step-*``)."""
+def load_trained(checkpoint: str) -> Transformer:
+    """A plain Transformer with the weights of a trainer checkpoint (``<run>/checkpoints/step-*``)
+    or of a run's latest one; local or on an object store."""
     from training.checkpoint import load_model_weights
+    from training.sft import resolve_checkpoint
 
-    run_config = run_config or os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(checkpoint))), "config.json")
-    with open(run_config) as f:
-        resolved = json.load(f)["resolved"]["model"]
-    model = Transformer(ModelConfig(**resolved))
-    load_model_weights(model, checkpoint)
+    ckpt, run_cfg = resolve_checkpoint(checkpoint)
+    model = Transformer(ModelConfig(**run_cfg["resolved"]["model"]))
+    load_model_weights(model, ckpt)
     return model
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Export a trainer checkpoint to the Hugging Face Llama format.")
-    ap.add_argument("checkpoint")
-    ap.add_argument("out_dir")
-    ap.add_argument("--tokenizer")
-    ap.add_argument("--bos-id", type=int)
-    ap.add_argument("--eos-id", type=int)
+    ap = argparse.ArgumentParser(description="Export a trainer checkpoint (or a run's latest) to the Hugging Face Llama format.")
+    ap.add_argument("checkpoint", help="checkpoint folder or run folder; local or a URI (s3://, gs://, ...)")
+    ap.add_argument("out_dir", help="local folder for config.json, model.safetensors and the tokenizer")
+    ap.add_argument("--tokenizer", help="the tokenizer folder (or its tokenizer.json) to ship with the model")
+    ap.add_argument("--bos-id", type=int, help="default: the tokenizer's BOS")
+    ap.add_argument("--eos-id", type=int, help="default: the tokenizer's EOS (also the padding id)")
     args = ap.parse_args(argv)
-    model = load_trained(args.checkpoint)
+    try:
+        model = load_trained(args.checkpoint)
+    except FileNotFoundError as e:
+        print(f"export: {e}", file=sys.stderr)
+        return 2
     export_hf(model, args.out_dir, args.tokenizer, args.bos_id, args.eos_id)
     print(f"exported {args.checkpoint} -> {args.out_dir}")
     return 0

@@ -15,7 +15,6 @@ math-heavy SFT data caused) is the same run again from the first stage's checkpo
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import warnings
@@ -24,9 +23,9 @@ from typing import Any, Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 
+from storage import io
 from training.chat import ChatBatch, TokenizedChat, collate, pack
 from training.data import IGNORE_INDEX
 
@@ -49,7 +48,8 @@ class SFTConfig:
     weight_decay: float = 0.1
     grad_clip: float = 1.0
     # Conversations are packed into rows of this many tokens (block-diagonal attention);
-    # 0 is the model's context. packing=False gives each conversation a row of its own.
+    # 0: the starting run's sequence length (what the model was trained on). Longer
+    # conversations are dropped (too_long). packing=False gives each conversation a row of its own.
     seq_len: int = 0
     packing: bool = True
     # Rows per micro-batch per rank, and rows per optimizer step over all ranks (accumulated).
@@ -91,7 +91,7 @@ def read_examples(paths: Sequence[str]) -> tuple[list[TokenizedChat], list[Token
     """(train, held-out) examples from shards, in path then row order (deterministic)."""
     train, held = [], []
     for path in sorted(paths):
-        t = pq.read_table(path)
+        t = io.read_parquet(path)
         ids = t.column("input_ids").to_pylist()
         masks = t.column("loss_mask").to_pylist()
         for i, m, h in zip(ids, masks, t.column("held_out").to_pylist()):
@@ -209,20 +209,26 @@ def split_held_out(keys: Sequence[str], fraction: float, seed: int = 0) -> np.nd
 
 
 def resolve_checkpoint(path: str) -> tuple[str, dict[str, Any]]:
-    """(checkpoint folder, the run's config.json) for a checkpoint folder or a run folder."""
-    import json
-    import os
+    """(checkpoint folder, the run's config.json) for a complete checkpoint folder or a run folder
+    (its latest complete checkpoint); local paths or object-store URIs."""
+    from training.checkpoint import is_complete, latest_checkpoint
 
-    from training.checkpoint import latest_checkpoint
-
-    ckpt = path
-    if not os.path.exists(os.path.join(path, "trainer.json")):
-        ckpt = latest_checkpoint(path) or ""
+    ckpt = io.absolute(path)
+    if not is_complete(ckpt):
+        ckpt = latest_checkpoint(ckpt) or ""
         if not ckpt:
             raise FileNotFoundError(f"{path}: neither a checkpoint nor a run folder with one")
-    run_dir = os.path.dirname(os.path.dirname(os.path.abspath(ckpt)))
-    with open(os.path.join(run_dir, "config.json")) as f:
-        return ckpt, json.load(f)
+    run_dir = io.parent(io.parent(ckpt))
+    return ckpt, io.read_json(io.join(run_dir, "config.json"))
+
+
+def context_length(run_cfg: dict[str, Any], seq_len: int = 0) -> int:
+    """The one sequence length of a fine-tuning run: ``seq_len`` when given, else the starting
+    run's (what its model was trained on), else its model's context. Dropping long examples
+    (``too_long``), packing and the trainer's batches all use it."""
+    from training.model import model_config
+
+    return seq_len or run_cfg.get("resolved", {}).get("seq_len") or model_config(run_cfg["model"]).max_seq_len
 
 
 def load_model(path: str, device: Any = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -241,10 +247,9 @@ def load_model(path: str, device: Any = "cpu") -> tuple[torch.nn.Module, dict[st
 def train_config_for(cfg: SFTConfig, run_cfg: dict[str, Any], rows: int, world_size: int) -> Any:
     """The trainer's config for an SFT run over ``rows`` packed rows: model and vocabulary of the
     starting run, ``epochs`` passes, batches counted in rows of ``seq_len`` tokens."""
-    from training.model import model_config
     from training.trainer import TrainConfig
 
-    seq_len = cfg.seq_len or model_config(run_cfg["model"]).max_seq_len
+    seq_len = context_length(run_cfg, cfg.seq_len)
     per_step = max(cfg.micro_batch * world_size, cfg.batch_rows // (cfg.micro_batch * world_size) * cfg.micro_batch * world_size)
     steps = cfg.epochs * max(1, math.ceil(rows / per_step))
     return TrainConfig(
@@ -266,7 +271,7 @@ def train_sft(cfg: SFTConfig, train_examples: Sequence[TokenizedChat], val_examp
     _, run_cfg = resolve_checkpoint(cfg.init_from)
     env = init_distributed()
     try:
-        seq_len = cfg.seq_len or _context(run_cfg)
+        seq_len = context_length(run_cfg, cfg.seq_len)
         loader = ChatLoader(train_examples, seq_len, cfg.micro_batch, pad_id, rank=env.rank, world_size=env.world_size, seed=cfg.seed, packing=cfg.packing)
         val = (lambda: ChatLoader(val_examples, seq_len, cfg.micro_batch, pad_id, rank=env.rank, world_size=env.world_size, shuffle=False, loop=False)) if val_examples else None
         tcfg = train_config_for(cfg, run_cfg, len(loader.rows), env.world_size)
@@ -277,26 +282,11 @@ def train_sft(cfg: SFTConfig, train_examples: Sequence[TokenizedChat], val_examp
                        answer_tokens=int(sum(e.loss_mask.sum() for e in train_examples)),
                        train_conversations=len(train_examples), held_out_conversations=len(val_examples))
         if env.is_main:
-            _write_json({k: v for k, v in summary.items() if k != "losses"} | {"last_loss": summary["losses"][-1] if summary["losses"] else None},
-                        f"{cfg.run_dir}/sft.json")
+            io.write_json({k: v for k, v in summary.items() if k != "losses"} | {"last_loss": summary["losses"][-1] if summary["losses"] else None},
+                          io.join(cfg.run_dir, "sft.json"))
         return summary
     finally:
         close_distributed(env)
-
-
-def _write_json(obj: Any, path: str) -> None:
-    import os
-
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
-
-
-def _context(run_cfg: dict[str, Any]) -> int:
-    from training.model import model_config
-
-    return run_cfg.get("resolved", {}).get("seq_len") or model_config(run_cfg["model"]).max_seq_len
 
 
 def _held_out_loss(ckpt: str, examples: Sequence[TokenizedChat], pad_id: int, seq_len: int, env: Any) -> float:
@@ -313,9 +303,6 @@ def main(config: dict[str, Any]) -> dict[str, Any]:
     """
     config = dict(config)
     pad_id = int(config.pop("pad_id"))
-    # Keys the shared launcher adds for pre-training (its Ray path sets val_data).
-    if not config.get("val_data"):
-        config.pop("val_data", None)
     cfg = SFTConfig(**config)
     train, held = read_examples(cfg.data)
     return train_sft(cfg, train, held, pad_id)
@@ -323,5 +310,4 @@ def main(config: dict[str, Any]) -> dict[str, Any]:
 
 if __name__ == "__main__":
     # torchrun -m training.sft <config.json>
-    with open(sys.argv[1]) as f:
-        main(json.load(f))
+    main(io.read_json(sys.argv[1]))

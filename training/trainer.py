@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -21,6 +20,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from storage import io
 from training import checkpoint as ckpt
 from training.data import IGNORE_INDEX, TokenShardLoader, list_token_shards
 from training.model import Transformer, flops_per_token, model_config, report_flops_per_token
@@ -31,6 +31,7 @@ from training.scaling import choose_hyperparameters
 
 @dataclass
 class TrainConfig:
+    # Every path here is a local path or an object-store URI (s3://, gs://, abfs://).
     run_dir: str = "runs/pretrain"
     # Token shards (files or folders) from the tokenize stage.
     data: list[str] = field(default_factory=list)
@@ -67,9 +68,9 @@ class TrainConfig:
     compile: bool = False
     activation_checkpointing: bool = False
     checkpoint_every: int = 1000
-    # Write checkpoints in a background thread (staged to CPU memory first), as the report does;
-    # the final checkpoint is always written synchronously.
-    async_checkpoint: bool = False
+    # Write checkpoints in a background thread (staged to CPU memory first), as the report does
+    # ("saved often and asynchronously"); the final checkpoint is always written synchronously.
+    async_checkpoint: bool = True
     keep_checkpoints: int = 2
     eval_every: int = 500
     eval_batches: int = 20
@@ -123,18 +124,23 @@ def device_peak_flops(device: torch.device) -> tuple[float, str]:
 
 
 class _Log:
+    """``log.jsonl`` on rank 0 (appended locally; on an object store put again at most every
+    10 s and at every checkpoint, so what a checkpoint covers is in the log)."""
+
     def __init__(self, path: str, enabled: bool):
-        self.enabled = enabled
-        self.f = open(path, "a") if enabled else None
+        self.log = io.AppendLog(path) if enabled else None
 
     def write(self, record: dict[str, Any]) -> None:
-        if self.f:
-            self.f.write(json.dumps(record) + "\n")
-            self.f.flush()
+        if self.log:
+            self.log.write(json.dumps(record))
+
+    def flush(self) -> None:
+        if self.log:
+            self.log.flush()
 
     def close(self) -> None:
-        if self.f:
-            self.f.close()
+        if self.log:
+            self.log.close()
 
 
 def _all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
@@ -225,9 +231,8 @@ def _train(cfg: TrainConfig, env: DistEnv, loader, val_loader, loss_fn: LossFn) 
     last_step = min(total_steps, cfg.max_steps) if cfg.max_steps else total_steps
 
     if env.is_main:
-        os.makedirs(cfg.run_dir, exist_ok=True)
-        with open(os.path.join(cfg.run_dir, "config.json"), "w") as f:
-            json.dump({**asdict(cfg), "resolved": {"lr": lr, "batch_tokens": batch_tokens, "seq_len": seq_len, "accum": accum, "total_steps": total_steps, "world_size": env.world_size, "model": asdict(mcfg)}}, f, indent=2)
+        io.write_json({**asdict(cfg), "resolved": {"lr": lr, "batch_tokens": batch_tokens, "seq_len": seq_len, "accum": accum, "total_steps": total_steps, "world_size": env.world_size, "model": asdict(mcfg)}},
+                      io.join(cfg.run_dir, "config.json"))
 
     # Data: the default is the token-shard loader; SFT/DPO pass their own.
     if loader is None:
@@ -277,7 +282,7 @@ def _train(cfg: TrainConfig, env: DistEnv, loader, val_loader, loss_fn: LossFn) 
               f"{fpt:.3e} FLOPs/token; {total_steps} steps of {batch_tokens:,} tokens (accum {accum} x micro {cfg.micro_batch} x {env.world_size} ranks), "
               f"peak {peak:.3e} FLOP/s ({peak_src})")
 
-    log = _Log(os.path.join(cfg.run_dir, "log.jsonl"), env.is_main)
+    log = _Log(io.join(cfg.run_dir, "log.jsonl"), env.is_main)
     bar = None
     if env.is_main and cfg.progress:
         from tqdm.auto import tqdm
@@ -292,6 +297,7 @@ def _train(cfg: TrainConfig, env: DistEnv, loader, val_loader, loss_fn: LossFn) 
     pending: list[ckpt.PendingSave] = []
 
     def save(step: int, final: bool = False) -> str:
+        log.flush()
         while pending:
             pending.pop().finish()
         out = ckpt.save_checkpoint(cfg.run_dir, step, model, optimizer, trainer_state(step), keep=cfg.keep_checkpoints,
@@ -312,7 +318,9 @@ def _train(cfg: TrainConfig, env: DistEnv, loader, val_loader, loss_fn: LossFn) 
             lr_now = schedule.apply()
             loss_total = torch.zeros((), dtype=torch.float64, device=env.device)
             weight_total = torch.zeros((), dtype=torch.float64, device=env.device)
-            metric_totals: dict[str, float] = {}
+            # Metrics stay on the device until the step's one read (a .item() per micro-batch
+            # would stall a GPU at every micro-batch).
+            metric_totals: dict[str, torch.Tensor] = {}
             for micro in range(accum):
                 batch = _to_device(loader.next_batch(), env.device)
                 # Reduce-scatter gradients only after the last micro-batch.
@@ -322,12 +330,18 @@ def _train(cfg: TrainConfig, env: DistEnv, loader, val_loader, loss_fn: LossFn) 
                 loss_total += loss_sum.detach().double()
                 weight_total += torch.as_tensor(weight, dtype=torch.float64, device=env.device)
                 for k, v in metrics.items():
-                    metric_totals[k] = metric_totals.get(k, 0.0) + float(v)
-            # Gradients hold the rank-average of summed losses; make them the global mean.
-            sums = torch.stack([loss_total, weight_total])
+                    v = torch.as_tensor(v, device=env.device).detach().double()
+                    metric_totals[k] = metric_totals[k] + v if k in metric_totals else v
+            # One all-reduce and one read per step: loss and weight sums, the metrics, and how
+            # many ranks still write a background checkpoint (0: all done, it can be committed).
+            writing = float(bool(pending) and not pending[0].done())
+            sums = torch.stack([loss_total, weight_total, *metric_totals.values(),
+                                torch.tensor(writing, dtype=torch.float64, device=env.device)])
             if env.world_size > 1:
                 dist.all_reduce(sums)
-            global_loss, global_weight = sums.tolist()
+            reduced = sums.tolist()
+            global_loss, global_weight, still_writing = reduced[0], reduced[1], reduced[-1]
+            # Gradients hold the rank-average of summed losses; make them the global mean.
             scale = env.world_size / max(global_weight, 1.0)
             for p in model.parameters():
                 if p.grad is not None:
@@ -349,9 +363,7 @@ def _train(cfg: TrainConfig, env: DistEnv, loader, val_loader, loss_fn: LossFn) 
             tps = step_tokens / dt
             record = {"step": step, "tokens": tokens_seen, "loss": loss, "lr": lr_now, "grad_norm": float(grad_norm),
                       "tokens_per_s": tps, "mfu": fpt * tps / (peak * env.world_size) if peak else None, "step_time_s": dt}
-            if metric_totals:
-                reduced = _all_reduce_sum(list(metric_totals.values()), env.device)
-                record.update({k: v / max(global_weight, 1.0) for k, v in zip(metric_totals, reduced)})
+            record.update({k: v / max(global_weight, 1.0) for k, v in zip(metric_totals, reduced[2:-1])})
             if step % cfg.log_every == 0 or step == last_step:
                 log.write(record)
             if not math.isfinite(loss):
@@ -363,6 +375,8 @@ def _train(cfg: TrainConfig, env: DistEnv, loader, val_loader, loss_fn: LossFn) 
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr_now:.2e}", tok_s=f"{tps:,.0f}")
+            if pending and still_writing == 0:  # every rank has written its part: commit it now
+                pending.pop().finish()
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step != last_step:
                 saved = save(step)
         if step > start_step or not ckpt.latest_checkpoint(cfg.run_dir):
@@ -377,8 +391,8 @@ def _train(cfg: TrainConfig, env: DistEnv, loader, val_loader, loss_fn: LossFn) 
                "checkpoint": saved or ckpt.latest_checkpoint(cfg.run_dir), "complete": step >= total_steps,
                "lr": lr, "batch_tokens": batch_tokens, "world_size": env.world_size}
     if env.is_main:
-        with open(os.path.join(cfg.run_dir, "summary.json"), "w") as f:
-            json.dump({k: v for k, v in summary.items() if k != "losses"} | {"last_loss": losses[-1] if losses else None}, f, indent=2)
+        io.write_json({k: v for k, v in summary.items() if k != "losses"} | {"last_loss": losses[-1] if losses else None},
+                      io.join(cfg.run_dir, "summary.json"))
     return summary
 
 
@@ -393,5 +407,4 @@ def main(config: dict[str, Any]) -> dict[str, Any]:
 
 if __name__ == "__main__":
     # torchrun -m training.trainer <config.json>
-    with open(sys.argv[1]) as f:
-        main(json.load(f))
+    main(io.read_json(sys.argv[1]))
