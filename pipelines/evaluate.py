@@ -70,9 +70,7 @@ def evaluate(checkpoint: str, tokenizer: str | None, output: str, data: str, cfg
         data = resolve_eval_set(data)
     except FileNotFoundError:
         raise ConfigError(f"--data {data}: no such file") from None
-    from pipelines.sft import absolute
-
-    settings = {"checkpoint": absolute(checkpoint), "tokenizer": tokenizer and absolute(tokenizer), "data": absolute(data),
+    settings = {"checkpoint": io.absolute(checkpoint), "tokenizer": tokenizer and io.absolute(tokenizer), "data": io.absolute(data),
                 "limit": limit, "eval": dataclasses.asdict(cfg)}
     stats_path = io.join(output, "stats.json")
     if io.exists(stats_path) and io.read_json(stats_path).get("settings") == settings:

@@ -188,8 +188,10 @@ class HFGenerator:
 
 def is_hf_folder(path: str) -> bool:
     """A Hugging Face model folder (config.json with a model_type), not a trainer run/checkpoint."""
+    from training.checkpoint import is_complete
+
     cfg = os.path.join(path, "config.json")
-    if not os.path.isfile(cfg) or os.path.exists(os.path.join(path, "trainer.json")):
+    if not os.path.isfile(cfg) or is_complete(path):
         return False
     try:
         with open(cfg) as f:
