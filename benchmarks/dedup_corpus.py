@@ -23,7 +23,7 @@ import pyarrow as pa
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from curation.dedup.corpus import CorpusConfig, generate, pairwise_jaccard  # noqa: E402
+from curation.dedup.corpus import CorpusConfig, generate_dumps, pairwise_jaccard  # noqa: E402
 from curation.schema import documents_to_table  # noqa: E402
 from curation.sources import read_dolma_jsonl  # noqa: E402
 from storage import io  # noqa: E402
@@ -55,20 +55,30 @@ def write_by_dump(docs: list[dict], out: str) -> dict[str, int]:
     return {d: len(r) for d, r in sorted(by.items())}
 
 
-def build_corpus(out: str, docs_target: int | None, dumps: int, seed: int, truth: bool) -> dict[str, int]:
+def build_corpus(out: str, docs_target: int | None, dumps: int, seed: int, truth: bool,
+                 sentences: tuple[int, int] | None = None) -> dict[str, int]:
     real = real_documents()
     cfg = CorpusConfig(dumps=dumps, seed=seed)
+    if sentences:
+        cfg.sentences_per_new_page = sentences
     if docs_target:
         # Each dump adds new_pages*len(real) pages; re-crawls add about recrawl * pages-so-far.
         per_dump = docs_target / dumps
         cfg.new_pages = max(0.1, per_dump / len(real) / (1 + cfg.recrawl * (dumps - 1) / 2))
-    docs = generate(real, cfg)
-    counts = write_by_dump(docs, out)
+    counts: dict[str, int] = {}
+    order: dict[str, list] = {"id": [], "dump": [], "lineage": []}
+    texts: list[str] = []
+    for dump, docs in generate_dumps(real, cfg):  # dump by dump: a large corpus never sits in memory whole
+        counts.update(write_by_dump(docs, out))
+        order["id"] += [d["id"] for d in docs]
+        order["dump"] += [d["dump"] for d in docs]
+        order["lineage"] += [d["metadata"]["title"] for d in docs]
+        if truth:
+            texts += [d["text"] for d in docs]
     # The order in which dedup sees the documents does not matter; truth rows index `order`.
-    io.write_parquet(pa.table({"id": [d["id"] for d in docs], "dump": [d["dump"] for d in docs],
-                               "lineage": [d["metadata"]["title"] for d in docs]}), io.join(out, "order.parquet"))
+    io.write_parquet(pa.table(order), io.join(out, "order.parquet"))
     if truth:
-        i, j, jac = pairwise_jaccard([d["text"] for d in docs])
+        i, j, jac = pairwise_jaccard(texts)
         io.write_parquet(pa.table({"i": i, "j": j, "jaccard": jac.astype("float32")}), io.join(out, "truth.parquet"))
     return counts
 
@@ -84,11 +94,13 @@ def main() -> int:
     c.add_argument("--dumps", type=int, default=4)
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--no-truth", action="store_true", help="skip the all-pairs Jaccard (large corpora)")
+    c.add_argument("--sentences", help="sentences per new page as MIN,MAX (default 8,40; the scale corpora use 4,12)")
     a = ap.parse_args()
     if a.what == "sample":
         counts = write_by_dump(real_documents(), a.out)
     else:
-        counts = build_corpus(a.out, a.docs, a.dumps, a.seed, not a.no_truth)
+        counts = build_corpus(a.out, a.docs, a.dumps, a.seed, not a.no_truth,
+                              tuple(int(x) for x in a.sentences.split(",")) if a.sentences else None)
     for dump, n in counts.items():
         print(f"{dump:<20} {n:>8,} documents -> {a.out}/{dump}")
     return 0

@@ -1,6 +1,7 @@
 """``python -m pipelines dedup-stats <dedup output>``: what deduplication did, for a person to check.
 
-Reads the dedup stage's ``stats.json``, ``duplicates.parquet`` and candidate graph, and writes
+Reads only what the dedup stage publishes (``curation/dedup/layout.py``): its ``stats.json``,
+``duplicates.parquet`` and candidate graph (``graph/``, ``GRAPH_EDGE_SCHEMA``), and writes
 ``<output>/dedup-stats/`` with ``report.json``, PNG plots and a self-contained ``report.html``
 (plots inlined), and prints the tables:
 
@@ -9,8 +10,11 @@ Reads the dedup stage's ``stats.json``, ``duplicates.parquet`` and candidate gra
 - the DeepSeek report's curve: the fraction removed when the first k dumps are deduplicated
   together (recomputed here from the candidate graph restricted to those dumps), beside the
   report's own figures;
-- the cluster-size histogram, the most duplicated domains and URLs;
-- with verification on, the true-Jaccard distribution of accepted candidate pairs.
+- the chain check: members split off their component's kept document (``chain_split``),
+  earlier documents retracted or restored, and the distribution of removed-to-kept similarity
+  (MinHash estimate, or true Jaccard with ``--verify``);
+- the cluster-size histogram (every generation of the index counted), the most duplicated
+  domains and URLs.
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from curation.dedup import clusters as cl
+from curation.dedup import components as comp
+from curation.dedup import layout
+from curation.dedup.removals import DUPLICATES_SCHEMA
 from storage import io
 
 NAME = "dedup-stats"
@@ -42,23 +48,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    report = build_report(args.output)
-    folder = args.report or io.join(args.output, "dedup-stats")
-    write_report(report, folder)
-    print_report(report, sys.stdout)
-    print(f"\nreport: {io.join(folder, 'report.html')}", file=sys.stderr)
+    report(args.output, args.report)
     return 0
+
+
+def report(output: str, folder: str | None = None) -> None:
+    """The report of the dedup output ``output``, written to ``folder`` (default
+    ``<output>/dedup-stats``) and printed."""
+    r = build_report(output)
+    folder = folder or io.join(output, "dedup-stats")
+    write_report(r, folder)
+    print_report(r, sys.stdout)
+    print(f"\nreport: {io.join(folder, 'report.html')}", file=sys.stderr)
 
 
 def build_report(output: str) -> dict[str, Any]:
     stats = io.read_json(io.join(output, "stats.json"))
     d = stats["dedup"]
-    dup = io.read_parquet(io.join(output, "duplicates.parquet")).to_pydict()
+    dup = io.read_parquet(io.join(output, layout.DUPLICATES_FILE), columns=DUPLICATES_SCHEMA.names).to_pydict()
     per_dump = d["per_dump"]
-    dumps = sorted(per_dump)  # crawl names sort by age
-    matrix = Counter(zip(dup["removed_dump"], dup["kept_dump"]))
-    cols = sorted(set(dumps) | {k for _, k in matrix})
-    cluster_sizes = Counter(s for _, s in {(c, s) for c, s in zip(dup["cluster_id"], dup["cluster_size"])})
+    dumps = list(per_dump)  # by crawl date (the stage's dump order)
+    matrix = Counter(zip((d or "" for d in dup["removed_dump"]), (d or "" for d in dup["kept_dump"])))
+    order = {name: i for i, name in enumerate(d["dumps"])}
+    cols = sorted(set(dumps) | {k for _, k in matrix}, key=lambda x: order.get(x, -1))
+    c = stats["counters"]
     domains = Counter(_domain(u) for u in dup["removed_url"] if u)
     urls = Counter(u for u in dup["kept_url"] if u)
     return {
@@ -71,10 +84,14 @@ def build_report(output: str) -> dict[str, Any]:
                        "counts": [[matrix.get((i, j), 0) for j in cols] for i in dumps]},
         "k_dump_curve": _curve(output, d, dumps, per_dump),
         "report_curve": REPORT_CURVE,
-        "cluster_sizes": {str(k): v for k, v in sorted(cluster_sizes.items())},
+        # Clusters this run touched, each counted with its members of every generation.
+        "cluster_sizes": d.get("cluster_sizes", {}),
+        "chain_check": {"min_similarity": d["config"].get("min_similarity"), "measure": d["similarity_histogram"]["measure"],
+                        "chains_split": c.get("chain_split", 0), "retracted_from_index": c.get("retracted_from_index", 0),
+                        "restored_from_index": c.get("restored_from_index", 0)},
+        "similarity": d["similarity_histogram"],
         "top_domains": domains.most_common(TOP),
         "top_urls": urls.most_common(TOP),
-        "verified_similarity": d.get("verified_similarity_histogram"),
         "counters": stats["counters"],
         "lsh_curve": d.get("lsh_curve"),
     }
@@ -86,29 +103,19 @@ def _domain(url: str) -> str:
 
 
 def _curve(output: str, d: dict[str, Any], dumps: list[str], per_dump: dict[str, Any]) -> list[dict[str, Any]]:
-    """Fraction removed when the first k dumps (oldest first) are deduplicated together."""
-    files = io.list_shards(io.join(output, "graph"))
-    edge_files = [f for f in files if "edges-p=" in f]
-    u, v, ur, vr = [], [], [], []
-    for f in edge_files:
-        t = io.read_parquet(f).to_pydict()
-        u.append(np.asarray(t["u"], np.int64)); v.append(np.asarray(t["v"], np.int64))
-        ur.append(np.asarray(t["u_rank"], np.int64)); vr.append(np.asarray(t["v_rank"], np.int64))
-    if not u:
+    """Fraction removed when the first k dumps (oldest first) are deduplicated together: connected
+    components of this run's candidate graph restricted to those dumps (no chain check, so a
+    little above what the stage removes)."""
+    edges = layout.read_graph_edges(output)
+    if edges is None:
         return []
-    u, v, ur, vr = (np.concatenate(x) for x in (u, v, ur, vr))
-    verified = io.join(output, "graph", "verified.parquet")
-    if io.exists(verified):
-        t = io.read_parquet(verified).to_pydict()
-        rejected = {(a, b) for a, b, ok in zip(t["u"], t["v"], t["accepted"]) if not ok}
-        keep = np.array([(a, b) not in rejected for a, b in zip(u.tolist(), v.tolist())], dtype=bool)
-        u, v, ur, vr = u[keep], v[keep], ur[keep], vr[keep]
+    u, v, ur, vr = (edges.column(c).to_numpy().astype(np.int64) for c in layout.GRAPH_EDGE_SCHEMA.names)
     rank = {name: i for i, name in enumerate(d["dumps"])}
     out = []
     for k in range(1, len(dumps) + 1):
         ranks = np.array([rank[x] for x in dumps[:k]])
         sel = np.isin(ur, ranks) & np.isin(vr, ranks)
-        nodes, labels = cl.connected_components(u[sel], v[sel])
+        nodes, labels = comp.connected_components(u[sel], v[sel])
         removed = len(nodes) - (labels.max() + 1 if len(labels) else 0)
         total = sum(per_dump[x]["input"] for x in dumps[:k])
         out.append({"k": k, "dumps": dumps[:k][-1], "documents": total, "removed": int(removed),
@@ -123,30 +130,32 @@ def print_report(r: dict[str, Any], out) -> None:
     t = r["totals"]
     print(f"dedup of {r['output']}: {t['input']:,} documents in, {t['output']:,} kept "
           f"({100 * t['removed_fraction']:.1f}% removed)", file=out)
-    print(f"\n{'dump':<20} {'in':>9} {'exact':>9} {'near':>9} {'kept':>9}", file=out)
+    print(f"\n{'dump':<20} {'in':>9} {'exact':>9} {'near':>9} {'boilerplate':>11} {'kept':>9}", file=out)
     for dump, c in r["per_dump"].items():
-        print(f"{dump:<20} {c['input']:>9,} {c['exact_duplicate']:>9,} {c['near_duplicate']:>9,} {c['kept']:>9,}", file=out)
+        print(f"{dump or '(no dump)':<20} {c['input']:>9,} {c['exact_duplicate']:>9,} {c['near_duplicate']:>9,} "
+              f"{c.get('boilerplate_only', 0):>11,} {c['kept']:>9,}", file=out)
     cd = r["cross_dump"]
     print("\nremoved from dump (row) as duplicate of a document kept in dump (column)", file=out)
     print(" " * 20 + "".join(f"{c[-7:]:>10}" for c in cd["cols"]), file=out)
     for name, row in zip(cd["rows"], cd["counts"]):
-        print(f"{name:<20}" + "".join(f"{x:>10,}" for x in row), file=out)
-    print("\nfirst k dumps deduplicated together (this corpus; the DeepSeek report in brackets)", file=out)
+        print(f"{name or '(no dump)':<20}" + "".join(f"{x:>10,}" for x in row), file=out)
+    print("\nfirst k dumps deduplicated together (components of the candidate graph; the DeepSeek report in brackets)", file=out)
     for p in r["k_dump_curve"]:
         ref = REPORT_CURVE.get(p["k"])
         print(f"  k={p['k']:<3} {p['documents']:>9,} docs  {100 * p['removed_fraction']:5.1f}% removed"
               + (f"   [{100 * ref:.1f}%]" if ref else ""), file=out)
-    print("\ncluster size: clusters  " + "  ".join(f"{k}:{v}" for k, v in r["cluster_sizes"].items()), file=out)
+    print("\ncluster size (every generation): clusters  " + "  ".join(f"{k}:{v}" for k, v in r["cluster_sizes"].items()), file=out)
+    cc, sim = r["chain_check"], r["similarity"]
+    print(f"\nchain check ({cc['measure']} >= {cc['min_similarity']}): {cc['chains_split']:,} members split off their "
+          f"component's kept document; {cc['retracted_from_index']:,} earlier documents retracted, "
+          f"{cc['restored_from_index']:,} restored", file=out)
+    print("removed-to-kept similarity: " + "  ".join(f"{lo:.2f}+:{n}" for lo, n in zip(sim["bins"], sim["counts"]) if n), file=out)
     print("\nmost duplicated domains (removed copies):", file=out)
     for dom, n in r["top_domains"][:10]:
         print(f"  {n:>7,}  {dom}", file=out)
     print("most duplicated URLs (removed copies of the kept page):", file=out)
     for url, n in r["top_urls"][:10]:
         print(f"  {n:>7,}  {url}", file=out)
-    if r["verified_similarity"]:
-        c = r["counters"]
-        print(f"\nverification: {c.get('verify_checked_edges', 0):,} candidate pairs checked, "
-              f"{c.get('verify_rejected_edges', 0):,} rejected as LSH false positives", file=out)
 
 
 def _plots(r: dict[str, Any]) -> dict[str, bytes]:
@@ -209,19 +218,19 @@ def _plots(r: dict[str, Any]) -> dict[str, bytes]:
     sizes = {int(k): v for k, v in r["cluster_sizes"].items()}
     ax.bar(list(sizes), list(sizes.values()))
     ax.set_yscale("log")
-    ax.set_xlabel("cluster size (documents)")
+    ax.set_xlabel("cluster size (documents, every generation)")
     ax.set_ylabel("clusters")
     ax.set_title("cluster sizes")
     save("cluster_sizes.png", fig)
 
-    if r["verified_similarity"]:
-        h = r["verified_similarity"]
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        ax.bar(h["bins"][:-1], h["counts"], width=np.diff(h["bins"]), align="edge")
-        ax.set_xlabel("true Jaccard of accepted candidate pairs")
-        ax.set_ylabel("pairs")
-        ax.set_title("verified similarity")
-        save("verified_similarity.png", fig)
+    h = r["similarity"]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.bar(h["bins"][:-1], h["counts"], width=np.diff(h["bins"]), align="edge")
+    ax.axvline(h["min_similarity"], color="k", ls="--", lw=1)
+    ax.set_xlabel(f"removed-to-kept similarity ({h['measure']})")
+    ax.set_ylabel("removed documents")
+    ax.set_title("similarity of each removal to its kept document")
+    save("similarity.png", fig)
     return figs
 
 
@@ -251,8 +260,10 @@ def _html(r: dict[str, Any], figs: dict[str, bytes]) -> str:
         f"({100 * t['removed_fraction']:.1f}% removed). MinHash {r['config']['minhash']['bands']} bands x "
         f"{r['config']['minhash']['rows']} rows on word {r['config']['shingles']['ngram']}-grams, keep rule: {r['config']['keep']}.</p>",
         "<h2>Per dump</h2>",
-        _table(["dump", "in", "exact duplicates", "near duplicates", "kept"],
-               [[k, v["input"], v["exact_duplicate"], v["near_duplicate"], v["kept"]] for k, v in r["per_dump"].items()]),
+        _table(["dump", "in", "exact duplicates", "near duplicates", "boilerplate only", "kept"],
+               [[k or "(no dump)", v["input"], v["exact_duplicate"], v["near_duplicate"], v.get("boilerplate_only", 0), v["kept"]]
+                for k, v in r["per_dump"].items()]),
+        "<h2>Chain check</h2>", _table(["figure", "value"], [[k, v] for k, v in r["chain_check"].items()]),
         "<h2>Cross-dump matrix</h2><p>Documents of the row's dump removed as duplicates of a document kept in the column's dump.</p>",
         _table(["removed from \\ kept in", *cd["cols"]], [[name, *row] for name, row in zip(cd["rows"], cd["counts"])]),
         "<h2>First k dumps together</h2>",

@@ -29,7 +29,7 @@ import json
 import os
 import posixpath
 import uuid
-from typing import Any, BinaryIO, Iterable
+from typing import Any, BinaryIO, Callable, Iterable
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -172,6 +172,8 @@ def _put(data: bytes, path: str) -> None:
     """One object, in one request (or a multipart upload fsspec aborts on failure): it appears
     whole or not at all."""
     fs, inner = _fsspec(path)
+    if not isinstance(data, (bytes, bytearray)):
+        data = memoryview(data).tobytes()  # botocore sends bytes or files only (a pyarrow Buffer is neither)
     try:
         fs.pipe_file(inner, data)
     except OSError as e:
@@ -186,13 +188,22 @@ def write_parquet(table: pa.Table, path: str, row_group_size: int = ROW_GROUP_SI
         _parquet(table, sink, row_group_size)
         _put(sink.getvalue().to_pybytes(), path)
         return
+    _write_local(path, lambda fs, tp: _parquet(table, tp, row_group_size, fs))
+
+
+def _write_local(path: str, write: Callable[[pafs.FileSystem, str], None]) -> None:
+    """``write(fs, temporary path)`` beside ``path``, then rename it to ``path``; a failure leaves
+    neither, and an OSError names the final path."""
     fs, p = filesystem(path)
     fs.create_dir(posixpath.dirname(p) if is_uri(path) else os.path.dirname(p), recursive=True)
     tmp = _tmp_name(path)
     _, tp = filesystem(tmp)
     try:
-        _parquet(table, tp, row_group_size, fs)
+        write(fs, tp)
         _commit(tmp, path)
+    except OSError as e:
+        _remove_quietly(tmp)
+        raise _write_error(path, e) from e
     except BaseException:
         _remove_quietly(tmp)
         raise
@@ -261,6 +272,15 @@ class ShardWriter:
             self.rows += len(self._pending)
             self._pending = []
 
+    def write_table(self, table: pa.Table) -> None:
+        """Append a whole table as one row group (after the rows added so far)."""
+        self._flush()
+        try:
+            self._writer.write_table(table)
+        except OSError as e:
+            raise _write_error(self.path, e) from e
+        self.rows += table.num_rows
+
     def close(self) -> None:
         try:
             self._flush()
@@ -305,25 +325,18 @@ class ShardWriter:
             self.abort()
 
 
-def write_bytes(data: bytes, path: str) -> None:
-    """Write a small file atomically (stats, manifests, markers); on an object store, one PUT."""
+def write_bytes(data: bytes | pa.Buffer, path: str) -> None:
+    """Write a small file atomically (stats, manifests, markers, hand-off files); on an object
+    store, one PUT. ``data`` is bytes or any buffer (a pyarrow Buffer is written without a copy
+    to a local file)."""
     if is_object_store(path):
         _put(data, path)
         return
-    fs, p = filesystem(path)
-    fs.create_dir(posixpath.dirname(p) if is_uri(path) else os.path.dirname(p), recursive=True)
-    tmp = _tmp_name(path)
-    _, tp = filesystem(tmp)
-    try:
+    def write(fs: pafs.FileSystem, tp: str) -> None:
         with fs.open_output_stream(tp) as f:
             f.write(data)
-        _commit(tmp, path)
-    except OSError as e:
-        _remove_quietly(tmp)
-        raise _write_error(path, e) from e
-    except BaseException:
-        _remove_quietly(tmp)
-        raise
+
+    _write_local(path, write)
 
 
 def write_json(obj: Any, path: str) -> None:

@@ -1,25 +1,34 @@
-"""Dedup: signatures against datasketch, CJK shingling, clusters, and the Ray stage on real
-documents (accounting, determinism, incremental == joint, accuracy against computed truth)."""
+"""Dedup: signatures against datasketch, CJK shingling, the component rounds against a plain
+union-find, the chain check, and the Ray stage on real documents (accounting, determinism,
+incremental over three generations == joint, accuracy against computed truth, the driver under
+a memory cap)."""
 
 from __future__ import annotations
 
 import glob
 import os
+import subprocess
+import sys
+import time
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from datasketch import MinHash
 
 from curation.dedup import DedupConfig
-from curation.dedup import clusters as cl
+from curation.dedup import candidates as cand
+from curation.dedup import components as comp
+from curation.dedup import keep as kp
+from curation.dedup import layout
 from curation.dedup import minhash as mh
 from curation.dedup.corpus import CorpusConfig, generate, pairwise_jaccard
 from curation.schema import documents_to_table
 from curation.sources import read_dolma_jsonl
 from curation.stats import StageStats
 from storage import io
-from tests.conftest import SAMPLE
+from tests.conftest import REPO, SAMPLE
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +41,7 @@ def real_docs():
     return docs
 
 
-# ---- signatures -----------------------------------------------------------------------------
+# ---- signatures and similarity --------------------------------------------------------------
 
 
 def test_shingle_hashes_match_scalar_reference(real_docs):
@@ -68,7 +77,7 @@ def test_cjk_text_shingles_by_character():
     # One edited character keeps a Chinese text near its original; another text stays apart.
     edited = zh.replace("北京", "上海")
     other = "这是一篇完全不同的文章，讲的是如何在家里种植西红柿和黄瓜，以及浇水的时间。"
-    sets = [set(mh.shingles(mh.normalize(t), 5)) for t in (zh, edited, other)]
+    sets = mh.shingle_sets([mh.normalize(t) for t in (zh, edited, other)], 5)
     assert mh.jaccard(sets[0], sets[1]) > 0.7
     assert mh.jaccard(sets[0], sets[2]) == 0.0
     h, c = mh.shingle_hashes([mh.normalize(t) for t in (zh, edited, other)], 5)
@@ -83,6 +92,23 @@ def test_normalize_folds_case_digits_punctuation():
     assert mh.normalize("Page 1", keep) != mh.normalize("Page 2", keep)
 
 
+def test_one_jaccard_and_the_truth_normalises_like_the_stage(real_docs):
+    """The labelled corpus's truth is the stage's Jaccard: a re-crawl that changed only its dates,
+    counters, case and punctuation is identical (J = 1), and the all-pairs computation agrees
+    with :func:`minhash.jaccard` pair by pair."""
+    text = real_docs[3]["text"]
+    recrawl = text.replace("1", "7").replace("2", "9").upper().replace(",", " ;").replace(".", "!")
+    texts = [text, recrawl, real_docs[4]["text"], real_docs[4]["text"] + "\nOne more line of comments here, thanks."]
+    i, j, jac = pairwise_jaccard(texts, min_jaccard=0.0)
+    sets = mh.shingle_sets([mh.normalize(t) for t in texts], 5)
+    got = {(a, b): x for a, b, x in zip(i.tolist(), j.tolist(), jac.tolist())}
+    assert got[(0, 1)] == 1.0
+    for (a, b), x in got.items():
+        assert x == pytest.approx(mh.jaccard(sets[a], sets[b]))
+    assert 0.8 < got[(2, 3)] < 1.0
+    assert mh.jaccard(np.zeros(0, np.uint32), np.zeros(0, np.uint32)) == 1.0
+
+
 def test_threshold_picks_bands_and_rows():
     b, r = mh.bands_rows_for_threshold(0.8, 112)
     assert b * r <= 112
@@ -92,33 +118,131 @@ def test_threshold_picks_bands_and_rows():
     assert mh.candidate_probability(0.8, 14, 8) > 0.9
 
 
-# ---- clusters -------------------------------------------------------------------------------
+# ---- keep rule, chain check, dump order -----------------------------------------------------
 
 
-def test_connected_components_and_keep_rule():
-    u = np.array([10, 30, 31, 50], dtype=np.int64)
-    v = np.array([11, 31, 32, 10], dtype=np.int64)
-    nodes, labels = cl.connected_components(u, v)
-    assert nodes.tolist() == [10, 11, 30, 31, 32, 50]
-    assert labels.tolist() == [0, 0, 1, 1, 1, 0]
-    # Same graph, edges shuffled and reversed: same labels.
-    n2, l2 = cl.connected_components(v[::-1].copy(), u[::-1].copy())
-    assert np.array_equal(n2, nodes) and np.array_equal(l2, labels)
-    dump_rank = np.array([0, 2, 1, 1, 0, 2])
-    ids = np.array(["f", "e", "d", "c", "b", "a"])
-    assert cl.choose_kept(labels, dump_rank, ids, "newest").tolist() == [5, 3]  # ties -> smaller id
-    assert cl.choose_kept(labels, dump_rank, ids, "oldest").tolist() == [0, 4]
+def test_dump_order_by_crawl_date_and_configured():
+    from curation.dedup import SettingsError
+
+    assert kp.crawl_date("CC-MAIN-2019-04") < kp.crawl_date("CC-MAIN-2019-30") < kp.crawl_date("CC-MAIN-2020-05")
+    assert kp.crawl_date("CC-MAIN-2012").year == 2012 and kp.crawl_date("CC-MAIN-2009-2010").year == 2009
+    assert kp.crawl_date("my-crawl-3") is None
+    # Undated names count as older than every Common Crawl dump; dated ones go by date.
+    r = kp.dump_ranks(["CC-MAIN-2020-05", "CC-MAIN-2019-51", "", "wget-2024"])
+    assert sorted(r, key=r.get) == ["", "wget-2024", "CC-MAIN-2019-51", "CC-MAIN-2020-05"]
+    # Names that do not sort by age as strings: a configured order decides.
+    r = kp.dump_ranks(["crawl-b", "crawl-a"], ["crawl-b", "crawl-a"])
+    assert r == {"crawl-b": 0, "crawl-a": 1}
+    with pytest.raises(SettingsError, match="'crawl-c' is not in dump_order"):
+        kp.dump_ranks(["crawl-c", "crawl-a"], ["crawl-a"])
 
 
-def test_star_edges_refuse_nothing_and_band_files_must_be_sorted():
-    keys = np.array([7, 7, 7, 9, 9], dtype=np.uint64)
-    nodes = np.array([4, 2, 3, 8, 1], dtype=np.int64)
-    age = np.array([2, 1, 0, 0, 0])
-    u, v = cl.star_edges(keys, age, nodes)
-    assert sorted(zip(u.tolist(), v.tolist())) == [(1, 8), (3, 2), (3, 4)]  # head = oldest copy
-    assert not cl.is_sorted(keys, nodes)
-    o = np.lexsort((nodes, keys))
-    assert cl.is_sorted(keys[o], nodes[o])
+def _sigs(texts: list[str]) -> np.ndarray:
+    norm = [mh.normalize(t) for t in texts]
+    h, c = mh.shingle_hashes(norm, 5)
+    return mh.minhash_signatures(h, c, 112, 1)
+
+
+def test_chain_check_splits_a_chain(real_docs):
+    """A~B and B~C but not A~C: C (kept, newest) removes B; A matches only B, so it is split off
+    and kept rather than removed for a copy it barely resembles. Plain components (threshold 0)
+    would remove both."""
+    paras = [p for p in real_docs[10]["text"].split("\n") if p.strip()]
+    while len(" ".join(paras).split()) < 300:
+        paras += [p for p in real_docs[11 + len(paras) % 50]["text"].split("\n") if p.strip()]
+    n = len(paras)
+    a = "\n".join(paras[: int(n * 0.75)])
+    b = "\n".join(paras[int(n * 0.12) : int(n * 0.88)])
+    c = "\n".join(paras[int(n * 0.25) :])
+    sets = mh.shingle_sets([mh.normalize(t) for t in (c, b, a)], 5)
+    assert mh.jaccard(sets[0], sets[1]) > 0.6 and mh.jaccard(sets[1], sets[2]) > 0.6 and mh.jaccard(sets[0], sets[2]) < 0.5
+    labels = np.zeros(3, np.int64)  # one component, members in keep order: C, B, A
+    sim = kp.signature_similarity(_sigs([c, b, a]))
+    center, s = kp.greedy_centers(labels, sim, 0.6)
+    assert center.tolist() == [0, 0, 2] and s[1] > 0.6
+    assert kp.component_heads(labels).tolist() == [0, 0, 0]  # A is split from its component's kept C
+    assert kp.removal_reasons(center, np.array([1, 2, 3], np.uint64)).tolist() == [0, 2, 0]
+    center0, _ = kp.greedy_centers(labels, sim, 0.0)
+    assert center0.tolist() == [0, 0, 0]
+    # True Jaccard (--verify) decides the same way here.
+    assert kp.greedy_centers(labels, kp.set_similarity(sets), 0.6)[0].tolist() == [0, 0, 2]
+    # Exact copies of a kept document are exact duplicates; a copy of a removed one is too.
+    center = np.array([0, 0, 0, 0])
+    assert kp.removal_reasons(center, np.array([7, 7, 8, 8], np.uint64)).tolist() == [0, 1, 2, 1]
+
+
+# ---- partitions, hand-offs, component rounds ------------------------------------------------
+
+
+def test_partitions_of_different_counts_overlap_exactly(tmp_path):
+    rng = np.random.default_rng(0)
+    keys = rng.integers(0, 2**63, 20_000, dtype=np.int64).astype(np.uint64) * np.uint64(2)
+    for P, Q in [(3, 7), (16, 5), (1, 4), (6, 6)]:
+        p_of, q_of = layout.partition(keys, P), layout.partition(keys, Q)
+        for p in range(P):
+            assert set(q_of[p_of == p].tolist()) <= set(layout.overlapping(p, P, Q))
+    t = pa.table({"k": np.arange(10, dtype=np.int64), "o": np.arange(10, dtype=np.int64) * 3})
+    dest = np.array([2, 0, 2, 1, 0, 2, 2, 1, 0, 0])
+    layout.write_routed(t, dest, 4, str(tmp_path / "r.arrow"))
+    for d in range(4):
+        got = layout.read_routed([str(tmp_path / "r.arrow")], d, t.schema)
+        assert got.column("k").to_pylist() == np.flatnonzero(dest == d).tolist()
+
+
+def union_find(u, v) -> dict[int, int]:
+    """A plain union-find, the reference: node -> smallest node of its component."""
+    parent: dict[int, int] = {}
+
+    def find(x):
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for a, b in zip(u.tolist(), v.tolist()):
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    return {x: find(x) for x in list(parent)}
+
+
+def rounds_in_process(u: np.ndarray, v: np.ndarray, P: int, folder) -> tuple[dict[int, int], int]:
+    """The component units run as the stage runs them (files, partitions), without Ray."""
+    inputs = []
+    for p in range(P):  # the edges, routed as the candidate tasks route them
+        sel = layout.partition(layout.mix64(u), P) == p
+        adj = cand.both_directions(u[sel], v[sel])
+        inputs.append(str(folder / f"s000-{p}.arrow"))
+        layout.write_routed(adj, layout.node_partition(adj.column("k").to_numpy(), P), P, inputs[-1])
+    step, quiet = 0, 0
+    while quiet < 2:
+        step += 1
+        outs = [str(folder / f"s{step:03d}-{p}.arrow") for p in range(P)]
+        changed = sum(comp.step_unit({"p": p, "kind": "large" if step % 2 else "small", "out": outs[p]},
+                                     {"partitions": P, "inputs": inputs})["changed"] for p in range(P))
+        quiet = quiet + 1 if changed == 0 else 0
+        inputs = outs
+    labels = {}
+    for p in range(P):
+        t = layout.read_routed(inputs, p, cand.ADJ_SCHEMA)
+        nodes, lab = comp.star_labels(t.column("k").to_numpy(), t.column("o").to_numpy())
+        assert np.all(layout.node_partition(nodes, P) == p)
+        labels.update(zip(nodes.tolist(), lab.tolist()))
+    return labels, step
+
+
+@pytest.mark.parametrize("P", [1, 3])
+def test_component_rounds_equal_union_find_on_random_graphs(tmp_path, P):
+    rng = np.random.default_rng(P)
+    # Long paths and random sparse edges (a critical random graph: every size of component).
+    path = rng.permutation(4000).astype(np.int64) * 7919
+    u = np.concatenate([path[:-1], rng.integers(0, 3000, 1500) * 7919])
+    v = np.concatenate([path[1:], rng.integers(0, 3000, 1500) * 7919])
+    keep = u != v
+    labels, steps = rounds_in_process(u[keep], v[keep], P, tmp_path)
+    assert labels == union_find(u[keep], v[keep])
+    assert steps >= 6  # several rounds ran
 
 
 # ---- the stage on real documents ------------------------------------------------------------
@@ -144,12 +268,15 @@ def corpus(real_docs, tmp_path_factory):
     return docs, _write_dumps(docs, str(folder))
 
 
-def _run(inputs, out, **cfg_kwargs):
+@pytest.fixture(scope="module")
+def joint(ray_session, corpus, tmp_path_factory):
+    """The corpus deduplicated at once, with 3 partitions (several component rounds)."""
     from pipelines.dedup import dedup
 
-    cfg = DedupConfig(**cfg_kwargs)
-    assert dedup(inputs, str(out), cfg, index=cfg_kwargs.get("index")) == 0 if "index" not in cfg_kwargs else True
-    return io.read_json(os.path.join(out, "stats.json"))
+    _, inputs = corpus
+    out = tmp_path_factory.mktemp("dedup-joint") / "out"
+    assert dedup(inputs, str(out), DedupConfig(partitions=3)) == 0
+    return out
 
 
 def _ids(out):
@@ -160,12 +287,16 @@ def _removed(out):
     return pq.read_table(os.path.join(out, "duplicates.parquet")).to_pylist()
 
 
-def test_stage_accounting_and_outputs(ray_session, corpus, tmp_path):
+def _graph(out):
+    t = pq.read_table(os.path.join(out, "graph"))
+    return t.column("u").to_numpy(), t.column("v").to_numpy()
+
+
+def test_stage_accounting_and_outputs(joint, corpus):
     from pipelines.dedup import dedup
 
     docs, inputs = corpus
-    out = tmp_path / "out"
-    assert dedup(inputs, str(out), DedupConfig(partitions=4)) == 0
+    out = joint
     stats = io.read_json(str(out / "stats.json"))
     s = StageStats.from_dict(stats)
     s.check()
@@ -173,141 +304,237 @@ def test_stage_accounting_and_outputs(ray_session, corpus, tmp_path):
     assert s.dropped["exact_duplicate"] > 0 and s.dropped["near_duplicate"] > 0
     kept = pq.read_table(out / "documents")
     assert kept.num_rows == s.output
-    assert "dedup_cluster_id" in kept.schema.field("metadata").type.names
     dups = _removed(out)
     assert len(dups) == sum(s.dropped.values())
     removed = {d["removed_id"] for d in dups}
     assert removed.isdisjoint(kept.column("id").to_pylist())
     assert {d["kept_id"] for d in dups} <= set(kept.column("id").to_pylist())
+    assert [d["removed_id"] for d in dups] == sorted(removed)
     # Keep rule "newest": no removed copy comes from a newer dump than its kept copy.
     assert all(d["removed_dump"] <= d["kept_dump"] for d in dups)
-    per_dump = stats["dedup"]["per_dump"]
+    # Every removal is checked against its kept document.
+    assert all(d["similarity"] >= 0.6 for d in dups)
+    # Every kept document carries its cluster: its own id and the number of copies (1 alone).
+    meta = kept.column("metadata").to_pylist()
+    ids = kept.column("id").to_pylist()
+    assert all(m["dedup_cluster_id"] == i and m["dedup_cluster_size"] >= 1 for m, i in zip(meta, ids))
+    size_of = {i: m["dedup_cluster_size"] for m, i in zip(meta, ids)}
+    per_kept: dict[str, int] = {}
+    for d in dups:
+        per_kept[d["kept_id"]] = per_kept.get(d["kept_id"], 1) + 1
+        assert d["cluster_size"] == size_of[d["kept_id"]]
+    assert all(size_of[k] == n for k, n in per_kept.items())
+    assert sum(size_of.values()) == len(docs)
+    d = stats["dedup"]
+    per_dump = d["per_dump"]
     assert sum(v["input"] for v in per_dump.values()) == len(docs)
     assert sum(v["kept"] for v in per_dump.values()) == s.output
+    assert list(per_dump) == d["dumps"]  # by crawl date
+    assert sum(d["similarity_histogram"]["counts"]) == len(dups)
+    assert sum((int(k) - 1) * v for k, v in d["cluster_sizes"].items()) == len(dups)
     # A re-run finds the output complete and changes nothing.
     before = (out / "duplicates.parquet").read_bytes()
-    assert dedup(inputs, str(out), DedupConfig(partitions=4)) == 0
+    assert dedup(inputs, str(out), DedupConfig(partitions=3)) == 0
     assert (out / "duplicates.parquet").read_bytes() == before
 
 
-@pytest.mark.parametrize("verify", [False, True])
-def test_accuracy_against_true_jaccard(ray_session, corpus, tmp_path, verify):
-    """Recall of pairs with J >= 0.8 (both in one cluster), precision of removals (J(removed, kept) >= 0.6)."""
+def test_dedup_stats_show_the_chain_check_and_sizes_of_every_generation(joint, tmp_path, capsys):
+    from pipelines.dedup_stats import build_report, print_report, write_report
+
+    r = build_report(str(joint))
+    stats = io.read_json(str(joint / "stats.json"))
+    assert r["chain_check"]["chains_split"] == stats["counters"]["chain_split"]
+    assert sum(r["similarity"]["counts"]) == len(_removed(joint)) and r["similarity"]["measure"] == "MinHash estimate"
+    assert r["cluster_sizes"] == stats["dedup"]["cluster_sizes"]
+    assert [p["removed"] for p in r["k_dump_curve"]] == sorted(p["removed"] for p in r["k_dump_curve"])
+    write_report(r, str(tmp_path / "report"))
+    assert {"similarity.png", "cluster_sizes.png", "report.html", "report.json"} <= set(os.listdir(tmp_path / "report"))
+    print_report(r, sys.stdout)
+    assert "members split off" in capsys.readouterr().out
+
+
+def test_stage_components_equal_union_find(joint, ray_session, tmp_path):
+    """The distributed rounds give exactly the components of a plain union-find over the same
+    candidate edges: on the labelled corpus, and on the bundled sample."""
+    from pipelines.dedup import dedup
+
+    sample = tmp_path / "sample"
+    subprocess.run([sys.executable, str(REPO / "benchmarks" / "dedup_corpus.py"), "sample", "--out", str(tmp_path / "in")],
+                   check=True, capture_output=True)
+    assert dedup([str(tmp_path / "in")], str(sample), DedupConfig(partitions=2, min_similarity=0.0)) == 0
+    for out, min_steps in ((joint, 3), (sample, 2)):
+        ref = union_find(*_graph(out))
+        t = pq.read_table(os.path.join(out, "index", "components"))
+        got = dict(zip(t.column("node").to_pylist(), t.column("label").to_pylist()))
+        assert got == ref
+        assert io.read_json(str(out / "stats.json"))["counters"]["component_steps"] >= min_steps
+    # With the chain check off every member of a component but one is removed (plain components).
+    stats = io.read_json(str(sample / "stats.json"))
+    assert sum(stats["dropped"].values()) == len(ref) - len(set(ref.values()))
+
+
+def _scores(docs, out):
+    i, j, jac = pairwise_jaccard([d["text"] for d in docs], min_jaccard=0.5)
+    pos = {d["id"]: k for k, d in enumerate(docs)}
+    cluster = np.arange(len(docs))
+    for d in _removed(out):
+        cluster[pos[d["removed_id"]]] = pos[d["kept_id"]]
+    pair, best = {}, np.zeros(len(docs))
+    for a, b, x in zip(i.tolist(), j.tolist(), jac.tolist()):
+        pair[(a, b)] = pair[(b, a)] = x
+        best[a], best[b] = max(best[a], x), max(best[b], x)
+    dup = [a for a in range(len(docs)) if best[a] >= 0.85]
+    found = sum(any(cluster[a] == cluster[b] for (x, b), jj in pair.items() if x == a and jj >= best[a] - 1e-6) for a in dup)
+    ok = sum(pair.get((pos[d["removed_id"]], pos[d["kept_id"]]), 0.0) >= 0.5 for d in _removed(out))
+    return found / max(1, len(dup)), ok / max(1, len(_removed(out))), len(dup)
+
+
+def test_accuracy_against_true_jaccard(joint, corpus):
+    """Recall: a document whose best match has J >= 0.85 shares a cluster with it; precision: the
+    kept document listed for a removed one has J >= 0.5 with it. Defaults (MinHash check)."""
+    docs, _ = corpus
+    recall, precision, n = _scores(docs, joint)
+    assert n > 150
+    assert recall >= 0.99, recall
+    assert precision >= 0.995, precision
+
+
+def test_verify_checks_removals_by_true_jaccard_of_stripped_text(ray_session, corpus, tmp_path):
+    """--verify: removed-to-kept similarity is the true Jaccard - of the text after repeated
+    lines are stripped, the text the signatures were made from."""
+    from curation.dedup import lines as ln
     from pipelines.dedup import dedup
 
     docs, inputs = corpus
     out = tmp_path / "out"
-    assert dedup(inputs, str(out), DedupConfig(partitions=4, verify=verify)) == 0
+    assert dedup(inputs, str(out), DedupConfig(partitions=2, verify=True, line_repeat_min=3, line_min_chars=10)) == 0
     stats = io.read_json(str(out / "stats.json"))
-    if verify:
-        assert stats["counters"]["verify_checked_edges"] == stats["counters"]["candidate_edges"]
-        assert sum(stats["dedup"]["verified_similarity_histogram"]["counts"]) == (
-            stats["counters"]["verify_checked_edges"] - stats["counters"]["verify_rejected_edges"])
-    i, j, jac = pairwise_jaccard([d["text"] for d in docs], min_jaccard=0.5)
-    pos = {d["id"]: k for k, d in enumerate(docs)}
-    cluster = {d["id"]: d["id"] for d in docs}
-    for d in _removed(out):
-        cluster[d["removed_id"]] = d["kept_id"]
-    pair_j = {}
-    for a, b, x in zip(i.tolist(), j.tolist(), jac.tolist()):
-        pair_j[(a, b)] = pair_j[(b, a)] = x
-    dup80 = {(a, b) for (a, b), x in pair_j.items() if x >= 0.8}
-    found = sum(cluster[docs[a]["id"]] == cluster[docs[b]["id"]] for a, b in dup80)
-    recall = found / max(1, len(dup80))
-    ok = sum(pair_j.get((pos[d["removed_id"]], pos[d["kept_id"]]), 0.0) >= 0.6 or d["removed_id"] == d["kept_id"]
-             for d in _removed(out))
-    precision = ok / max(1, len(_removed(out)))
-    assert len(dup80) > 100
-    assert recall >= 0.95, recall
-    if verify:
-        assert precision >= 0.99, precision
-    else:
-        assert precision >= 0.97, precision
+    assert stats["dedup"]["similarity_histogram"]["measure"] == "true Jaccard"
+    frequent = set()
+    for h, n in __import__("collections").Counter(x for d in docs for x in ln.line_hashes(d["text"], 10).tolist()).items():
+        if n >= 3:
+            frequent.add(h)
+    by_id = {d["id"]: ln.remove_repeated_lines(d["text"], frequent, 10)[0] for d in docs}
+    texts = {d["id"]: d["text"] for d in docs}
+    dups = _removed(out)
+    assert dups
+    changed = 0
+    for d in dups:
+        a, b = mh.shingle_sets([mh.normalize(by_id[d["removed_id"]]), mh.normalize(by_id[d["kept_id"]])], 5)
+        assert d["similarity"] == pytest.approx(mh.jaccard(a, b), abs=1e-6) and d["similarity"] >= 0.6
+        raw = mh.shingle_sets([mh.normalize(t) for t in (texts[d["removed_id"]], texts[d["kept_id"]])], 5)
+        changed += abs(mh.jaccard(*raw) - d["similarity"]) > 1e-3
+    assert changed > 10  # the stripped lines changed these pairs' similarity: it is measured after
 
 
-def test_deterministic_across_partitions_and_shards(ray_session, corpus, tmp_path):
+def test_deterministic_across_partitions_and_shards(joint, corpus, tmp_path):
     from pipelines.dedup import dedup
 
     docs, inputs = corpus
-    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
-    assert dedup(inputs, str(a), DedupConfig(partitions=3)) == 0
+    a, b, c = joint, tmp_path / "b", tmp_path / "c"
     assert dedup(inputs, str(b), DedupConfig(partitions=7)) == 0
     assert (a / "duplicates.parquet").read_bytes() == (b / "duplicates.parquet").read_bytes()
     for f in sorted(os.listdir(a / "documents")):
         assert (a / "documents" / f).read_bytes() == (b / "documents" / f).read_bytes()
-    # The same documents cut into one shard per dump instead of two: the same removals.
+    # The same documents cut into one shard per dump instead of two, partitions from the data size.
     one = tmp_path / "one-shard"
     for folder in inputs:
         t = pq.read_table(folder)
         io.write_parquet(t, str(one / os.path.basename(folder) / "all.parquet"))
-    assert dedup([str(one)], str(c), DedupConfig(partitions=5)) == 0
+    assert dedup([str(one)], str(c), DedupConfig()) == 0
+    assert io.read_json(str(c / "stats.json"))["dedup"]["partitions"] == 1
     assert pq.read_table(a / "duplicates.parquet").equals(pq.read_table(c / "duplicates.parquet"))
     assert _ids(a) == _ids(c)
 
 
-def test_cli_threshold_and_overrides():
+def test_cli_threshold_and_overrides(capsys):
     import argparse
 
     from pipelines import dedup as stage
 
     p = argparse.ArgumentParser()
     stage.add_arguments(p)
-    args = p.parse_args(["--input", "x", "--output", "y", "--threshold", "0.8", "--set", "keep=oldest", "--set", "shingles.ngram=3"])
+    args = p.parse_args(["--input", "x", "--output", "y", "--threshold", "0.8", "--set", "keep=oldest", "--set", "shingles.ngram=3",
+                         "--min-similarity", "0.7", "--set", "dump_order=[a, b]"])
     cfg = stage.config_from_args(args)
     assert (cfg.minhash.bands, cfg.minhash.rows) == mh.bands_rows_for_threshold(0.8, 112)
-    assert cfg.keep == "oldest" and cfg.shingles.ngram == 3
+    assert cfg.keep == "oldest" and cfg.shingles.ngram == 3 and cfg.min_similarity == 0.7 and cfg.dump_order == ["a", "b"]
     args = p.parse_args(["--input", "x", "--output", "y", "--bands", "20", "--rows", "5"])
     cfg = stage.config_from_args(args)
     assert (cfg.minhash.bands, cfg.minhash.rows, cfg.minhash.num_perm) == (20, 5, 100)
+    from pipelines.config import ConfigError
+
+    with pytest.raises(ConfigError, match="partitions"):
+        stage.config_from_args(p.parse_args(["--input", "x", "--output", "y", "--partitions", "0"]))
+    from pipelines.cli import main
+
+    capsys.readouterr()
+    assert main(["dedup", "--input", "x", "--output", "/tmp/none", "--min-similarity", "1.5"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "dedup: min_similarity: 1.5 is not between 0 and 1"
+
+
+def _docs_of(out, removed_too=False):
+    files = glob.glob(os.path.join(out, "documents", "*.parquet"))
+    return {f for path in files for f in pq.read_table(path, columns=["id"]).column("id").to_pylist()}
+
+
+def _restored(out):
+    files = glob.glob(os.path.join(out, "documents", "restored-*.parquet"))
+    return {f for path in files for f in pq.read_table(path, columns=["id"]).column("id").to_pylist()}
 
 
 @pytest.mark.parametrize("keep", ["newest", "oldest"])
-def test_incremental_index_equals_joint_run(ray_session, corpus, tmp_path, keep):
-    """Dedup of A+B at once removes the same documents as A, then B against A's index."""
+def test_incremental_three_generations_equal_joint_run(ray_session, joint, corpus, tmp_path, keep):
+    """Dumps A, B, C added one run each against one growing index remove (and keep) exactly the
+    documents that A+B+C at once does: an earlier document a newer copy replaces is listed as
+    retracted, one an earlier run removed for a document now removed itself is restored."""
     from pipelines.dedup import dedup
 
     docs, inputs = corpus
-    dumps_a, dumps_b = inputs[:2], inputs[2:]
-    joint = tmp_path / "joint"
-    assert dedup(inputs, str(joint), DedupConfig(partitions=4, keep=keep)) == 0
+    ref = joint
+    if keep == "oldest":
+        ref = tmp_path / "joint"
+        assert dedup(inputs, str(ref), DedupConfig(partitions=3, keep=keep)) == 0
     idx = tmp_path / "index"
-    ra, rb = tmp_path / "A", tmp_path / "B"
-    assert dedup(dumps_a, str(ra), DedupConfig(partitions=4, keep=keep), index=str(idx)) == 0
-    assert dedup(dumps_b, str(rb), DedupConfig(partitions=4, keep=keep), index=str(idx)) == 0
-    removed_joint = {d["removed_id"] for d in _removed(joint)}
-    removed_inc = {d["removed_id"] for d in _removed(ra)} | {d["removed_id"] for d in _removed(rb)}
-    assert removed_joint == removed_inc
-    kept_inc = (_ids(ra) | _ids(rb)) - removed_inc
-    assert kept_inc == _ids(joint)
-    # Three generations, one dump each, against one growing index: still the joint result.
-    idx3 = tmp_path / "index3"
     outs = [tmp_path / f"gen{k}" for k in range(len(inputs))]
-    for folder, out in zip(inputs, outs):
-        assert dedup([folder], str(out), DedupConfig(partitions=4, keep=keep), index=str(idx3)) == 0
-    assert set().union(*({d["removed_id"] for d in _removed(o)} for o in outs)) == removed_joint
-    retracted = [d for d in _removed(rb) if d["retracted"]]
-    if keep == "newest":
-        assert retracted, "a newer copy in B must replace some kept document of A"
-    else:
-        assert not retracted
-    # B's run only computed B: its stats count B's documents as input.
-    n_b = sum(1 for d in docs if os.path.join(os.path.dirname(dumps_b[0]), d["dump"]) in dumps_b)
-    assert io.read_json(str(rb / "stats.json"))["input"] == n_b
+    removed, kept = set(), set()
+    for k, (folder, out) in enumerate(zip(inputs, outs)):
+        assert dedup([folder], str(out), DedupConfig(partitions=2 + k, keep=keep), index=str(idx)) == 0
+        rows = _removed(out)
+        removed = (removed | {d["removed_id"] for d in rows}) - _restored(out)
+        kept = (kept | _docs_of(out)) - {d["removed_id"] for d in rows}
+        stats = io.read_json(str(out / "stats.json"))
+        StageStats.from_dict(stats).check()
+        assert stats["counters"]["restored_from_index"] == len(_restored(out))
+    assert removed == {d["removed_id"] for d in _removed(ref)}
+    assert kept == _ids(ref)
+    retracted = [d for out in outs for d in _removed(out) if d["retracted"]]
+    assert bool(retracted) == (keep == "newest")
+    # Each run computed its own dump: C's run counts C's documents as input.
+    n_c = sum(1 for d in docs if d["dump"] == os.path.basename(inputs[-1]))
+    assert io.read_json(str(outs[-1] / "stats.json"))["input"] == n_c + len(_restored(outs[-1]))
+    # Cluster sizes count every generation: the joint run's sizes of the newest kept documents.
+    ref_sizes = {r["id"]: r["metadata"]["dedup_cluster_size"] for r in pq.read_table(ref / "documents").to_pylist()}
+    last = pq.read_table(outs[-1] / "documents" / "part-00000.parquet").to_pylist()
+    assert all(ref_sizes[r["id"]] == r["metadata"]["dedup_cluster_size"] for r in last if r["id"] in ref_sizes)
 
 
 def test_index_refuses_other_settings(ray_session, corpus, tmp_path):
-    from pipelines.config import ConfigError
+    from curation.dedup import SettingsError
     from pipelines.dedup import dedup
 
     _, inputs = corpus
     idx = tmp_path / "index"
-    assert dedup(inputs[:1], str(tmp_path / "A"), DedupConfig(partitions=4), index=str(idx)) == 0
-    with pytest.raises(ConfigError):
-        dedup(inputs[1:], str(tmp_path / "B"), DedupConfig(partitions=4, minhash=mh.MinHashConfig(bands=12, rows=9)), index=str(idx))
+    assert dedup(inputs[:1], str(tmp_path / "A"), DedupConfig(partitions=2), index=str(idx)) == 0
+    with pytest.raises(SettingsError, match="was built with"):
+        dedup(inputs[1:], str(tmp_path / "B"), DedupConfig(minhash=mh.MinHashConfig(bands=12, rows=9)), index=str(idx))
+    with pytest.raises(SettingsError, match="dump_order"):
+        dedup(inputs[1:], str(tmp_path / "C"), DedupConfig(dump_order=["CC-MAIN-2019-20"]), index=str(idx))
 
 
 def test_repeated_lines_removed_at_string_level(ray_session, corpus, tmp_path):
-    """Header/footer lines the re-crawls added (e.g. "Skip to content") go from every document."""
+    """Header/footer lines the re-crawls added go from every document; a document that was
+    nothing else is dropped under its own reason, counted per dump (never as a remainder)."""
     from curation.dedup.lines import line_hashes, remove_repeated_lines
     from pipelines.dedup import dedup
 
@@ -315,23 +542,31 @@ def test_repeated_lines_removed_at_string_level(ray_session, corpus, tmp_path):
     boiler = "Privacy policy · Terms of use"
     carriers = [d for d in docs if boiler in d["text"].split("\n")]
     assert len(carriers) >= 3
-    # The library: counted once per document, removed where frequent.
-    h = np.sort(line_hashes(boiler + "\n" + boiler.upper(), 10))
+    # The library: counted once per document, removed where frequent (a set of hashes).
+    h = line_hashes(boiler + "\n" + boiler.upper(), 10)
     assert len(h) == 1
-    text, n = remove_repeated_lines(carriers[0]["text"], h, 10)
+    text, n = remove_repeated_lines(carriers[0]["text"], set(h.tolist()), 10)
     assert n == 1 and boiler not in text
+    # A shard of documents without a dump, one of them only boilerplate.
+    extra = tmp_path / "nodump"
+    rows = [dict(carriers[0], id="only-boilerplate", text=boiler + "\n" + boiler, dump=None),
+            dict([d for d in docs if d["metadata"]["title"].endswith("edit:new")][-1], id="no-dump", dump=None)]
+    io.write_parquet(documents_to_table(rows), str(extra / "part-00000.parquet"))
     out = tmp_path / "out"
-    assert dedup(inputs, str(out), DedupConfig(partitions=4, line_repeat_min=3, line_min_chars=10)) == 0
+    assert dedup([*inputs, str(extra)], str(out), DedupConfig(partitions=2, line_repeat_min=3, line_min_chars=10)) == 0
     stats = io.read_json(str(out / "stats.json"))
     StageStats.from_dict(stats).check()
     c = stats["counters"]
     assert c["frequent_lines"] >= 1 and c["lines_removed"] >= len(carriers)
-    kept = pq.read_table(out / "documents", columns=["text"]).column("text").to_pylist()
-    assert not any(boiler in t.split("\n") for t in kept)
-    # Real content lines (unique to one page) survive.
-    assert sum(len(t) for t in kept) > 0.3 * sum(len(d["text"]) for d in docs)
+    kept = pq.read_table(out / "documents", columns=["id", "text"]).to_pydict()
+    assert not any(boiler in t.split("\n") for t in kept["text"])
+    assert "only-boilerplate" not in kept["id"]
+    assert sum(len(t) for t in kept["text"]) > 0.3 * sum(len(d["text"]) for d in docs)
     per_dump = stats["dedup"]["per_dump"]
-    assert sum(v["kept"] for v in per_dump.values()) == stats["output"]
+    assert per_dump[""]["input"] == 2 and per_dump[""]["boilerplate_only"] == 1  # no dump: one key
+    for v in per_dump.values():
+        assert v["input"] == v["kept"] + v["exact_duplicate"] + v["near_duplicate"] + v.get("boilerplate_only", 0)
+    assert stats["dropped"]["boilerplate_only"] == sum(v.get("boilerplate_only", 0) for v in per_dump.values())
 
 
 def test_unreadable_shard_is_named_and_the_rest_processed(ray_session, corpus, tmp_path):
@@ -342,17 +577,88 @@ def test_unreadable_shard_is_named_and_the_rest_processed(ray_session, corpus, t
     bad.mkdir(parents=True)
     (bad / "part-00000.parquet").write_bytes(b"PAR1 this is not a parquet file")
     out = tmp_path / "out"
-    assert dedup([*inputs, str(tmp_path / "broken")], str(out), DedupConfig(partitions=4)) == 1
+    assert dedup([*inputs, str(tmp_path / "broken")], str(out), DedupConfig(partitions=2)) == 1
     stats = io.read_json(str(out / "stats.json"))
     assert list(stats["failed_files"]) == [str(bad / "part-00000.parquet")]
     assert stats["input"] == len(docs)
     StageStats.from_dict(stats).check()
 
 
-def test_id_order_keys_sort_like_the_ids(real_docs):
-    from pipelines.dedup import _id_keys
+def test_write_resume_does_not_reread_its_input(ray_session, corpus, tmp_path):
+    """A finished unit returns its summary from its marker: the write step of a resumed run
+    does not read its input shard again (here: it is gone)."""
+    from pipelines import dedup as stage
+    from pipelines.stage import Runner
 
-    ids = [d["id"] for d in real_docs] + ["a", "ab", "b", "é-unicode", "zz" * 20]
-    keys = _id_keys(ids)
-    by_keys = [ids[i] for i in np.lexsort((keys[:, 1], keys[:, 0]))]
-    assert by_keys == sorted(ids, key=lambda s: s.encode("utf-8")[:16])
+    docs, inputs = corpus
+    shard = tmp_path / "in.parquet"
+    io.write_parquet(pq.read_table(os.path.join(inputs[0], "part-00000.parquet")), str(shard))
+    ctx = {"work": str(tmp_path / "work"), "index": str(tmp_path / "index"), "gen": 0, "string_level": False,
+           "decision_files": [str(tmp_path / "decisions.arrow")]}
+    from curation.dedup.removals import DECISION_SCHEMA
+
+    layout.write_routed(DECISION_SCHEMA.empty_table(), np.zeros(0, np.int64), 1, ctx["decision_files"][0])
+    unit = {"name": "part-00000", "path": str(shard), "shard": 0, "out": str(tmp_path / "docs.parquet")}
+    [first] = Runner("dedup", str(tmp_path / "out")).run(stage._write, [unit], ctx, phase="write", merge=False)
+    shard.unlink()
+    again = Runner("dedup", str(tmp_path / "out"))
+    assert again.run(stage._write, [unit], ctx, phase="write", merge=False) == [first] and again.skipped == 1
+    assert first["output"] == first["input"] == pq.read_table(tmp_path / "docs.parquet").num_rows
+
+
+CAP_DRIVER = """
+import sys
+sys.path.insert(0, {repo!r})
+from pipelines.runtime import init_ray
+from pipelines.dedup import dedup
+from curation.dedup import DedupConfig
+from curation.dedup.minhash import MinHashConfig
+init_ray()
+print("ready", flush=True)
+sys.stdin.readline()
+print("rc", dedup({inputs!r}, {out!r}, DedupConfig(minhash=MinHashConfig(bands=32, rows=32), partitions=4)), flush=True)
+"""
+
+
+def test_driver_under_a_memory_cap_gives_the_same_removals(ray_session, real_docs, tmp_path):
+    """A second driver, in a cgroup capped 24 MB above what it holds once connected, joins this
+    session's Ray instance (which stays outside the cap) and deduplicates 22k documents whose
+    index and edges take four times that (1,024-value signatures): the same removals as the
+    uncapped run."""
+    import ray
+
+    from pipelines.dedup import dedup
+
+    root = "/sys/fs/cgroup/memory"
+    if not os.access(root, os.W_OK):
+        pytest.skip("no writable cgroup v1 memory controller")
+    docs = generate(real_docs[:60], CorpusConfig(dumps=2, seed=3, new_pages=150, sentences_per_new_page=(1, 2)))
+    inputs = _write_dumps(docs, str(tmp_path / "in"))
+    assert dedup(inputs, str(tmp_path / "free"), DedupConfig(minhash=mh.MinHashConfig(bands=32, rows=32), partitions=4)) == 0
+    need = sum(os.path.getsize(f) for f in glob.glob(str(tmp_path / "free" / "index" / "**" / "*.parquet"), recursive=True))
+    need += sum(os.path.getsize(f) for f in glob.glob(str(tmp_path / "free" / "graph" / "*.parquet")))
+    margin = 24 << 20
+    cg = f"{root}/test-12-dedup-{os.getpid()}"
+    os.mkdir(cg)
+    try:
+        env = dict(os.environ, RAY_ADDRESS=ray.get_runtime_context().gcs_address, PYTHONPATH=str(REPO))
+        code = CAP_DRIVER.format(repo=str(REPO), inputs=inputs, out=str(tmp_path / "capped"))
+        p = subprocess.Popen(["sh", "-c", f'echo $$ > {cg}/cgroup.procs && exec "$@"', "sh", sys.executable, "-c", code],
+                             env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+        assert p.stdout.readline().strip() == "ready", p.stderr.read()[-3000:]
+        time.sleep(0.5)
+        base = int(open(f"{cg}/memory.usage_in_bytes").read())
+        with open(f"{cg}/memory.limit_in_bytes", "w") as f:
+            f.write(str(base + margin))
+        out, err = p.communicate("go\n", timeout=600)
+        peak = int(open(f"{cg}/memory.max_usage_in_bytes").read())
+        assert p.returncode == 0 and "rc 0" in out, (p.returncode, err[-3000:])
+    finally:
+        for pid in open(f"{cg}/cgroup.procs").read().split():
+            with open(f"{root}/cgroup.procs", "w") as f:
+                f.write(pid)
+        os.rmdir(cg)
+    assert need > 3 * margin, (need, margin)  # the index and edges the capped driver never loaded
+    assert peak <= base + margin
+    assert (tmp_path / "capped" / "duplicates.parquet").read_bytes() == (tmp_path / "free" / "duplicates.parquet").read_bytes()
+    assert _ids(tmp_path / "capped") == _ids(tmp_path / "free")

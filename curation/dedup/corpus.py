@@ -97,14 +97,14 @@ def _fresh_sentences(pool: list[str], rng: random.Random) -> Iterator[str]:
             yield " ".join(words)
 
 
-def generate(real: list[dict[str, Any]], cfg: CorpusConfig = CorpusConfig()) -> list[dict[str, Any]]:
-    """Documents (DOCUMENT_SCHEMA dicts) of ``cfg.dumps`` synthetic dumps, each with a
-    ``metadata.title`` naming its lineage (``page:<n> edit:<kind>``) for inspection."""
+def generate_dumps(real: list[dict[str, Any]], cfg: CorpusConfig = CorpusConfig()) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """(dump name, documents) for each of ``cfg.dumps`` synthetic dumps, oldest first, one at a
+    time (a large corpus is written dump by dump). Documents are DOCUMENT_SCHEMA dicts with a
+    ``metadata.title`` naming their lineage (``page:<n> edit:<kind>``) for inspection."""
     rng = random.Random(cfg.seed)
     pool = sentence_pool(d["text"] for d in real)
     fresh = _fresh_sentences(pool, rng)
     pages: list[tuple[str, str]] = []  # (url, current text)
-    docs: list[dict[str, Any]] = []
     n_new = int(len(real) * cfg.new_pages)
     for d in range(cfg.dumps):
         dump = f"CC-MAIN-{2019 + d // 4:04d}-{10 + 10 * (d % 4):02d}"
@@ -126,6 +126,7 @@ def generate(real: list[dict[str, Any]], cfg: CorpusConfig = CorpusConfig()) -> 
             text = "\n".join(" ".join(sents[i : i + 4]) for i in range(0, k, 4))
             pages.append((f"https://new.example.org/{d}/{len(pages)}", text))
             batch.append((len(pages) - 1, text, "new"))
+        docs = []
         for page, text, kind in batch:
             url = pages[page][0]
             docs.append({
@@ -134,21 +135,27 @@ def generate(real: list[dict[str, Any]], cfg: CorpusConfig = CorpusConfig()) -> 
                 "metadata": {"warc_record_id": None, "warc_digest": None, "title": f"page:{page} edit:{kind}",
                              "source_file": "dedup_corpus", "content_type": "text/plain", "charset": None},
             })
-    return docs
+        yield dump, docs
+
+
+def generate(real: list[dict[str, Any]], cfg: CorpusConfig = CorpusConfig()) -> list[dict[str, Any]]:
+    """Every document of :func:`generate_dumps`, oldest dump first."""
+    return [doc for _, docs in generate_dumps(real, cfg) for doc in docs]
 
 
 def pairwise_jaccard(texts: list[str], ngram: int = 5, min_jaccard: float = 0.5,
                      shingle_cfg: mh.ShingleConfig | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Exact Jaccard on word n-gram sets of every pair (i < j) that reaches ``min_jaccard``."""
+    """True Jaccard (:func:`minhash.jaccard`'s definition: the stage's normalisation - case
+    folded, digits as 0, punctuation dropped - and shingle hashes) of every pair (i < j) that
+    reaches ``min_jaccard``: intersection sizes of all pairs at once as a sparse X @ X.T."""
     cfg = shingle_cfg or mh.ShingleConfig(ngram=ngram)
-    norm = [mh.normalize(t, cfg) for t in texts]
-    h, counts = mh.shingle_hashes(norm, cfg.ngram)
-    doc = np.repeat(np.arange(len(texts)), counts)
-    pairs = np.unique(np.stack([doc, h.astype(np.int64)], axis=1), axis=0)
-    _, col = np.unique(pairs[:, 1], return_inverse=True)
-    x = sparse.csr_matrix((np.ones(len(pairs), np.float32), (pairs[:, 0], col)), shape=(len(texts), col.max() + 1 if len(col) else 0))
-    size = np.asarray(x.sum(axis=1)).ravel()
+    sets = mh.shingle_sets([mh.normalize(t, cfg) for t in texts], cfg.ngram)
+    size = np.array([len(s) for s in sets], dtype=np.int64)
+    doc = np.repeat(np.arange(len(texts)), size)
+    h = np.concatenate(sets) if sets else np.zeros(0, np.uint32)
+    _, col = np.unique(h, return_inverse=True)
+    x = sparse.csr_matrix((np.ones(len(h), np.float32), (doc, col)), shape=(len(texts), col.max() + 1 if len(col) else 0))
     inter = sparse.triu(x @ x.T, k=1).tocoo()
-    j = inter.data / (size[inter.row] + size[inter.col] - inter.data)
+    j = mh.jaccard_from_counts(inter.data, size[inter.row], size[inter.col])
     keep = j >= min_jaccard
     return inter.row[keep].astype(np.int64), inter.col[keep].astype(np.int64), j[keep]

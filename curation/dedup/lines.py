@@ -20,24 +20,58 @@ def _key(line: str) -> str:
     return " ".join(unicodedata.normalize("NFKC", line).casefold().split())
 
 
+def _hash(key: str) -> int:
+    return xxhash.xxh3_64_intdigest(key.encode("utf-8"))
+
+
 def line_hashes(text: str, min_chars: int) -> np.ndarray:
     """Distinct 64-bit hashes of the document's lines of at least ``min_chars`` characters."""
-    hs = {xxhash.xxh3_64_intdigest(k.encode("utf-8")) for k in map(_key, text.split("\n")) if len(k) >= min_chars}
+    hs = {_hash(k) for k in map(_key, text.split("\n")) if len(k) >= min_chars}
     return np.fromiter(hs, dtype=np.uint64, count=len(hs))
 
 
-def remove_repeated_lines(text: str, frequent: np.ndarray, min_chars: int) -> tuple[str, int]:
-    """The text without its lines whose hash is in ``frequent`` (sorted); and how many went."""
-    if len(frequent) == 0:
+def remove_repeated_lines(text: str, frequent: set[int] | frozenset[int], min_chars: int) -> tuple[str, int]:
+    """The text without its lines whose hash is in ``frequent``; and how many went. Each line is
+    normalised and hashed once; membership is a set lookup."""
+    if not frequent:
         return text, 0
-    kept, removed = [], 0
-    for line in text.split("\n"):
+    kept = []
+    lines = text.split("\n")
+    for line in lines:
         k = _key(line)
-        if len(k) >= min_chars:
-            h = np.uint64(xxhash.xxh3_64_intdigest(k.encode("utf-8")))
-            i = np.searchsorted(frequent, h)
-            if i < len(frequent) and frequent[i] == h:
-                removed += 1
-                continue
+        if len(k) >= min_chars and _hash(k) in frequent:
+            continue
         kept.append(line)
+    removed = len(lines) - len(kept)
     return ("\n".join(kept) if removed else text), removed
+
+
+def count_unit(unit: dict, ctx: dict) -> dict:
+    """One shard: each distinct line hash with the number of its documents carrying it, routed
+    to the hash's partition."""
+    import pyarrow as pa
+
+    from curation.dedup import layout
+    from storage import io
+
+    texts = io.read_parquet(unit["path"], columns=["text"]).column("text").to_pylist()
+    per_doc = [line_hashes(t or "", ctx["cfg"].line_min_chars) for t in texts]
+    h, c = np.unique(np.concatenate(per_doc) if per_doc else np.zeros(0, np.uint64), return_counts=True)
+    P = ctx["partitions"]
+    layout.write_routed(pa.table({"hash": h, "docs": c.astype(np.int64)}), layout.partition(h, P), P, unit["out"])
+    return {"distinct_lines": int(len(h))}
+
+
+def frequent_unit(unit: dict, ctx: dict) -> dict:
+    """One hash partition: the lines in at least ``line_repeat_min`` documents of the run."""
+    import pyarrow as pa
+
+    from curation.dedup import layout
+    from storage import io
+
+    t = layout.read_routed(ctx["count_files"], unit["p"], pa.schema([("hash", pa.uint64()), ("docs", pa.int64())]))
+    h, inv = np.unique(t.column("hash").to_numpy(), return_inverse=True)
+    total = np.bincount(inv, weights=t.column("docs").to_numpy()) if len(h) else np.zeros(0)
+    frequent = h[total >= ctx["cfg"].line_repeat_min]
+    io.write_parquet(pa.table({"hash": frequent}), unit["out"])
+    return {"frequent_lines": int(len(frequent))}

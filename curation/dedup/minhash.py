@@ -283,8 +283,31 @@ def exact_band_key(exact_hashes: np.ndarray) -> np.ndarray:
 
 
 def estimated_jaccard(sig_a: np.ndarray, sig_b: np.ndarray) -> np.ndarray:
-    """Fraction of agreeing signature values, row by row (the MinHash Jaccard estimate)."""
+    """Fraction of agreeing signature values, row by row: the MinHash estimate of :func:`jaccard`."""
     return (sig_a == sig_b).mean(axis=-1)
+
+
+def shingle_sets(normalized: Sequence[str], ngram: int) -> list[np.ndarray]:
+    """Each normalised text's distinct shingle hashes, sorted: the sets :func:`jaccard` compares
+    (the same hashes the signatures are made of)."""
+    h, counts = shingle_hashes(list(normalized), ngram)
+    ends = np.cumsum(counts)
+    return [np.unique(h[e - c : e]) for c, e in zip(counts.tolist(), ends.tolist())]
+
+
+def jaccard_from_counts(inter: np.ndarray | int, size_a: np.ndarray | int, size_b: np.ndarray | int) -> np.ndarray:
+    """|A & B| / |A | B| from the sizes; two empty sets are identical (1.0)."""
+    inter, a, b = (np.asarray(x, dtype=np.float64) for x in (inter, size_a, size_b))
+    union = a + b - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+
+
+def jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    """The true Jaccard of two shingle sets (sorted distinct hashes, :func:`shingle_sets`): the
+    one definition the chain check, ``--verify``, the labelled corpus and the tests share."""
+    inter = len(np.intersect1d(a, b, assume_unique=True))
+    return float(jaccard_from_counts(inter, len(a), len(b)))
 
 
 def candidate_probability(jaccard: np.ndarray | float, bands: int, rows: int) -> np.ndarray:
@@ -302,9 +325,3 @@ def bands_rows_for_threshold(threshold: float, num_perm: int = 112) -> tuple[int
 
     b, r = _optimal_param(threshold, num_perm, 0.5, 0.5)
     return int(b), int(r)
-
-
-def jaccard(a: set, b: set) -> float:
-    if not a and not b:
-        return 1.0
-    return len(a & b) / len(a | b)

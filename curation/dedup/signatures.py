@@ -1,0 +1,130 @@
+"""Step 1, per input shard: strip repeated lines, sign every document, route its band keys.
+
+Writes the shard's node table into the index (id, dump, URL, exact hash, signature; no text),
+its band keys as one routed file (a batch per band partition, see ``layout``), and - when the
+string level is on - the texts it changed, so later steps read the stripped text instead of
+stripping again.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from curation.dedup import layout
+from curation.dedup import lines as ln
+from curation.dedup import minhash as mh
+from curation.schema import validate
+from storage import io
+
+NODE_SCHEMA = pa.schema([
+    ("node", pa.int64()), ("id", pa.string()), ("dump", pa.string()), ("url", pa.string()),
+    ("exact_hash", pa.uint64()), ("n_shingles", pa.int32()), ("signature", pa.binary()),
+])
+BAND_SCHEMA = pa.schema([("key", pa.uint64()), ("node", pa.int64()), ("dump_code", pa.uint16())])
+STRIPPED_SCHEMA = pa.schema([("row", pa.int32()), ("text", pa.string())])
+BATCH = 2000  # documents normalised and hashed together
+
+
+def sign(texts: list[str], cfg) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(exact hash, MinHash signature n x num_perm, shingle count) of each text."""
+    n, K = len(texts), cfg.minhash.num_perm
+    exact = np.zeros(n, dtype=np.uint64)
+    sigs = np.zeros((n, K), dtype=np.uint32)
+    nsh = np.zeros(n, dtype=np.int32)
+    for lo in range(0, n, BATCH):
+        norm = [mh.normalize(t, cfg.shingles) for t in texts[lo : lo + BATCH]]
+        exact[lo : lo + len(norm)] = [mh.exact_hash(s) for s in norm]
+        h, counts = mh.shingle_hashes(norm, cfg.shingles.ngram)
+        sigs[lo : lo + len(norm)] = mh.minhash_signatures(h, counts, K, cfg.minhash.seed)
+        nsh[lo : lo + len(norm)] = counts
+    return exact, sigs, nsh
+
+
+def band_rows(nodes: np.ndarray, dump_code: np.ndarray, exact: np.ndarray, sigs: np.ndarray,
+              nsh: np.ndarray, alive: np.ndarray, cfg) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(key, node, dump code) rows: ``bands`` LSH keys per document with shingles, and one exact
+    key per document (a text without a token has only its exact key)."""
+    B, R = cfg.minhash.bands, cfg.minhash.rows
+    band = mh.lsh_band_keys(sigs, B, R)
+    has = (nsh > 0) & alive
+    keys = np.concatenate([band[has].ravel(), mh.exact_band_key(exact[alive])])
+    knodes = np.concatenate([np.repeat(nodes[has], B), nodes[alive]])
+    kdump = np.concatenate([np.repeat(dump_code[has], B), dump_code[alive]])
+    return keys, knodes, kdump
+
+
+def scan_unit(path: str) -> dict[str, Any] | str:
+    """An input shard's dump names (no dump: "") and row count, or why it cannot be read."""
+    try:
+        fs, p = io.filesystem(path)
+        col = pq.read_table(p, filesystem=fs, columns=["dump"]).column("dump")
+        return {"dumps": sorted({d or "" for d in col.unique().to_pylist()}), "rows": len(col)}
+    except Exception as e:  # noqa: BLE001 - named in failed_files, the other shards go on
+        return f"{type(e).__name__}: {e}"
+
+
+def load_frequent(files: list[str]) -> frozenset[int]:
+    """The frequent-line hashes of this run (string level), from the line step's files."""
+    out: set[int] = set()
+    for f in files:
+        out.update(io.read_parquet(f, columns=["hash"]).column("hash").to_pylist())
+    return frozenset(out)
+
+
+def signature_unit(unit: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
+    """One input shard (``unit``: path, shard) of generation ``ctx["gen"]``."""
+    cpu0 = time.process_time()
+    cfg, gen, shard = ctx["cfg"], ctx["gen"], unit["shard"]
+    fs, p = io.filesystem(unit["path"])
+    validate(pq.read_schema(p, filesystem=fs))  # a shard the write step would refuse takes no part
+    table = io.read_parquet(unit["path"], columns=["id", "text", "dump", "url"])
+    n = table.num_rows
+    nodes = layout.node_ids(gen, shard, n)
+    dumps = pc.fill_null(table.column("dump"), "").to_pylist()
+    dump_code = np.array([ctx["dump_codes"][d] for d in dumps], dtype=np.uint16)
+    texts = [t or "" for t in table.column("text").to_pylist()]
+    out: dict[str, Any] = {"docs": n, "lines_removed": 0, "documents_with_lines_removed": 0, "characters_removed": 0}
+    frequent = load_frequent(ctx["frequent_files"]) if ctx.get("frequent_files") else frozenset()
+    if frequent:
+        rows, stripped = [], []
+        for i, t in enumerate(texts):
+            new, k = ln.remove_repeated_lines(t, frequent, cfg.line_min_chars)
+            if k:
+                rows.append(i)
+                stripped.append(new)
+                texts[i] = new
+                out["lines_removed"] += k
+                out["characters_removed"] += len(t) - len(new)
+        out["documents_with_lines_removed"] = len(rows)
+        io.write_parquet(pa.table([pa.array(rows, pa.int32()), pa.array(stripped, pa.string())], schema=STRIPPED_SCHEMA),
+                         layout.shard_file(ctx["index"], "stripped", gen, shard))
+    # A document that was nothing but repeated lines is dropped at write time; it takes no part.
+    alive = np.array([bool(t.strip()) for t in texts], dtype=bool)
+    exact, sigs, nsh = sign(texts, cfg)
+    keys, knodes, kdump = band_rows(nodes, dump_code, exact, sigs, nsh, alive, cfg)
+    P = ctx["partitions"]
+    layout.write_routed(pa.table([pa.array(keys), pa.array(knodes), pa.array(kdump)], schema=BAND_SCHEMA),
+                        layout.partition(keys, P), P, unit["bands_out"])
+    K = cfg.minhash.num_perm
+    sig_col = pa.Array.from_buffers(pa.binary(4 * K), n, [None, pa.py_buffer(sigs.tobytes())]).cast(pa.binary())
+    node_table = pa.table([pa.array(nodes), table.column("id"), table.column("dump"), table.column("url"),
+                           pa.array(exact), pa.array(nsh), sig_col], schema=NODE_SCHEMA)
+    io.write_parquet(node_table, layout.shard_file(ctx["index"], "nodes", gen, shard))
+    out.update(band_rows=len(keys), boilerplate_only=int((~alive).sum()), cpu_s=time.process_time() - cpu0)
+    return out
+
+
+def signature_matrix(col: pa.ChunkedArray | pa.Array, num_perm: int) -> np.ndarray:
+    """The node table's signature column back as an (n x num_perm) uint32 matrix."""
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if len(arr) == 0:
+        return np.zeros((0, num_perm), dtype=np.uint32)
+    fixed = arr.cast(pa.binary(4 * num_perm))
+    return np.frombuffer(fixed.buffers()[1], dtype=np.uint32, count=len(arr) * num_perm,
+                         offset=fixed.offset * 4 * num_perm).reshape(len(arr), num_perm)
