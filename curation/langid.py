@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 
-_SPACES = re.compile(r"\s+")
 # fastText predicts one line; long texts are cut, which keeps the cost per document bounded
 # without changing the label of real pages (the first few thousand characters decide it).
 _MAX_CHARS = 4000
@@ -37,10 +35,19 @@ def _model():
     return fasttext.load_model(model_path())
 
 
+def top(text: str, k: int = 1, max_chars: int = _MAX_CHARS) -> list[tuple[str, float]]:
+    """The ``k`` most likely languages of the first ``max_chars`` characters, as (ISO 639 code,
+    probability), most likely first; empty for text without a word."""
+    # One line, whitespace runs collapsed: str.split() splits on exactly the characters regex \s
+    # matches, at a fraction of a regex substitution's cost.
+    line = " ".join(text[:max_chars].split())
+    if not line:
+        return []
+    labels, probs = _model().predict(line, k=k)
+    return [(label.removeprefix("__label__"), float(min(1.0, p))) for label, p in zip(labels, probs)]
+
+
 def identify(text: str) -> tuple[str, float]:
     """(ISO 639 code, probability) of the most likely language; ("unknown", 0.0) for empty text."""
-    line = _SPACES.sub(" ", text[:_MAX_CHARS]).strip()
-    if not line:
-        return "unknown", 0.0
-    labels, probs = _model().predict(line, k=1)
-    return labels[0].removeprefix("__label__"), float(min(1.0, probs[0]))
+    best = top(text, 1)
+    return best[0] if best else ("unknown", 0.0)

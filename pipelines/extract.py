@@ -1,9 +1,8 @@
 """``python -m pipelines extract``: WARC/WET/ARC files in, documents (zstd Parquet) out.
 
-One Ray task per input file writes one shard, ``<output>/data/<file>.parquet``, and its stats
-``<output>/_stats/<file>.json``; the stage merges them, in input order, into
-``<output>/stats.json``. A shard appears only when complete (temporary name, then rename), so a
-re-run skips the files already done. Record order and ids do not depend on scheduling, so the
+One unit of work (:mod:`pipelines.stage`) per input file writes one shard,
+``<output>/data/<file>.parquet``, and its stats ``<output>/_stats/<file>.json``; the runner merges
+them, in input order, into ``<output>/stats.json``, and a re-run skips the files already done. Record order and ids do not depend on scheduling, so the
 output is byte-identical whatever the number of workers.
 """
 
@@ -15,12 +14,17 @@ import hashlib
 import re
 import sys
 
+from typing import Any
+
+import yaml
+
 from curation.extract import ExtractConfig, Extractor, NotAnArchive, iter_records
 from curation.schema import DOCUMENT_SCHEMA
 from curation.stats import StageStats
-from pipelines import commoncrawl, config, runtime
+from pipelines import commoncrawl, config
 from storage import io
 from pipelines.cli import add_config_arguments
+from pipelines.stage import Resources, Runner
 
 NAME = "extract"
 HELP = "Extract main text, language and metadata from WARC/WET/ARC files into document shards."
@@ -41,39 +45,47 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = config.load(ExtractConfig, args.config, args.overrides)
-    inputs, missing = io.expand_inputs(args.input, SUFFIXES) if args.input else ([], {})
-    dump = args.dump
     try:
-        cc_urls = commoncrawl.urls_from_args(args)
+        cfg = config.load(ExtractConfig, args.config, args.overrides)
+    except (config.ConfigError, OSError, yaml.YAMLError) as e:
+        print(f"extract: bad config: {e}", file=sys.stderr)
+        return 2
+    try:
+        inputs, missing, cc_cfg = resolve_inputs(args.input, args.cc_dump, args.cc_base_url, args.cc_first, args.cc_files)
     except (OSError, ValueError) as e:
         print(f"extract: cannot list Common Crawl files: {e}", file=sys.stderr)
         return 2
-    if cc_urls is not None:
-        inputs += cc_urls
-        dump = dump or args.cc_dump
     if not inputs and not missing:
         print("extract: no input given (use --input or --cc-dump)", file=sys.stderr)
         return 2
-    cc_cfg = commoncrawl.config_from_args(args) if args.cc_dump else None
-    shards = [io.join(io.data_folder(args.output), name + ".parquet") for name in shard_names(inputs)]
-    tasks = [
-        (path, shard, io.shard_stats_path(shard), dataclasses.asdict(cfg), dump, dataclasses.asdict(cc_cfg) if cc_cfg else None)
-        for path, shard in zip(inputs, shards)
-    ]
-    runtime.init_ray()
-    with runtime.Timer() as timer:
-        results = runtime.run_tasks(extract_file, tasks, desc="extract", max_in_flight=args.workers)
-    total = runtime.merge_results(StageStats(), [t[0] for t in tasks], results)
-    total.failed_files.update(missing)
-    total.check()
-    io.write_json(total.to_dict(), io.join(args.output, "stats.json"))
-    io.write_dataset_card(args.output, "Extracted documents", [f"{total.output:,} documents from {len(tasks)} archive files."])
-    runtime.print_summary(
-        NAME, total, timer.seconds,
-        {"files": len(tasks) + len(missing), "files failed": len(total.failed_files), "KB read": total.counters["bytes_read"] / 1e3},
-    )
-    return 1 if total.failed_files else 0
+    return extract(inputs, args.output, cfg, dump=args.dump or args.cc_dump, cc=cc_cfg, workers=args.workers, missing=missing)
+
+
+def resolve_inputs(specs: list[str], cc_dump: str | None = None, cc_base_url: str | None = None, cc_first: int = 0,
+                   cc_files: int | None = None) -> tuple[list[str], dict[str, str], Any]:
+    """(input files, {spec: why missing}, the Common Crawl config or None): the files ``specs``
+    expand to, then the ``cc_files`` files of ``cc_dump``'s listing from ``cc_first`` on."""
+    inputs, missing = io.expand_inputs(specs, SUFFIXES) if specs else ([], {})
+    if not cc_dump:
+        return inputs, missing, None
+    cc = commoncrawl.CommonCrawlConfig(base_url=cc_base_url) if cc_base_url else commoncrawl.CommonCrawlConfig()
+    urls = commoncrawl.warc_paths(cc_dump, cc.base_url, cc_first, cc_files, retries=cc.retries, backoff_s=cc.backoff_s, timeout_s=cc.timeout_s)
+    return inputs + urls, missing, cc
+
+
+def extract(inputs: list[str], output: str, cfg: ExtractConfig, *, dump: str | None = None, cc: Any = None,
+            workers: int | None = None, missing: dict[str, str] | None = None) -> int:
+    """Run the stage on the expanded ``inputs``; returns the exit status."""
+    units = [{"name": name, "path": path, "out": shard, "stats": io.shard_stats_path(shard)}
+             for path, name in zip(inputs, shard_names(inputs))
+             for shard in [io.join(io.data_folder(output), name + ".parquet")]]
+    settings = {"cfg": dataclasses.asdict(cfg), "dump": dump, "cc": dataclasses.asdict(cc) if cc else None}
+    runner = Runner(NAME, output, failed=missing)
+    runner.run(extract_file, units, settings, phase="extract", key=io.json_digest(settings), resources=Resources(max_in_flight=workers))
+    total = runner.stats
+    return runner.finish(
+        {"files": len(units) + len(missing or {}), "files failed": len(total.failed_files), "KB read": total.counters["bytes_read"] / 1e3},
+        card=("Extracted documents", [f"{total.output:,} documents from {len(units)} archive files."]))
 
 
 def shard_names(inputs: list[str]) -> list[str]:
@@ -88,11 +100,15 @@ def shard_names(inputs: list[str]) -> list[str]:
     ]
 
 
-def extract_file(task: tuple) -> dict:
-    """One input file -> one shard. Returns its stats (read back if the shard is already done)."""
-    path, out_path, stats_path, cfg_dict, dump, cc_cfg = task
-    if io.exists(out_path) and io.exists(stats_path):
-        return io.read_json(stats_path)
+def extract_file(unit: dict | tuple, settings: dict | None = None) -> dict:
+    """One input file -> one shard (the stage's unit of work). Returns its stats; an input that
+    cannot be read is named in their ``failed_files``. ``unit``: {"path", "out", "stats"} with
+    ``settings`` {"cfg", "dump", "cc"}, or the tuple (path, out, stats, cfg, dump, cc)."""
+    if isinstance(unit, tuple):
+        path, out_path, stats_path, cfg_dict, dump, cc_cfg = unit
+    else:
+        path, out_path, stats_path = unit["path"], unit["out"], unit["stats"]
+        cfg_dict, dump, cc_cfg = settings["cfg"], settings["dump"], settings["cc"]
     stats = StageStats()
     try:
         stream = _open(path, cc_cfg)
@@ -126,7 +142,7 @@ def _extractor(cfg_dict: dict) -> Extractor:
     starting the sandbox's interpreter costs about a second of CPU."""
     key = repr(sorted(cfg_dict.items()))
     if key not in _EXTRACTORS:
-        _EXTRACTORS[key] = Extractor(ExtractConfig(**_tuples(cfg_dict)))
+        _EXTRACTORS[key] = Extractor(config.build(ExtractConfig, cfg_dict))
     return _EXTRACTORS[key]
 
 
@@ -136,11 +152,6 @@ def _open(path: str, cc_cfg: dict | None):
     if path.startswith(("http://", "https://")):
         return commoncrawl.open_remote(path)
     return io.open_input(path) if io.is_uri(path) else open(path, "rb")
-
-
-def _tuples(d: dict) -> dict:
-    # asdict() turns tuples into lists; the dataclass wants its declared types back.
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
 
 
 class _CountingStream:

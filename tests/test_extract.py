@@ -242,3 +242,224 @@ def test_trafilatura_fix_cleans_trees_as_upstream_does(tree, tables, recall, ima
     stock = htmlprocessing.tree_cleaning(deepcopy(root), options)
     fixed = trafilatura_fix.tree_cleaning(deepcopy(root), options)
     assert etree.tostring(fixed) == etree.tostring(stock)
+
+
+# ---- the stage's switches, the pre-pass, the second extractor ----
+
+def _stage(tmp_path: Path, path: Path, *overrides: str) -> tuple[dict, dict[str, dict]]:
+    """The stage's task function on one file, config from --set style overrides (no Ray)."""
+    import dataclasses
+
+    from pipelines import config
+    from pipelines.extract import extract_file
+
+    out = tmp_path / "-".join([path.name, *(o.replace("/", "_") for o in overrides)])
+    cfg = dataclasses.asdict(config.load(ExtractConfig, None, list(overrides)))
+    stats = extract_file((str(path), str(out / "shard.parquet"), str(out / "_stats" / "shard.json"), cfg, None, None))
+    StageStats.from_dict(stats).check()
+    docs = {d["id"]: d for d in pq.read_table(out / "shard.parquet").to_pylist()}
+    assert stats["output"] == len(docs)
+    return stats, docs
+
+
+def _filter_keeps(doc: dict) -> bool:
+    """The filter's language and length rules (its defaults) on one document."""
+    from curation.filter import FilterConfig, split_words
+
+    cfg = FilterConfig()
+    return (doc["language"] in cfg.language.keep and doc["language_score"] >= cfg.language.min_score
+            and len(split_words(doc["text"], doc["language"])) >= cfg.gopher_quality.min_words)
+
+
+def test_prefilter_skips_only_what_the_filter_would_drop(tmp_path):
+    # The real CC-MAIN-2020-34 sample: Chinese pages, German, Dutch, Russian, English ones.
+    full_stats, full = _stage(tmp_path, CC_SAMPLE)
+    stats, kept = _stage(tmp_path, CC_SAMPLE, "prefilter.enabled=true", "prefilter.languages=[en]")
+    assert stats["input"] == full_stats["input"]
+    # Skipped pages are counted under their own reasons, the language of each in the counters.
+    skipped = stats["dropped"]["prefilter_language"]
+    assert skipped >= 10
+    labels = {k.split(".", 1)[1]: v for k, v in stats["counters"].items() if k.startswith("prefilter_language.")}
+    assert sum(labels.values()) == skipped and labels["zh"] >= 8 and {"de", "ru"} <= set(labels)
+    assert "en" not in labels
+    # What it keeps is what the full path gives, document for document; nothing it skipped was
+    # a document the filter keeps.
+    assert all(kept[i] == full[i] for i in kept)
+    only_en = {i for i, d in full.items() if d["language"] == "en" and _filter_keeps(d)}
+    assert only_en and only_en <= set(kept)
+    # For the filter's own languages (its defaults: en, zh) the Chinese pages stay.
+    stats, kept = _stage(tmp_path, CC_SAMPLE, "prefilter.enabled=true")
+    assert {i for i, d in full.items() if _filter_keeps(d)} <= set(kept)
+    assert not any(k.startswith("prefilter_language.zh") for k in stats["counters"])
+    # Too little text to pass the filter's minimum: the German literature pages of the Heritrix
+    # crawl are short link pages, each one a document the filter drops for its length.
+    german = SAMPLE / "warc" / "heritrix-german-literature.warc"
+    _, full = _stage(tmp_path, german)
+    stats, kept = _stage(tmp_path, german, "prefilter.enabled=true")
+    assert stats["dropped"]["prefilter_short"] == 4 and len(full) == 3 and not kept  # (the 4th gives no text at all)
+    from curation.filter import split_words
+
+    assert all(len(split_words(d["text"], d["language"])) < 50 for d in full.values())
+
+
+def test_extractor_and_fix_switches(tmp_path):
+    path = SAMPLE / "warc" / "wget-2024-english-0.warc.gz"
+    _, traf = _stage(tmp_path, path)
+    _, stock = _stage(tmp_path, path, "trafilatura_fix=false")
+    assert stock == traf  # the fix changes no document, only the CPU it takes
+    _, resili = _stage(tmp_path, path, "extractor=resiliparse")
+    assert set(resili) == set(traf) and len(traf) == 22
+    differ = sum(resili[i]["text"] != traf[i]["text"] for i in traf)
+    assert differ >= 15, "the second extractor is not running"
+    assert all(d["language"] == "en" and len(d["text"]) > 50 for d in resili.values())
+    assert all(resili[i]["metadata"] == traf[i]["metadata"] for i in traf)
+
+
+def test_page_the_renderer_cannot_parse_goes_to_trafilatura(tmp_path):
+    # UTF-7 (an XSS vector) decodes to lone surrogates, which resiliparse refuses: the pre-pass
+    # cannot render the page, which must still be extracted and the failure counted.
+    from test_fuzz import _warc_response
+
+    body = (b"<html><head><meta charset='utf-7'><title>t</title></head><body><article><p>"
+            + b"A long paragraph of English text about the history of cats and dogs in the city. " * 20
+            + b"+2AA- end</p></article></body></html>")
+    path = tmp_path / "utf7.warc.gz"
+    path.write_bytes(_warc_response(body, b"text/html"))
+    stats, docs = _stage(tmp_path, path, "prefilter.enabled=true")
+    assert stats["counters"]["prefilter_render_failed"] == 1
+    assert stats["output"] == 1 and "history of cats" in next(iter(docs.values()))["text"]
+
+
+def test_bad_settings_end_in_one_line(tmp_path, capsys):
+    for bad in ("extractor=boilerpipe", "prefilter.languages=en", "prefilter.nonsense=1"):
+        assert _extract("--input", str(CC_SAMPLE), "--output", str(tmp_path / "x"), "--set", bad) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("extract: bad config:"), err
+    assert not (tmp_path / "x").exists()
+
+
+def test_prefilter_through_the_cli(tmp_path, ray_session):
+    out = tmp_path / "out"
+    assert _extract("--input", str(CC_SAMPLE), "--output", str(out), "--set", "prefilter.enabled=true", "--set", "prefilter.languages=[en,zh]") == 0
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["input"] == stats["output"] + sum(stats["dropped"].values())
+    assert stats["dropped"]["prefilter_language"] >= 3 and stats["counters"]["prefilter_language.de"] >= 1
+
+
+def test_pipeline_runs_the_prefilter_with_the_filters_languages(tmp_path):
+    from pipelines import pipeline_config
+    from pipelines.config import ConfigError
+    from pipelines.run import extract_config
+
+    def prefilter(cfg: dict):
+        (tmp_path / "c.yaml").write_text(json.dumps(cfg))
+        return extract_config(pipeline_config.load(str(tmp_path / "c.yaml"))).prefilter
+
+    for name in ("demo", "laptop", "cluster"):  # on in every pipeline config, for the filter's languages
+        p = extract_config(pipeline_config.load(str(Path(__file__).parents[1] / "configs" / f"{name}.yaml"))).prefilter
+        assert p.enabled and p.languages == ["en", "zh"] and p.min_words == 50, name
+    base = {"output": str(tmp_path / "run"), "extract": {"inputs": [str(CC_SAMPLE)], "prefilter": True}}
+    p = prefilter({**base, "filter": {"config": {"language": {"keep": ["en"]}, "gopher_quality": {"min_words": 80}}}})
+    assert p.languages == ["en"] and p.min_words == 80
+    p = prefilter({**base, "filter": {"config": {"disabled_rules": ["language"]}}})
+    assert p.languages == []  # a rule the filter skips is not anticipated
+    assert not prefilter({**base, "extract": {"inputs": [str(CC_SAMPLE)]}}).enabled
+    with pytest.raises(ConfigError, match="filter.config"):
+        prefilter({**base, "extract": {**base["extract"], "config": {"prefilter": {"languages": ["de"]}}}})
+
+
+def test_sandbox_passes_large_payloads_across_restarts():
+    import zlib
+
+    with Sandbox("zlib:crc32", timeout_s=30) as box:
+        for size in (10, 20_000, 3_000_000, 100_000, 12_000_000):  # the shared buffer grows on demand
+            data = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+            assert box(data) == zlib.crc32(data)
+        box.timeout_s = 0.0001
+        with pytest.raises(CallTimedOut):
+            box(b"y" * 5_000_000)
+        box.timeout_s = 30
+        data = b"z" * 2_000_000
+        assert box(data) == zlib.crc32(data) and box.restarts == 1
+
+
+_ATTR_WORDS = st.sampled_from(["", "comment", "comments-title", "nav", "sidebar", "share-x", "hidden", "display:none", "post-reply-x",
+                               "cookie", "footer", "main", "content-body", "article", "bottom", "link", "a b", "Author", "byline", "tags"])
+
+
+@st.composite
+def _attr_trees(draw, depth: int = 0):
+    """Element trees whose elements have, or lack, class / id / style attributes."""
+    from lxml.html import Element
+
+    elem = Element(draw(st.sampled_from(["div", "p", "span", "section", "list", "item", "aside", "ol", "ul", "details", "a", "article"])))
+    for attr in ("class", "id", "style", "role"):
+        if draw(st.booleans()):
+            elem.set(attr, draw(_ATTR_WORDS))
+    elem.text = draw(st.sampled_from([None, "text", " "]))
+    for child in draw(st.lists(_attr_trees(depth + 1), max_size=0 if depth >= 3 else 3)):
+        elem.append(child)
+    return elem
+
+
+@settings(max_examples=100, deadline=None)
+@given(tree=_attr_trees())
+def test_guarded_regex_xpaths_select_what_upstreams_do(tree):
+    # Fix 3 of trafilatura_fix: every rewritten XPath of trafilatura.xpaths selects the very same
+    # elements as upstream's, whichever attributes an element has or lacks.
+    from lxml import etree, html
+    from lxml.etree import XPath
+    from trafilatura import xpaths
+
+    from curation.extract import trafilatura_fix
+
+    trafilatura_fix.uninstall()
+    root = html.Element("html")
+    etree.SubElement(root, "body").append(tree)
+    pairs = [(x, XPath(trafilatura_fix.guard_regex_tests(x.path), namespaces={"re": "http://exslt.org/regular-expressions"}))
+             for v in vars(xpaths).values() if isinstance(v, list) for x in v if isinstance(x, XPath) and "re:test" in x.path]
+    assert len(pairs) >= 15 and all(g.path != x.path for x, g in pairs)
+    for upstream, guarded in pairs:
+        assert guarded(root) == upstream(root), upstream.path
+
+
+def test_c_level_class_lookup_gives_every_element_its_class():
+    # Fix 4 of trafilatura_fix: the same Python class for every element of real pages.
+    from lxml import html
+
+    from curation.extract import trafilatura_fix
+
+    pages = []
+    with Extractor(ExtractConfig(sandbox=False)) as ex, open(CC_SAMPLE, "rb") as f:
+        pages = [page for _, page in ex.pages(iter_records(f))]
+    pages.append("<html><body><form><input name=a><select><option>x</select><textarea>t</textarea><label>l</label></form></body></html>")
+    stock, fixed = html.HTMLParser(), html.HTMLParser()
+    fixed.set_element_class_lookup(trafilatura_fix._html_class_lookup())
+    for page in pages:
+        a, b = html.fromstring(page, parser=stock), html.fromstring(page, parser=fixed)
+        assert [type(e) for e in a.iter()] == [type(e) for e in b.iter()]
+    assert any(type(e).__name__ == "FormElement" for e in html.fromstring(pages[-1], parser=fixed).iter())
+
+
+@settings(max_examples=100, deadline=None)
+@given(tree=_attr_trees())
+def test_boilerplate_pruning_with_marks_prunes_what_upstream_does(tree):
+    # Fix 5: the matches no other match contains, found through marks, prune the same tree.
+    from copy import deepcopy
+
+    from lxml import etree, html
+    from trafilatura import htmlprocessing
+    from trafilatura.xpaths import OVERALL_DISCARD_XPATH
+
+    from curation.extract import trafilatura_fix
+
+    trafilatura_fix.uninstall()
+    root = html.Element("html")
+    etree.SubElement(root, "body").append(tree)
+    stock = htmlprocessing.prune_unwanted_nodes(deepcopy(root), OVERALL_DISCARD_XPATH, with_backup=True)
+    fixed = trafilatura_fix.prune_unwanted_nodes(deepcopy(root), OVERALL_DISCARD_XPATH, with_backup=True)
+    assert etree.tostring(fixed) == etree.tostring(stock)
+    assert b"trafilatura-fix" not in etree.tostring(fixed)
+    tree.set("data-curation-trafilatura-fix", "")  # a page that has the mark already: upstream's way
+    stock = htmlprocessing.prune_unwanted_nodes(deepcopy(root), OVERALL_DISCARD_XPATH, with_backup=True)
+    assert etree.tostring(trafilatura_fix.prune_unwanted_nodes(deepcopy(root), OVERALL_DISCARD_XPATH, with_backup=True)) == etree.tostring(stock)

@@ -3,10 +3,11 @@
 import importlib
 
 # Names load on first use (PEP 562): the extractor's sandbox child imports this package on its
-# way to `main_text` and needs none of pyarrow, fastText or FastWARC.
+# way to `main_text` and needs none of pyarrow or FastWARC.
 _EXPORTS = {
     "ExtractConfig": "extractor", "Extractor": "extractor", "dump_name": "extractor",
     "extract_text": "main_text", "NotAnArchive": "warc", "Record": "warc", "iter_records": "warc",
+    "PrefilterConfig": "prefilter",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -7,12 +7,13 @@ Every record is counted: it becomes a document or is dropped under a named reaso
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
-from curation import langid
-from curation.extract.html import Undecodable, decode_html, html_title, is_html
-from curation.extract.main_text import extract_text
+from curation.extract.html import Undecodable, decode_html, is_html
+from curation.extract.main_text import Extractor as ExtractorName
+from curation.extract.main_text import Page, PageOptions, process
+from curation.extract.prefilter import PrefilterConfig
 from curation.extract.sandbox import CallCrashed, CallTimedOut, Sandbox
 from curation.extract.warc import Record
 from curation.schema import document_id
@@ -21,15 +22,23 @@ from curation.stats import StageStats
 
 @dataclass
 class ExtractConfig:
+    # Main-text extractor: trafilatura, or resiliparse's main-content extraction (DCLM's choice:
+    # about 4x less CPU per document for the stage on modern pages, held-out F1 0.910 against
+    # 0.952, see `make bench-extract`).
+    extractor: ExtractorName = "trafilatura"
     # trafilatura's fast mode (no readability/jusText fallback), without comments and tables:
-    # F1 0.959 on the 181-page article-extraction-benchmark gold set against 0.953 for its
-    # defaults, at 1.6x less CPU than the defaults on those pages; with trafilatura_fix the
-    # whole stage takes 3x less CPU than a plain loop over the sample WARCs (`make bench-extract`).
-    # Tables on web pages are mostly layout and navigation; set include_tables to keep them
-    # (F1 0.962, ~1.0x the defaults' cost).
+    # chosen on one half of the 181-page article-extraction-benchmark gold set and scored on the
+    # other, where it matches or beats trafilatura's defaults at far less CPU (`make
+    # bench-extract` prints both). Tables on web pages are mostly layout and navigation; set
+    # include_tables to keep them.
     fast: bool = True
     include_comments: bool = False
     include_tables: bool = False
+    # curation/extract/trafilatura_fix.py: speed fixes that leave trafilatura's output unchanged.
+    trafilatura_fix: bool = True
+    # The cheap pre-pass that skips pages the filter would drop for language or length
+    # (curation/extract/prefilter.py); off for the `extract` command.
+    prefilter: PrefilterConfig = field(default_factory=PrefilterConfig)
     # Per-document limits: a page that hangs or explodes costs that one document (datatrove uses
     # a per-document timeout too). Memory is the extractor process's address-space cap.
     timeout_s: float = 20.0
@@ -65,7 +74,14 @@ class Extractor:
 
     def __init__(self, cfg: ExtractConfig | None = None):
         self.cfg = cfg or ExtractConfig()
-        self._sandbox = Sandbox("curation.extract.main_text:extract_text", self.cfg.timeout_s, self.cfg.memory_mb) if self.cfg.sandbox else None
+        c = self.cfg
+        self.options = PageOptions(
+            extractor=c.extractor, fast=c.fast, include_comments=c.include_comments, include_tables=c.include_tables,
+            trafilatura_fix=c.trafilatura_fix, min_text_chars=c.min_text_chars, prefilter=c.prefilter if c.prefilter.enabled else None,
+        )
+        self._sandbox = Sandbox("curation.extract.main_text:process", c.timeout_s, c.memory_mb) if c.sandbox else None
+        # CPU seconds spent in the pre-pass and in the main-text extractor (benchmarks read it).
+        self.cpu_s = {"prefilter": 0.0, "extractor": 0.0}
 
     def close(self) -> None:
         if self._sandbox is not None:
@@ -77,9 +93,9 @@ class Extractor:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _main_text(self, html: str, url: str | None) -> str | None:
-        args = (html, url, self.cfg.fast, self.cfg.include_comments, self.cfg.include_tables)
-        return self._sandbox(*args) if self._sandbox is not None else extract_text(*args)
+    def _page(self, rec: Record) -> Page:
+        args = (rec.body, rec.charset, rec.uri, self.options)
+        return self._sandbox(*args) if self._sandbox is not None else process(*args)
 
     def documents(self, records: Iterable[Record], stats: StageStats, source: str, dump: str | None = None) -> Iterator[dict]:
         warcinfo: dict[str, str] | None = None
@@ -89,7 +105,7 @@ class Extractor:
                 warcinfo = warcinfo or rec.info
                 stats.drop("not_response")
                 continue
-            reason, doc = self._document(rec, source, dump_name(dump, warcinfo, source))
+            reason, doc = self._document(rec, source, dump_name(dump, warcinfo, source), stats)
             if doc is None:
                 stats.drop(reason)
                 continue
@@ -122,49 +138,52 @@ class Extractor:
             return "too_large"
         return None
 
-    def _document(self, rec: Record, source: str, dump: str) -> tuple[str, dict | None]:
+    def _document(self, rec: Record, source: str, dump: str, stats: StageStats) -> tuple[str, dict | None]:
         reason = self._unusable(rec)
         if reason:
             return reason, None
-        title = None
-        charset = rec.charset
         if rec.kind == "conversion":  # WET: Common Crawl already extracted the text
-            text = rec.body.decode("utf-8", "replace")
+            from curation import langid
+
+            text = rec.body.decode("utf-8", "replace").strip()
+            if len(text) < self.cfg.min_text_chars:
+                return "empty_text", None
+            page = Page(text=text, charset=rec.charset)
+            page.language, page.language_score = langid.identify(text)
         else:
             if not is_html(rec.content_type, rec.body):
                 return "not_html", None
             try:
-                html, charset = decode_html(rec.body, rec.charset)
-            except Undecodable:
-                return "undecodable", None
-            title = html_title(html)
-            try:
-                text = self._main_text(html, rec.uri)
+                page = self._page(rec)
             except CallTimedOut:
                 return "extraction_timeout", None
             except MemoryError:
                 return "extraction_memory", None
             except (CallCrashed, Exception):  # noqa: BLE001 - one page's failure, counted
                 return "extraction_failed", None
-        text = (text or "").strip()
-        if len(text) < self.cfg.min_text_chars:
-            return "empty_text", None
-        language, score = langid.identify(text)
+            self.cpu_s["prefilter"] += page.prefilter_cpu_s
+            self.cpu_s["extractor"] += page.extractor_cpu_s
+            if page.prefilter_failed:
+                stats.add("prefilter_render_failed")  # not a drop: the page went to the extractor
+            if page.reason:
+                if page.reason == "prefilter_language":
+                    stats.add(f"prefilter_language.{page.prefilter_language}")
+                return page.reason, None
         key = rec.record_id or f"{rec.uri}|{rec.date}"
         return "", {
             "id": document_id(dump, key),
-            "text": text,
+            "text": page.text,
             "url": rec.uri,
             "dump": dump,
             "crawl_date": rec.date,
-            "language": language,
-            "language_score": score,
+            "language": page.language,
+            "language_score": page.language_score,
             "metadata": {
                 "warc_record_id": rec.record_id,
                 "warc_digest": rec.digest,
-                "title": title,
+                "title": page.title,
                 "source_file": source,
                 "content_type": rec.content_type,
-                "charset": charset,
+                "charset": page.charset,
             },
         }
