@@ -62,12 +62,17 @@ dedup: install
 stats: install
 	$(PY) -m pipelines dedup-stats $(OUT)/dedup
 
-# A labelled multi-dump corpus from the real documents, with the true Jaccard of every pair.
+# A labelled 4-dump corpus (~42k documents: the real ones, re-crawled with real-looking edits,
+# and new pages), with the true Jaccard of every pair of documents (about a minute, once).
+DEDUP_CORPUS := build/dedup/corpus-40k
 dedup-corpus: install
-	$(PY) benchmarks/dedup_corpus.py corpus --out build/dedup/corpus
+	@test -f $(DEDUP_CORPUS)/truth.parquet || $(PY) benchmarks/dedup_corpus.py corpus --out $(DEDUP_CORPUS) --docs 40000
 
+# Everything (hours on 2 cores: the 1.6M-document and 200M-node runs); one part at a time with
+# e.g. make bench-dedup DEDUP_BENCH="--parts accuracy"  or  DEDUP_BENCH="--parts scale --code ../main"
+DEDUP_BENCH ?=
 bench-dedup: install dedup-corpus
-	$(PY) benchmarks/bench_dedup.py --corpus build/dedup/corpus
+	nice $(PY) benchmarks/bench_dedup.py --corpus $(DEDUP_CORPUS) $(DEDUP_BENCH)
 
 ## ---- pretrain (issue 6) ----
 .PHONY: pretrain plot-run model-sizes bench-train bench-gpu bench-checkpoint

@@ -192,7 +192,7 @@ def quality(args, tok, exs, pairs) -> None:
     path = str(work / "pairs.parquet")
     pq.write_table(pairs_table([f"p{i}" for i in range(len(tr) + len(ho))], tr + ho, [False] * len(tr) + [True] * len(ho)), path)
     d = train_dpo(DPOConfig(run_dir=str(work / "dpo"), init_from=str(work / "sft"), lr=args.dpo_lr, batch_pairs=16, micro_batch=4,
-                            warmup_steps=3, max_seq_len=args.seq_len, eval_every=0, checkpoint_every=0, progress=False, data=[path]), eos)
+                            warmup_steps=3, seq_len=args.seq_len, eval_every=0, checkpoint_every=0, progress=False, data=[path]), eos)
     b, a = d["held_out_before"], d["held_out_after"]
     print(f"DPO ({len(tr)} pairs, {d['steps']} steps, beta 0.1, lr {args.dpo_lr}) on {len(ho)} held-out hh-rlhf pairs:")
     for k in ("loss", "reward_accuracy", "reward_margin", "chosen_logps", "rejected_logps", "logps_accuracy"):

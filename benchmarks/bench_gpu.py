@@ -34,7 +34,7 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
 
-from training.data import TOKEN_SHARD_SCHEMA  # noqa: E402
+from curation.schema import TOKEN_SHARD_SCHEMA  # noqa: E402
 from training.model import flops_per_token, model_config  # noqa: E402
 from training.trainer import TrainConfig, device_peak_flops, train  # noqa: E402
 
@@ -47,7 +47,8 @@ def random_shards(out: str, tokens: int, doc_len: int = 2048, n_shards: int = 2)
     for s in range(n_shards):
         ids = rng.integers(0, VOCAB, size=(per, doc_len), dtype=np.uint32)
         arr = pa.ListArray.from_arrays(pa.array(np.arange(0, per * doc_len + 1, doc_len, dtype=np.int32)), pa.array(ids.ravel()))
-        table = pa.table({"id": [f"r{s}-{i}" for i in range(per)], "input_ids": arr}, schema=TOKEN_SHARD_SCHEMA)
+        table = pa.table({"id": [f"r{s}-{i}" for i in range(per)], "epoch": pa.array(np.zeros(per, np.int32)),
+                          "input_ids": arr.cast(pa.list_(pa.uint32()))}, schema=TOKEN_SHARD_SCHEMA)
         pq.write_table(table, os.path.join(out, f"shard-{s:05d}.parquet"), compression="zstd", row_group_size=256)
 
 

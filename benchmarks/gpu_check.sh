@@ -40,9 +40,9 @@ for step in $STEPS; do
     chain)
       echo "== pretrain -> SFT -> DPO, 125m, launcher: ray (Ray Train on the GPU)"
       timeout "${CHAIN_TIMEOUT:-420}" $PY -m pipelines run --config configs/demo.yaml --no-report --set output="$OUT/chain" \
-        --set pretrain.model=125m --set pretrain.launcher=ray --set pretrain.seq_len=2048 --set pretrain.micro_batch=8 \
-        --set 'pretrain.batch="65536"' --set pretrain.train_tokens=3932160 --set 'pretrain.lr="6e-4"' --set pretrain.checkpoint_every=20 \
-        --set sft.launcher=ray --set sft.seq_len=2048 --set sft.batch_rows=8 --set dpo.launcher=ray 2>&1 | quiet | tee "$OUT/chain.log"
+        --set pretrain.config.model=125m --set pretrain.launcher=ray --set pretrain.config.seq_len=2048 --set pretrain.config.micro_batch=8 \
+        --set pretrain.config.batch_tokens=65536 --set pretrain.config.train_tokens=3932160 --set pretrain.config.lr=6.0e-4 --set pretrain.config.checkpoint_every=20 \
+        --set sft.launcher=ray --set sft.config.seq_len=2048 --set sft.config.batch_rows=8 --set dpo.launcher=ray 2>&1 | quiet | tee "$OUT/chain.log"
       $PY benchmarks/bench_chain.py "$OUT/chain" --json "$OUT/chain.json" | tee "$OUT/chain-figures.md" ;;
     *) echo "unknown step: $step (tiny, 1b, align, chain)"; exit 2 ;;
   esac

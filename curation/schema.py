@@ -1,4 +1,4 @@
-"""The one document schema every curation stage reads and writes.
+"""The schemas of the data the stages hand on: documents, training text shards, token shards.
 
 A document is a row of a zstd Parquet shard. The columns below are required and keep their
 meaning across stages; stage-specific fields (scores, cluster ids, domain, WARC metadata) go in
@@ -68,3 +68,27 @@ def validate(table_schema: pa.Schema) -> None:
             problems.append(f"column {field.name!r} is {got}, expected {field.type}")
     if problems:
         raise ValueError("not a document table: " + "; ".join(problems))
+
+
+# A training text shard (remix's output, tokenize's and train-tokenizer's input): one row per
+# copy of a document, in shuffled order.
+TEXT_SHARD_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string()),
+        pa.field("text", pa.string()),
+        pa.field("domain", pa.string()),
+        pa.field("dump", pa.string()),
+        pa.field("url", pa.string()),
+        pa.field("language", pa.string()),
+        # 0 for a document's first copy, 1.. for its repeats (up-sampled domains).
+        pa.field("epoch", pa.int32()),
+    ]
+)
+
+# A token shard (tokenize's output, the trainer's input): one row per document copy, its ids then
+# EOS; (id, epoch) is a unique key.
+TOKEN_SHARD_SCHEMA = pa.schema([
+    pa.field("id", pa.string(), nullable=False),
+    pa.field("epoch", pa.int32(), nullable=False),
+    pa.field("input_ids", pa.list_(pa.uint32()), nullable=False),
+])

@@ -11,21 +11,23 @@ import argparse
 import importlib
 import sys
 
+# In pipeline order (curation, training, evaluation), then the whole run; `--help` lists them so.
 STAGES = [
+    "pipelines.import_jsonl",
     "pipelines.extract",
-    "pipelines.train_tokenizer",
-    "pipelines.tokenize",
     "pipelines.dedup",
     "pipelines.dedup_stats",
-    "pipelines.pretrain",
-    "pipelines.plot_run",
     "pipelines.filter",
     "pipelines.remix",
+    "pipelines.train_tokenizer",
+    "pipelines.tokenize",
     "pipelines.train_quality",
+    "pipelines.pretrain",
+    "pipelines.plot_run",
     "pipelines.sft",
     "pipelines.dpo",
-    "pipelines.generate",
     "pipelines.evaluate",
+    "pipelines.generate",
     "pipelines.run",
 ]
 
@@ -66,11 +68,11 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipelines.config import ConfigError
+    from storage.errors import UserError
 
     args = build_parser().parse_args(argv)
     try:
         return int(args._run(args) or 0)
-    except ConfigError as e:  # a user's setting: one line naming it, no traceback
+    except UserError as e:  # a user's mistake (a setting, an input, a checkpoint): one line, no traceback
         print(f"pipelines {args.stage}: error: {e}", file=sys.stderr)
         return 2

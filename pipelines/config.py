@@ -15,11 +15,13 @@ from typing import Any, TypeVar
 
 import yaml
 
+from storage.errors import UserError
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
-    pass
+class ConfigError(UserError, ValueError):
+    """A setting that is unknown, of the wrong type or impossible (named, with the fix)."""
 
 
 def load(
@@ -138,3 +140,31 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
 
 def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
+
+
+def changed(cfg: Any, prefix: str = "") -> dict[str, Any]:
+    """The settings of ``cfg`` that differ from its class's defaults, as ``{"a.b": value}`` (what a
+    run log or a plan shows: the same keys ``--set`` takes)."""
+    out: dict[str, Any] = {}
+    default = type(cfg)()
+    for f in dataclasses.fields(cfg):
+        value, base = getattr(cfg, f.name), getattr(default, f.name)
+        if dataclasses.is_dataclass(value) and type(value) is type(base):
+            out.update(changed(value, f"{prefix}{f.name}."))
+        elif value != base:
+            out[prefix + f.name] = value
+    return out
+
+
+def settings_line(cfg: Any) -> str:
+    """:func:`changed` as ``key=value`` items on one line (``the defaults`` when none)."""
+    items = changed(cfg)
+    return " ".join(f"{k}={_flat(v)}" for k, v in items.items()) or "the defaults"
+
+
+def _flat(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_flat(v) for v in value) + "]"
+    if isinstance(value, bool) or value is None:
+        return yaml.safe_dump(value).split("\n")[0]
+    return str(value)

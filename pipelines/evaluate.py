@@ -19,6 +19,7 @@ from typing import Any
 
 from curation.stats import StageStats
 from storage import io
+from storage.errors import UserError
 
 NAME = "eval"
 HELP = "score a checkpoint (or an exported Hugging Face model) on GSM8K test: greedy answer, final number compared"
@@ -147,11 +148,11 @@ def _parameters(checkpoint: str) -> int | None:
             return None if "hidden_size" not in c else _count(c["vocab_size"], c["hidden_size"], c["num_hidden_layers"],
                                                                c["num_attention_heads"], c["num_key_value_heads"], c["intermediate_size"])
         from training.model import model_config, num_params, build_on_meta
-        from training.sft import resolve_checkpoint
+        from training.checkpoint import resolve_checkpoint
 
         _, run_cfg = resolve_checkpoint(checkpoint)
         return num_params(build_on_meta(model_config(run_cfg["model"], vocab_size=run_cfg["vocab_size"])))
-    except (OSError, KeyError, ValueError, FileNotFoundError):
+    except (OSError, KeyError, ValueError, UserError):
         return None
 
 

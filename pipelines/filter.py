@@ -23,7 +23,9 @@ Two phases of Ray tasks, one task per input shard in each, handing off through f
 file and the other ``--set`` values (``load_config``). ``quality.top_fraction`` needs one
 corpus-wide number between the phases (``quality_cut``): one task per shard collects the model
 scores of the documents that pass every other rule, and the driver keeps the top fraction of them.
-Outputs are rewritten only when the decision settings changed (``<output>/decision.json``).
+Each phase runs on the stage runner (:mod:`pipelines.stage`): a re-run skips the shards done
+under the same settings, and decides every shard again when the decision settings changed
+(recorded in ``<output>/decision.json``).
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
-import json
 import os
 import sys
 import time
@@ -53,6 +54,7 @@ from curation.stats import StageStats
 from pipelines import config, runtime
 from storage import io
 from pipelines.cli import add_config_arguments
+from pipelines.stage import Resources, Runner, UnitError
 
 NAME = "filter"
 HELP = "Quality filtering: language, Gopher, C4, FineWeb rules (presets: deepseek, fineweb, gopher, c4), URL blocklist, fastText quality score."
@@ -101,53 +103,42 @@ def filter_documents(inputs: list[str], output: str, cfg: FilterConfig, rejects:
     names = _shard_names(files)
     folders = signal_folders(output, cfg, model)
     contamination = _contamination_index(cfg)
-    runtime.init_ray()
-    total = StageStats(failed_files=dict(missing))
-    with runtime.Timer() as timer:
-        # 1. score (each family cached by its signal settings)
-        score_tasks = [
-            {"path": f, "signals": {fam: io.join(folder, n + ".arrow") for fam, folder in folders.items()},
-             "cfg": dataclasses.asdict(cfg), "model": model}
-            for f, n in zip(files, names)
-        ]
-        for t, res in zip(score_tasks, runtime.run_tasks(_score_shard, score_tasks, desc="filter: score", max_in_flight=workers)):
-            err = res.error if isinstance(res, runtime.TaskFailure) else res
-            if err:
-                total.failed_files[t["path"]] = err
-        ok = [i for i, t in enumerate(score_tasks) if t["path"] not in total.failed_files]
+    runner = Runner(NAME, output, failed=missing)
+    total = runner.stats
+    # 1. score (each family cached by its signal settings)
+    score_tasks = [
+        {"name": n, "path": f, "signals": {fam: io.join(folder, n + ".arrow") for fam, folder in folders.items()},
+         "cfg": dataclasses.asdict(cfg), "model": model}
+        for f, n in zip(files, names)
+    ]
+    workers = Resources(max_in_flight=workers)
+    runner.run(_score_shard, score_tasks, phase="score", key=io.json_digest(folders), resources=workers, merge=False)
+    ok = [i for i, t in enumerate(score_tasks) if t["path"] not in total.failed_files]
 
-        # between the phases: the corpus-wide quality cut
-        cut, ok = quality_cut(cfg, model, score_tasks, ok, blocklist_text, workers, total)
+    # between the phases: the corpus-wide quality cut
+    cut, ok = quality_cut(cfg, model, score_tasks, ok, blocklist_text, workers, runner)
 
-        # 2. decide
-        decision = {"config": dataclasses.asdict(cfg), "blocklist": io.json_digest(blocklist_text), "quality_cut": cut,
-                    "rejects": rejects, "signals": {f: os.path.basename(d) for f, d in folders.items()},
-                    "contamination_index": contamination.digest if contamination else None}
-        stamp_path = io.join(output, "decision.json")
-        fresh = not io.exists(stamp_path) or io.read_json(stamp_path) != json.loads(json.dumps(decision))
-        decide_tasks = [
-            score_tasks[i] | {
-                "out": io.join(io.data_folder(output), names[i] + ".parquet"),
-                "rejects": io.join(rejects, names[i] + ".parquet") if rejects else None,
-                "stats": io.shard_stats_path(io.join(io.data_folder(output), names[i] + ".parquet")),
-                "blocklist": blocklist_text, "cut": cut, "redo": fresh,
-            }
-            for i in ok
-        ]
-        results = runtime.run_tasks(_decide_shard, decide_tasks, desc="filter: decide", max_in_flight=workers, args=(contamination,))
-        runtime.merge_results(total, [t["path"] for t in decide_tasks], results)
-        io.write_json(decision, stamp_path)
-    total.check()
-    summary = total.to_dict()
-    summary["preset"] = cfg.preset
-    summary["quality_cut"] = cut
-    summary["drops_by_language"] = _drops_by_language(total)
-    summary["decontamination"] = decontam.summary(total, contamination)
-    io.write_json(summary, io.join(output, "stats.json"))
-    io.write_dataset_card(output, "Quality-filtered documents", [f"{total.output:,} of {total.input:,} documents kept; drops by rule in `stats.json`."])
-    runtime.print_summary(NAME, total, timer.seconds, {"shards": len(files), "MB kept": total.counters["bytes_out"] / 1e6})
+    # 2. decide (again for every shard when the decision settings changed)
+    decision = {"config": dataclasses.asdict(cfg), "blocklist": io.json_digest(blocklist_text), "quality_cut": cut,
+                "rejects": rejects, "signals": {f: os.path.basename(d) for f, d in folders.items()},
+                "contamination_index": contamination.digest if contamination else None}
+    decide_tasks = [
+        score_tasks[i] | {
+            "out": io.join(io.data_folder(output), names[i] + ".parquet"),
+            "rejects": io.join(rejects, names[i] + ".parquet") if rejects else None,
+            "stats": io.shard_stats_path(io.join(io.data_folder(output), names[i] + ".parquet")),
+            "blocklist": blocklist_text, "cut": cut,
+        }
+        for i in ok
+    ]
+    runner.run(_decide_shard, decide_tasks, contamination, phase="decide", key=io.json_digest(decision), resources=workers)
+    io.write_json(decision, io.join(output, "decision.json"))
+    extra = {"preset": cfg.preset, "quality_cut": cut, "drops_by_language": _drops_by_language(total),
+             "decontamination": decontam.summary(total, contamination)}
+    rc = runner.finish({"shards": len(files), "MB kept": total.counters["bytes_out"] / 1e6}, extra=extra,
+                       card=("Quality-filtered documents", [f"{total.output:,} of {total.input:,} documents kept; drops by rule in `stats.json`."]))
     print(f"  {'preset':<24} {cfg.preset}", file=sys.stderr)
-    return 1 if total.failed_files else 0
+    return rc
 
 
 def signal_folders(output: str, cfg: FilterConfig, model: str | None) -> dict[str, str]:
@@ -161,7 +152,7 @@ def signal_folders(output: str, cfg: FilterConfig, model: str | None) -> dict[st
 
 def quality_cut(
     cfg: FilterConfig, model: str | None, score_tasks: list[dict[str, Any]], ok: list[int], blocklist_text: str,
-    workers: int | None, total: StageStats,
+    workers: Resources, runner: Runner,
 ) -> tuple[float | None, list[int]]:
     """(the model-score cut in force, the shards of ``ok`` still to decide). ``quality.top_fraction``
     runs one task per shard (at most ``workers`` at once) collecting the scores of the documents
@@ -175,14 +166,14 @@ def quality_cut(
     if not model:
         raise config.ConfigError("quality.top_fraction needs a quality model (quality.model)")
     items = [score_tasks[i] | {"blocklist": blocklist_text} for i in ok]
-    results = runtime.run_tasks(_candidate_scores, items, desc="filter: quality cut", max_in_flight=workers)
+    results = runner.run(_candidate_scores, items, phase="quality cut", resources=workers, merge=False, mark=False)
     scores, kept = [], []
     for i, res in zip(ok, results):
         if isinstance(res, runtime.TaskFailure):
-            total.failed_files[score_tasks[i]["path"]] = f"quality cut: {res.error}"
-            total.add("failed_tasks.quality_cut")
+            runner.stats.failed_files[score_tasks[i]["path"]] = f"quality cut: {res.error}"
+            runner.stats.add("failed_tasks.quality_cut")
         else:
-            scores.append(res)
+            scores.append(np.asarray(res["scores"], dtype=np.float64))
             kept.append(i)
     return _top_fraction_cut(np.concatenate(scores or [np.zeros(0)]), cfg.quality.top_fraction), kept
 
@@ -200,12 +191,12 @@ def _int_keys(d: Any) -> Any:
     return d
 
 
-def _score_shard(task: dict[str, Any]) -> str | None:
-    """The signal families of one shard that are not cached yet. Returns an error message or None."""
+def _score_shard(task: dict[str, Any], _config: None = None) -> dict:
+    """The signal families of one shard that are not cached yet."""
     paths: dict[str, str] = task["signals"]
     missing = [fam for fam, p in paths.items() if not io.exists(p)]
     if not missing:
-        return None
+        return {}
     # CPU seconds spent on each family, kept beside its signals: per-core throughput that other
     # load on the machine does not distort (bench-filter reads it). Reading the shard counts
     # towards the first family computed.
@@ -214,7 +205,7 @@ def _score_shard(task: dict[str, Any]) -> str | None:
         docs = io.read_parquet(task["path"])
         validate(docs.schema)
     except (OSError, ValueError, pa.ArrowInvalid) as e:
-        return f"not a readable document shard: {str(e).splitlines()[0][:300]}"
+        raise UnitError(f"not a readable document shard: {str(e).splitlines()[0][:300]}") from None
     cfg = _cfg(task["cfg"])
     if "base" in missing:
         base = base_table(docs, task["model"])
@@ -228,7 +219,7 @@ def _score_shard(task: dict[str, Any]) -> str | None:
         table = family_table(docs, base, cfg, fam)
         _write_signals(table, paths[fam], time.process_time() - cpu)
         cpu = time.process_time()
-    return None
+    return {}
 
 
 def _write_signals(table: pa.Table, path: str, cpu_seconds: float) -> None:
@@ -243,14 +234,14 @@ def _read_signals(task: dict[str, Any]) -> tuple[pa.Table, float]:
     return combine_signals(base, list(tables.values())), cpu
 
 
-def _candidate_scores(task: dict[str, Any]) -> np.ndarray:
+def _candidate_scores(task: dict[str, Any], _config: None = None) -> dict:
     """Quality scores of the documents of a shard that pass every rule but the model's."""
     cfg = _cfg(task["cfg"])
     signals, _ = _read_signals(task)
     urls = io.read_parquet(task["path"], columns=["url"]).column("url").to_pylist()
     passing = np.array([r is None for r in decisions(signals, urls, cfg, parse_blocklist(task["blocklist"]), None)], dtype=bool)
     scores = signals.column("quality_score").to_numpy(zero_copy_only=False)
-    return scores[passing & ~np.isnan(scores)].astype(np.float64)
+    return {"scores": scores[passing & ~np.isnan(scores)].astype(np.float64)}
 
 
 def _top_fraction_cut(scores: np.ndarray, fraction: float) -> float | None:
@@ -263,8 +254,6 @@ def _top_fraction_cut(scores: np.ndarray, fraction: float) -> float | None:
 
 
 def _decide_shard(task: dict[str, Any], contamination: ContaminationIndex | None = None) -> dict:
-    if not task["redo"] and io.exists(task["out"]) and io.exists(task["stats"]) and (not task["rejects"] or io.exists(task["rejects"])):
-        return io.read_json(task["stats"])
     cpu = time.process_time()
     cfg = _cfg(task["cfg"])
     docs = io.read_parquet(task["path"])

@@ -33,11 +33,11 @@ def _model_arguments(p: argparse.ArgumentParser) -> None:
 
 def load_model_and_sampling(args: argparse.Namespace):
     """Tokenizer, model, end-of-answer id, sampling settings and vocabulary size from the command's flags."""
-    from pipelines.sft import tokenizer_file
+    from pipelines.finetune import tokenizer_file
     from tokenizer import load
     from training.chat import special_ids
     from training.generate import SamplingConfig
-    from training.sft import load_model
+    from training.checkpoint import load_model
 
     tok = load(tokenizer_file(args.tokenizer))
     model, run_cfg = load_model(args.checkpoint)
@@ -126,7 +126,7 @@ def _repetition_chunk(chunk: tuple[int, list[str]], checkpoint: str, tokenizer_p
     from tokenizer import load
     from training.chat import special_ids, tokenize_prompt
     from training.generate import SamplingConfig, generate, is_endless_repetition
-    from training.sft import load_model
+    from training.checkpoint import load_model
 
     torch.set_num_threads(1)  # one task per CPU
     start, prompts = chunk
@@ -147,7 +147,7 @@ def _repetition_chunk(chunk: tuple[int, list[str]], checkpoint: str, tokenizer_p
 
 def _prompts(specs: list[str]) -> tuple[list[str], dict[str, str], StageStats]:
     """User prompts from chat/SFT files (the first user turn) or plain-text files (one a line)."""
-    from pipelines.sft import read_records
+    from pipelines.finetune import read_records
     from training.chat import conversations_from_record, pair_from_record
 
     files, missing = io.expand_inputs(specs, (".jsonl", ".jsonl.gz", ".parquet", ".txt"))
@@ -198,7 +198,7 @@ class EvalRepetition:
     def run(args: argparse.Namespace) -> int:
         import pyarrow as pa
 
-        from pipelines.sft import tokenizer_file
+        from pipelines.finetune import tokenizer_file
 
         prompts, missing, stats = _prompts(args.prompts)
         stats.failed_files.update(missing)

@@ -1,17 +1,33 @@
 """The typed config of ``python -m pipelines run``: one file describes a whole run.
 
-Every section holds the options of one stage; a stage's own config (its dataclass, e.g.
-``curation.filter.FilterConfig``) is reached through ``set:`` lists of ``key=value`` strings,
-passed to that stage as ``--set`` overrides, so this file never copies a stage's defaults. Defaults
-here follow the recipe (DeepSeek LLM report, via each stage's own defaults) except where a comment
-says the value is a run-size choice. Filled by :func:`pipelines.config.load` (``yaml.safe_load``,
-unknown keys are errors that name the key).
+Every section holds that stage's run options (inputs, workers, index, ``cc_*``; a training
+stage's launch: nproc, launcher, max_failures) and, under ``config:``, the stage's own config
+dataclass (e.g. ``filter.config`` is a ``curation.filter.FilterConfig``, ``pretrain.config`` a
+``training.trainer.TrainConfig``), so this file never copies a stage's defaults and ``pipelines
+run`` hands each stage its typed config. Any value is also settable from the command line with a
+dotted key: ``--set filter.config.blocklist.path=x``. Defaults here follow the recipe (DeepSeek
+LLM report, via each stage's own defaults) except where a comment says the value is a run-size
+choice. Filled by :func:`load` (``yaml.safe_load``, unknown keys are errors that name the key).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Literal, Optional
+
+from curation.decontam import DecontaminationConfig
+from curation.dedup import DedupConfig
+from curation.extract import ExtractConfig
+from curation.filter import FilterConfig
+from curation.filter.config import PRESETS
+from curation.remix import RemixConfig
+from pipelines import config as config_mod
+from pipelines.pretrain import Launch
+from pipelines.tokenize import TokenizeConfig
+from tokenizer import TokenizerConfig
+from training.dpo import DPOConfig
+from training.sft import SFTConfig
+from training.trainer import TrainConfig
 
 # The order in which ``run`` executes the stages; ``stages:`` may list a prefix or a subset.
 STAGE_ORDER = ("import", "extract", "dedup", "filter", "remix", "train-tokenizer", "tokenize", "pretrain", "sft", "dpo", "eval", "generate")
@@ -36,8 +52,15 @@ class ExtractSection:
     cc_files: Optional[int] = None
     # Files processed at once (None: one per CPU of the Ray cluster).
     workers: Optional[int] = None
-    # Overrides of curation.extract.ExtractConfig, e.g. ["timeout_s=10"].
-    set: list[str] = field(default_factory=list)
+    # The extractor's cheap pre-pass (curation/extract/prefilter.py): pages that cannot pass the
+    # filter's language and length rules are counted (prefilter_language, prefilter_short) and
+    # not extracted. It takes the filter's own languages and minimum length
+    # (filter.config.language.keep, filter.config.gopher_quality.min_words), so they are set once,
+    # for both stages.
+    prefilter: bool = False
+    # curation.extract.ExtractConfig, e.g. {timeout_s: 10}; its prefilter.enabled/languages/
+    # min_words come from `prefilter` and the filter's config, not from here.
+    config: ExtractConfig = field(default_factory=ExtractConfig)
 
 
 @dataclass
@@ -45,88 +68,72 @@ class DedupSection:
     # Persistent band-key index (None: <output>/dedup/index). Point several runs at one index to
     # deduplicate a new dump against the old ones (the report's cross-dump dedup).
     index: Optional[str] = None
-    # Overrides of the dedup config (threshold, ngram, bands, rows, keep, partitions,
+    # curation.dedup.DedupConfig (threshold, shingles.ngram, minhash.bands/rows, keep, partitions,
     # line_repeat_min ...): defaults are the report's (see `pipelines dedup --help`).
-    set: list[str] = field(default_factory=list)
+    config: DedupConfig = field(default_factory=DedupConfig)
 
 
 @dataclass
 class FilterSection:
     workers: Optional[int] = None
-    # Overrides of curation.filter.FilterConfig, e.g. ["blocklist.path=data/blocklist.example.txt"].
-    set: list[str] = field(default_factory=list)
+    # curation.filter.FilterConfig, e.g. {blocklist: {path: data/blocklist.example.txt}};
+    # `preset` applies that preset's settings under the ones given here (as `pipelines filter`).
+    config: FilterConfig = field(default_factory=FilterConfig)
 
 
 @dataclass
 class RemixSection:
     workers: Optional[int] = None
-    # Overrides of curation.remix.RemixConfig (domain weights, epoch cap, shard size ...).
-    set: list[str] = field(default_factory=list)
+    # curation.remix.RemixConfig (domain weights, epoch cap, shard size ...).
+    config: RemixConfig = field(default_factory=RemixConfig)
 
 
 @dataclass
 class TokenizerSection:
-    # Ordinary tokens of the BPE; the report's is 100,000 (DeepSeek LLM §2.1). A small corpus
-    # cannot fill that many merges: the demo's ~3 MB of text takes a few thousand.
-    vocab_size: int = 100_000
-    # Further overrides of tokenizer training / tokenize configs.
-    set: list[str] = field(default_factory=list)
-    tokenize_set: list[str] = field(default_factory=list)
+    # tokenizer.TokenizerConfig, the BPE's training (train-tokenizer). Its vocab_size, ordinary
+    # tokens, is the report's 100,000 (DeepSeek LLM §2.1); a small corpus cannot fill that many
+    # merges: the demo's ~3 MB of text takes a few thousand.
+    config: TokenizerConfig = field(default_factory=TokenizerConfig)
+    # pipelines.tokenize.TokenizeConfig, the tokenize stage's.
+    tokenize: TokenizeConfig = field(default_factory=TokenizeConfig)
 
 
 @dataclass
-class TrainLaunch:
-    # Data-parallel training processes, and how they start: auto = Ray Train when the run joins a
-    # cluster (RAY_ADDRESS), else torchrun for nproc > 1, else in this process.
-    nproc: int = 1
-    launcher: str = "auto"
-    # Ray Train: restarts of the worker group after a worker dies; each restart resumes from the
-    # run's last complete checkpoint.
-    max_failures: int = 3
+class PretrainSection(Launch):
+    # nproc, launcher (auto, inline, torchrun, ray), max_failures: pipelines.pretrain.Launch.
+    # training.trainer.TrainConfig, e.g. {model: tiny, seq_len: 256, batch_tokens: 4096, lr: 3.0e-3};
+    # batch_auto / lr_auto: true take the report's scaling laws instead. Defaults are the report's;
+    # run_dir, data, vocab_size and resume are the run's own (its folders, its tokenizer, a
+    # checkpoint found there), not set here.
+    config: TrainConfig = field(default_factory=TrainConfig)
 
 
 @dataclass
-class PretrainSection(TrainLaunch):
-    # Named model config (training.model): tiny (CPU tests), 125m, 1b, 7b, 67b (the report's).
-    model: str = "tiny"
-    # Run-size choices; None keeps training.trainer.TrainConfig's default (the report's values).
-    seq_len: Optional[int] = None
-    micro_batch: Optional[int] = None
-    batch: Optional[str] = None  # global batch in tokens, or "auto" (the report's scaling law)
-    lr: Optional[str] = None  # peak learning rate, or "auto" (the report's scaling law)
-    train_tokens: Optional[int] = None
-    max_steps: Optional[int] = None
-    warmup_steps: Optional[int] = None
-    checkpoint_every: Optional[int] = None
-    eval_every: Optional[int] = None
-    set: list[str] = field(default_factory=list)
+class FinetuneSection(Launch):
+    # The first N records of each data file only (a run-size choice for CPU demos; None: all).
+    max_records: Optional[int] = None
+    # curation.decontam.DecontaminationConfig: records sharing a 13-gram with an evaluation set
+    # (GSM8K test by default) are dropped as `contamination`; {enabled: false} turns it off.
+    decontamination: DecontaminationConfig = field(default_factory=DecontaminationConfig)
 
 
 @dataclass
-class SFTSection(TrainLaunch):
-    # Chat data (JSONL/Parquet files or folders); the recipe's defaults live in training.sft.SFTConfig.
+class SFTSection(FinetuneSection):
+    # Chat data (JSONL/Parquet files or folders).
     data: list[str] = field(default_factory=lambda: ["data/sample/sft"])
-    # The first N records of each data file only (a run-size choice for CPU demos; None: all).
-    max_records: Optional[int] = None
-    epochs: Optional[int] = None
-    lr: Optional[float] = None
-    micro_batch: Optional[int] = None
-    seq_len: Optional[int] = None
-    batch_rows: Optional[int] = None
-    set: list[str] = field(default_factory=list)
+    # training.sft.SFTConfig (epochs, lr, seq_len, batch_rows, packing ...), the report's
+    # defaults; run_dir, init_from and data are the run's own.
+    config: SFTConfig = field(default_factory=SFTConfig)
 
 
 @dataclass
-class DPOSection(TrainLaunch):
+class DPOSection(FinetuneSection):
     data: list[str] = field(default_factory=lambda: ["data/sample/preference"])
-    # The first N records of each data file only (a run-size choice for CPU demos; None: all).
-    max_records: Optional[int] = None
-    epochs: Optional[int] = None
-    lr: Optional[float] = None
-    micro_batch: Optional[int] = None
-    batch_pairs: Optional[int] = None
-    beta: Optional[float] = None  # None: 0.1, the DPO paper's and training.dpo.DPOConfig's
-    set: list[str] = field(default_factory=list)
+    # The reference log-probs: precomputed by Ray tasks up front, or on_the_fly in every step.
+    reference: Literal["precomputed", "on_the_fly"] = "precomputed"
+    # training.dpo.DPOConfig (epochs, lr, beta, batch_pairs ...); run_dir, init_from, data and
+    # reference_data are the run's own.
+    config: DPOConfig = field(default_factory=DPOConfig)
 
 
 @dataclass
@@ -176,3 +183,16 @@ class PipelineConfig:
     dpo: DPOSection = field(default_factory=DPOSection)
     eval: EvalSection = field(default_factory=EvalSection)
     generate: GenerateSection = field(default_factory=GenerateSection)
+
+
+def load(path: str | None = None, overrides: list[str] | None = None) -> PipelineConfig:
+    """The run's config from a YAML file and ``--set`` overrides; the filter's ``preset``
+    settings go under the file's and the overrides' (as :func:`pipelines.filter.load_config`)."""
+    cfg = config_mod.load(PipelineConfig, path, overrides)
+    preset = cfg.filter.config.preset
+    if preset not in PRESETS:
+        raise config_mod.ConfigError(f"filter.config.preset: {preset!r} is not a preset; choose one of {', '.join(PRESETS)}")
+    settings = PRESETS[preset]["settings"]
+    if not settings:
+        return cfg
+    return config_mod.load(PipelineConfig, path, overrides, defaults={f"filter.config.{k}": v for k, v in settings.items()})

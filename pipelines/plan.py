@@ -1,8 +1,9 @@
 """``pipelines run --config <file> --dry-run``: check a run before it starts, run nothing.
 
-For every stage, in order: its command line (``run.stage_argv``) parsed by the stage's own parser
-and its own config built from it (so a misspelt ``--set`` key or a bad value is found now, not
-hours into the run), every path it reads (the config's inputs must exist; a stage's output is
+For every stage, in order: its typed config (a curation stage's from its section's ``config:``,
+already checked when the run's config was loaded, so a misspelt key or a bad value is found now,
+not hours into the run; a training stage's with the run's folders, ``run.train_config``), the
+paths its settings name, every path it reads (the config's inputs must exist; a stage's output is
 another's input when that stage runs first or is complete), every path it writes (writable: a
 local folder that is, or can be, created there; on an object store a listing of the prefix, which
 fails for a missing bucket or a denied key), the resources it asks Ray for, and whether it is
@@ -12,7 +13,7 @@ is 2 when there is any. Nothing is written, no Ray instance is started.
 
 from __future__ import annotations
 
-import argparse
+import copy
 import dataclasses
 import os
 import sys
@@ -22,19 +23,12 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from pipelines import config as config_mod
+from pipelines import import_jsonl
 from storage import io
 
-# Where each stage's own config comes from (module attribute, or a builder of the parsed args).
-_CONFIGS = {
-    "extract": ("pipelines.extract", "ExtractConfig"),
-    "filter": ("pipelines.filter", "FilterConfig"),
-    "remix": ("pipelines.remix", "RemixConfig"),
-    "train-tokenizer": ("pipelines.train_tokenizer", "TokenizerConfig"),
-    "tokenize": ("pipelines.tokenize", "TokenizeConfig"),
-}
 CHAT_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".parquet")
-# Stages whose command line (run.stage_argv) and files this module checks.
-_CHECKED = ("extract", "dedup", "filter", "remix", "train-tokenizer", "tokenize", "pretrain", "sft", "dpo")
+# Stages whose config and files this module checks.
+_CHECKED = ("extract", "dedup", "filter", "remix", "train-tokenizer", "tokenize", "pretrain", "sft", "dpo")  # import, eval and generate are planned above
 
 
 @dataclass
@@ -44,7 +38,7 @@ class Step:
     writes: list[str] = field(default_factory=list)
     ray: str = ""
     state: str = "to run"
-    command: list[str] = field(default_factory=list)
+    settings: str = ""
     notes: list[str] = field(default_factory=list)
 
 
@@ -58,8 +52,8 @@ def dry_run(cfg: Any, stages: list[str], paths: dict[str, str], config_path: str
         step = Step(stage)
         try:
             _plan(step, cfg, paths, stages, run_mod, problems)
-        except (config_mod.ConfigError, ValueError, OSError, SystemExit) as e:
-            problems.append(f"{stage}: {e}" if not isinstance(e, SystemExit) else f"{stage}: its command line is refused (above)")
+        except (config_mod.ConfigError, ValueError, OSError) as e:
+            problems.append(f"{stage}: {e}")
         step.state = _state(stage, paths, run_mod)
         for path in step.reads:
             if path in _stage_outputs(paths) and path not in will_exist and not io.exists(path):
@@ -84,7 +78,7 @@ def _plan(step: Step, cfg: Any, paths: dict[str, str], stages: list[str], run_mo
     stage = step.stage
     cpus = "Ray tasks of 1 CPU each, one per {}"
     if stage == "import":
-        step.reads = _inputs(cfg.import_jsonl.inputs, run_mod.TEXT_SUFFIXES, "import_jsonl.inputs", problems)
+        step.reads = _inputs(cfg.import_jsonl.inputs, import_jsonl.SUFFIXES, "import_jsonl.inputs", problems)
         step.writes, step.ray = [paths["import"]], cpus.format("JSONL file")
         return
     if stage == "generate":
@@ -95,14 +89,31 @@ def _plan(step: Step, cfg: Any, paths: dict[str, str], stages: list[str], run_mo
         step.writes, step.ray = [paths["generate"]], "this process (no Ray resources)"
         step.notes.append(f"prompt {cfg.generate.prompt[:60]!r}..., {cfg.generate.max_new_tokens} new tokens")
         return
+    if stage == "eval":
+        e = cfg.eval
+        models = [s for s in ("pretrain", "sft", "dpo") if s in stages or run_mod._done(s, paths)]
+        if not models:
+            problems.append("eval: no trained model: pretrain, sft and dpo are neither complete nor in `stages`")
+        if not _exists(e.data, problems, "eval.data"):
+            problems.append(f"eval.data: {e.data}: no such file")
+        step.reads = [*(paths[s] for s in models), paths["train-tokenizer"], e.data]
+        step.writes = [paths["eval"]]
+        step.ray = (f"Ray tasks of {e.chunk} questions, 1 CPU each" if e.device == "cpu" else f"the driver, on its {e.device}")
+        step.notes.append(f"GSM8K after {', '.join(models) or 'no model'}: {e.limit or 'all'} questions, "
+                          f"up to {e.max_new_tokens} new tokens, greedy")
+        return
     if stage not in _CHECKED:  # a stage added to run.py without a plan here yet: shown, not checked
         step.writes = [paths[stage]] if stage in paths else []
         step.ray, step.notes = "(not described)", ["--dry-run has no checks for this stage yet"]
         return
-    argv = run_mod.stage_argv(stage, cfg, paths, stages)
-    step.command = argv
-    args = _parse(argv)
-    _stage_config(stage, args, problems)
+    if stage in ("pretrain", "sft", "dpo"):
+        tcfg = run_mod.train_config(stage, cfg, paths, stages)
+        step.settings = config_mod.settings_line(run_mod.train_section(stage, cfg).config)
+        _check_config_paths(stage, tcfg, problems)
+    else:
+        scfg = _stage_config(stage, cfg, run_mod)
+        step.settings = config_mod.settings_line(scfg)
+        _check_config_paths(stage, scfg, problems)
     if stage == "extract":
         e = cfg.extract
         if e.inputs:
@@ -117,66 +128,50 @@ def _plan(step: Step, cfg: Any, paths: dict[str, str], stages: list[str], run_mo
                 problems.append(f"extract: {listing} not found or not reachable (extract.cc_dump / extract.cc_base_url)")
             count = "the rest" if e.cc_files is None else f"{e.cc_files}"
             step.notes.append(f"{count} WARC files of {e.cc_dump} from #{e.cc_first} of that listing")
+        pre = run_mod.extract_config(cfg).prefilter
+        if pre.enabled:
+            step.notes.append(f"pre-pass: languages [{','.join(pre.languages)}], min words {pre.min_words} (the filter's settings)")
         step.writes, step.ray = [paths["extract"]], cpus.format("WARC file") + (f", at most {e.workers} at once" if e.workers else "")
     elif stage == "dedup":
-        step.reads = [paths["extract"]] + ([paths["import"]] if cfg.import_jsonl.inputs else [])
+        step.reads = run_mod.dedup_inputs(cfg, paths)
         step.writes = [paths["dedup"], paths["dedup-stats"]] + ([cfg.dedup.index] if cfg.dedup.index else [])
-        step.ray = cpus.format("shard or band-key partition") + "; clustering in the driver"
+        step.ray = cpus.format("shard or band-key partition") + "; clustering as rounds of Ray tasks over node partitions"
         if cfg.dedup.index and io.exists(cfg.dedup.index):
             step.notes.append(f"index {cfg.dedup.index} exists: deduplicates against the dumps it holds")
     elif stage in ("filter", "remix", "tokenize"):
-        src = {"filter": io.join(paths["dedup"], "documents"), "remix": paths["filter"], "tokenize": paths["remix"]}[stage]
-        step.reads = [src] + ([paths["train-tokenizer"]] if stage == "tokenize" else [])
+        step.reads = run_mod.stage_inputs(stage, paths) + ([paths["train-tokenizer"]] if stage == "tokenize" else [])
         step.writes, step.ray = [paths[stage]], cpus.format("shard")
     elif stage == "train-tokenizer":
-        step.reads, step.writes = [paths["remix"]], [paths["train-tokenizer"]]
-        step.ray = f"1 task with every CPU of the largest node (vocab_size {cfg.tokenizer.vocab_size:,})"
+        step.reads, step.writes = run_mod.stage_inputs(stage, paths), [paths["train-tokenizer"]]
+        step.ray = f"1 task with every CPU of the largest node (vocab_size {cfg.tokenizer.config.vocab_size:,})"
     elif stage == "pretrain":
-        from pipelines.pretrain import build_config
+        from training.trainer import plan_batches
 
-        args.tokenizer = None  # it does not exist yet: the vocabulary comes from it at run time
-        tcfg = build_config(args)
-        _check_config_paths(stage, tcfg, problems)
+        plan_batches(tcfg, cfg.pretrain.nproc)  # a batch the ranks cannot split, found now
         step.reads = [paths["tokenize"], paths["train-tokenizer"]] + ([tcfg.init_from] if tcfg.init_from else [])
         step.writes, step.ray = [paths["pretrain"]], _train_resources(cfg.pretrain)
         step.notes.append(f"model {tcfg.model}, seq_len {tcfg.seq_len or 'the model context'}, lr {'auto' if tcfg.lr_auto else tcfg.lr}, "
                           f"batch {'auto' if tcfg.batch_auto else f'{tcfg.batch_tokens:,} tokens'}, {tcfg.train_tokens:,} tokens, "
                           f"checkpoint every {tcfg.checkpoint_every} steps ({'async' if tcfg.async_checkpoint else 'sync'})")
     elif stage in ("sft", "dpo"):
-        section = cfg.sft if stage == "sft" else cfg.dpo
-        mod = __import__(f"pipelines.{stage}", fromlist=["build_config"])
-        tcfg = mod.build_config(args)
-        step.reads = [args.checkpoint, paths["train-tokenizer"], *_inputs(section.data, CHAT_SUFFIXES, f"{stage}.data", problems)]
+        section = run_mod.train_section(stage, cfg)
+        step.reads = [tcfg.init_from, paths["train-tokenizer"], *_inputs(section.data, CHAT_SUFFIXES, f"{stage}.data", problems)]
         step.writes = [paths[stage]] + ([io.join(cfg.output, f"{stage}-input")] if section.max_records else [])
         step.ray = cpus.format("data file") + ("; DPO reference log-probs: one task per pair file" if stage == "dpo" else "") \
             + "; then " + _train_resources(section)
         step.notes.append(f"{tcfg.epochs} epoch(s), lr {tcfg.lr}" + (f", first {section.max_records} records of each file" if section.max_records else ""))
 
 
-def _parse(argv: list[str]) -> argparse.Namespace:
-    from pipelines.cli import build_parser
-
-    parser = build_parser()
-    parser.exit_on_error = False
-    for action in parser._subparsers._group_actions:  # the stage's own parser reports too
-        for sub in action.choices.values():
-            sub.exit_on_error = False
-    try:
-        return parser.parse_args(argv)
-    except argparse.ArgumentError as e:
-        raise ValueError(f"bad option in `pipelines {' '.join(argv[:1])} ...`: {e}") from None
-
-
-def _stage_config(stage: str, args: argparse.Namespace, problems: list[str]) -> None:
-    """Build the stage's own config from its options, as the stage will, and check the paths it names."""
+def _stage_config(stage: str, cfg: Any, run_mod) -> Any:
+    """The typed config ``run`` gives a curation stage, checked as the stage will check it."""
+    if stage == "extract":
+        return run_mod.extract_config(cfg)
     if stage == "dedup":
-        from pipelines.dedup import config_from_args
+        from pipelines.dedup import resolve
 
-        _check_config_paths(stage, config_from_args(args), problems)
-    elif stage in _CONFIGS:
-        module, name = _CONFIGS[stage]
-        cls = getattr(__import__(module, fromlist=[name]), name)
-        _check_config_paths(stage, config_mod.load(cls, getattr(args, "config", None), getattr(args, "overrides", [])), problems)
+        return resolve(copy.deepcopy(cfg.dedup.config))
+    return {"filter": cfg.filter.config, "remix": cfg.remix.config, "train-tokenizer": cfg.tokenizer.config,
+            "tokenize": cfg.tokenizer.tokenize}[stage]
 
 
 def _check_config_paths(stage: str, cfg: Any, problems: list[str], where: str = "") -> None:
@@ -234,12 +229,13 @@ def _check_writable(path: str, key: str) -> list[str]:
 
 
 def _train_resources(section: Any) -> str:
-    from pipelines.pretrain import ray_worker_resources
+    from pipelines.pretrain import ray_worker_resources, resolve_launcher
 
-    if section.launcher == "ray" or (section.launcher == "auto" and os.environ.get("RAY_ADDRESS")):
+    launcher = resolve_launcher(section.launcher, section.nproc)
+    if launcher == "ray":
         return (f"Ray Train: {section.nproc} worker(s) x {ray_worker_resources(False)}, "
                 f"x {ray_worker_resources(True)} when the cluster has >= {section.nproc} GPUs; up to {section.max_failures} restarts")
-    if section.launcher == "torchrun" or (section.launcher == "auto" and section.nproc > 1):
+    if launcher == "torchrun":
         return f"torchrun: {section.nproc} local processes (no Ray resources)"
     return "this process (no Ray resources)"
 
@@ -278,7 +274,5 @@ def _print(steps: list[Step], cfg: Any, config_path: str | None) -> None:
         print(f"    ray      {s.ray}")
         for note in s.notes:
             print(f"    note     {note}")
-        if s.command:
-            from pipelines.run import _quote
-
-            print(f"    command  python -m pipelines {' '.join(_quote(a) for a in s.command)}")
+        if s.settings:
+            print(f"    config   {s.settings}")

@@ -17,6 +17,7 @@ object-store URI) and ends with ``stats.json`` and a summary. A run whose schedu
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -69,10 +70,35 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_arguments(p)
 
 
+LAUNCHERS = ("auto", "inline", "torchrun", "ray")
+
+
+@dataclasses.dataclass
+class Launch:
+    """How training processes start (pretrain, sft and dpo share it; ``pipelines run``'s
+    training sections are ones). auto = Ray Train when the run joins a cluster (RAY_ADDRESS), else
+    torchrun for nproc > 1, else in this process."""
+
+    nproc: int = 1  # data-parallel processes (ranks)
+    launcher: str = "auto"
+    # Ray Train: restarts of the worker group after a worker dies; each restart resumes from the
+    # run's last complete checkpoint.
+    max_failures: int = 3
+
+
+def resolve_launcher(launcher: str, nproc: int) -> str:
+    """The launcher ``auto`` stands for here; a ConfigError naming an unknown one."""
+    if launcher not in LAUNCHERS:
+        raise config_mod.ConfigError(f"bad option launcher={launcher!r}; choose one of {', '.join(LAUNCHERS)}")
+    if launcher == "auto":
+        return "ray" if os.environ.get("RAY_ADDRESS") else ("torchrun" if nproc > 1 else "inline")
+    return launcher
+
+
 def add_launcher_arguments(p: argparse.ArgumentParser) -> None:
-    """How training processes start (pretrain, sft and dpo share them)."""
+    """How training processes start (:class:`Launch`; pretrain, sft and dpo share them)."""
     p.add_argument("--nproc", type=int, default=1, help="processes (data-parallel ranks)")
-    p.add_argument("--launcher", choices=["auto", "inline", "torchrun", "ray"], default="auto",
+    p.add_argument("--launcher", choices=LAUNCHERS, default="auto",
                    help="auto: Ray Train with RAY_ADDRESS, else torchrun for --nproc > 1, else this process")
     p.add_argument("--max-failures", type=int, default=3,
                    help="Ray Train: restarts of the worker group after a worker dies (each resumes from the last complete checkpoint)")
@@ -93,10 +119,6 @@ def build_config(args: argparse.Namespace):
         v = getattr(args, flag, None)
         if v is not None:
             over[key] = v
-    if args.tokenizer:
-        from tokenizer import load
-
-        over["vocab_size"] = load(args.tokenizer).get_vocab_size()
     if args.lr is not None:
         over.update({"lr_auto": True} if args.lr == "auto" else {"lr": args.lr, "lr_auto": False})
     if args.batch is not None:
@@ -133,8 +155,7 @@ def launch(cfg_dict: dict[str, Any], nproc: int, launcher: str, entry_module: st
     the config (local or URIs) are made absolute here, once, for every launcher.
     """
     cfg_dict = absolute_paths(cfg_dict)
-    if launcher == "auto":
-        launcher = "ray" if os.environ.get("RAY_ADDRESS") else ("torchrun" if nproc > 1 else "inline")
+    launcher = resolve_launcher(launcher, nproc)
     if launcher == "inline":
         import importlib
 
@@ -212,7 +233,17 @@ def write_stats(run_dir: str, seconds: float) -> StageStats:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = build_config(args)
+    return pretrain(build_config(args), Launch(args.nproc, args.launcher, args.max_failures), tokenizer=args.tokenizer)
+
+
+def pretrain(cfg, how: Launch, tokenizer: str | None = None) -> int:
+    """Pre-train with ``cfg`` (a ``training.trainer.TrainConfig``) on ``how.nproc`` ranks; the
+    model's vocabulary is ``tokenizer``'s when one is given. Skips a complete run; refuses a run
+    folder with checkpoints unless ``cfg.resume``. Writes stats.json, prints the summary."""
+    if tokenizer:
+        from tokenizer import load
+
+        cfg = dataclasses.replace(cfg, vocab_size=load(tokenizer).get_vocab_size())
     if not cfg.data:
         print("pretrain: --data (token shards) is required", file=sys.stderr)
         return 2
@@ -223,15 +254,24 @@ def run(args: argparse.Namespace) -> int:
             write_stats(cfg.run_dir, float("nan"))
         print(f"pretrain: {cfg.run_dir} is complete (summary.json); nothing to do", file=sys.stderr)
         return 0
-    from training.checkpoint import latest_checkpoint
+    from training.checkpoint import CheckpointError, is_complete, latest_checkpoint
+    from training.data import list_token_shards
+    from training.trainer import plan_batches
 
+    # A user's mistake ends here in one line (pipelines.cli), not in every worker's traceback.
+    resolve_launcher(how.launcher, how.nproc)
+    list_token_shards(cfg.data)
+    plan_batches(cfg, how.nproc)
+    if cfg.init_from and not is_complete(cfg.init_from):
+        raise CheckpointError(f"--init-from {cfg.init_from} is not a complete checkpoint (no manifest.json); "
+                              "give a checkpoint folder, <run>/checkpoints/step-XXXXXXXX")
     if latest_checkpoint(cfg.run_dir) and not cfg.resume:
         print(f"pretrain: {cfg.run_dir} has checkpoints; pass --resume to continue it or choose another --output", file=sys.stderr)
         return 2
     from pipelines.config import to_dict
 
     with Timer() as t:
-        rc = launch(to_dict(cfg), args.nproc, args.launcher, max_failures=args.max_failures)
+        rc = launch(to_dict(cfg), how.nproc, how.launcher, max_failures=how.max_failures)
     if rc != 0:
         print(f"pretrain: training exited with status {rc}", file=sys.stderr)
         return rc

@@ -42,27 +42,15 @@ from curation.remix import (
     BINS, DomainAssigner, RemixConfig, copies, copy_bins, cut_bins, domain_quotas, rehydration_weights, shuffle_keys, target_shares,
     weight_keys,
 )
+from curation.schema import TEXT_SHARD_SCHEMA
 from curation.stats import StageStats
 from pipelines import config, runtime
 from storage import io
 from pipelines.cli import add_config_arguments
+from pipelines.stage import Resources, Runner, UnitError
 
 NAME = "remix"
 HELP = "Rebalance domains to target weights (up/down-sampling with an epoch cap), shuffle globally, write training text shards."
-
-TEXT_SHARD_SCHEMA = pa.schema(
-    [
-        pa.field("id", pa.string()),
-        pa.field("text", pa.string()),
-        pa.field("domain", pa.string()),
-        pa.field("dump", pa.string()),
-        pa.field("url", pa.string()),
-        pa.field("language", pa.string()),
-        # 0 for a document's first copy, 1.. for its repeats (up-sampled domains).
-        pa.field("epoch", pa.int32()),
-    ]
-)
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input", nargs="+", required=True, metavar="PATH", help="document shards (the filter stage's output)")
@@ -87,84 +75,76 @@ def remix(inputs: list[str], output: str, cfg: RemixConfig, workers: int | None 
         print(f"remix: {output} is complete (manifest.json matches); nothing to do", file=sys.stderr)
         return 0
     cfg_dict = dataclasses.asdict(cfg)
-    runtime.init_ray()
-    stats = StageStats(failed_files=dict(missing))
-    with runtime.Timer() as timer:
-        # 1. scan
-        scans = runtime.run_tasks(_scan_shard, [{"path": f, "cfg": cfg_dict} for f in files], desc="remix: scan", max_in_flight=workers)
-        good = []
-        for i, res in enumerate(scans):
-            if isinstance(res, runtime.TaskFailure) or isinstance(res, str):
-                stats.failed_files[files[i]] = res if isinstance(res, str) else res.error
-            else:
-                good.append(i)
-        names = DomainAssigner(cfg).names
-        sizes = {d: 0.0 for d in names}
-        docs_before = {d: 0 for d in names}
-        bytes_before = {d: 0 for d in names}
-        # The same over virtual copies (rehydration; equal to the above without it).
-        r_sizes = {d: 0.0 for d in names}
-        r_docs = {d: 0 for d in names}
-        r_bytes = {d: 0 for d in names}
-        hist = {d: np.zeros(BINS) for d in names}
-        for i in good:
-            for d, s in scans[i].items():
-                sizes[d] += s["size"]
-                docs_before[d] += s["docs"]
-                bytes_before[d] += s["bytes"]
-                r_sizes[d] += s["copies_size"]
-                r_docs[d] += s["copies"]
-                r_bytes[d] += s["copies_bytes"]
-                np.add.at(hist[d], np.asarray(s["bins"], dtype=np.int64), np.asarray(s["sizes"], dtype=np.float64))
+    runner = Runner(NAME, output, failed=missing)
+    stats = runner.stats
+    workers = Resources(max_in_flight=workers)
+    # 1. scan
+    scans = runner.run(_scan_shard, [{"name": f"{i:05d}", "path": f, "cfg": cfg_dict} for i, f in enumerate(files)],
+                       phase="scan", key=run_key, resources=workers, merge=False)
+    good = [i for i, res in enumerate(scans) if not isinstance(res, runtime.TaskFailure)]
+    names = DomainAssigner(cfg).names
+    sizes = {d: 0.0 for d in names}
+    docs_before = {d: 0 for d in names}
+    bytes_before = {d: 0 for d in names}
+    # The same over virtual copies (rehydration; equal to the above without it).
+    r_sizes = {d: 0.0 for d in names}
+    r_docs = {d: 0 for d in names}
+    r_bytes = {d: 0 for d in names}
+    hist = {d: np.zeros(BINS) for d in names}
+    for i in good:
+        for d, s in scans[i].items():
+            sizes[d] += s["size"]
+            docs_before[d] += s["docs"]
+            bytes_before[d] += s["bytes"]
+            r_sizes[d] += s["copies_size"]
+            r_docs[d] += s["copies"]
+            r_bytes[d] += s["copies_bytes"]
+            np.add.at(hist[d], np.asarray(s["bins"], dtype=np.int64), np.asarray(s["sizes"], dtype=np.float64))
 
-        # 2. plan: quotas over the unique text; epochs (and the cut) over the virtual copies
-        total = cfg.scale * sum(sizes.values())
-        quotas = domain_quotas(sizes, cfg.weights, total, cfg.max_epochs)
-        plan = {}
-        for d in names:
-            epochs = quotas[d] / r_sizes[d] if r_sizes[d] else 0.0
-            frac_wanted = (epochs - math.floor(epochs + 1e-12)) * r_sizes[d]
-            plan[d] = {"epochs": epochs, "cut": cut_bins(hist[d], frac_wanted)}
-        expected_bytes = sum(r_bytes[d] * plan[d]["epochs"] for d in names)
-        expected_docs = sum(r_docs[d] * plan[d]["epochs"] for d in names)
-        if cfg.shard_target_docs:
-            n_out = math.ceil(expected_docs / cfg.shard_target_docs)
-        else:
-            n_out = math.ceil(expected_bytes / cfg.shard_target_bytes)
-        n_out = max(1, min(n_out, int(expected_docs) or 1))
+    # 2. plan: quotas over the unique text; epochs (and the cut) over the virtual copies
+    total = cfg.scale * sum(sizes.values())
+    quotas = domain_quotas(sizes, cfg.weights, total, cfg.max_epochs)
+    plan = {}
+    for d in names:
+        epochs = quotas[d] / r_sizes[d] if r_sizes[d] else 0.0
+        frac_wanted = (epochs - math.floor(epochs + 1e-12)) * r_sizes[d]
+        plan[d] = {"epochs": epochs, "cut": cut_bins(hist[d], frac_wanted)}
+    expected_bytes = sum(r_bytes[d] * plan[d]["epochs"] for d in names)
+    expected_docs = sum(r_docs[d] * plan[d]["epochs"] for d in names)
+    if cfg.shard_target_docs:
+        n_out = math.ceil(expected_docs / cfg.shard_target_docs)
+    else:
+        n_out = math.ceil(expected_bytes / cfg.shard_target_bytes)
+    n_out = max(1, min(n_out, int(expected_docs) or 1))
 
-        # 3. sample (pieces of an earlier, different run are removed first)
-        shuffle_dir = io.join(output, "_shuffle")
-        key_path = io.join(shuffle_dir, "run_key.json")
-        if io.exists(shuffle_dir) and (not io.exists(key_path) or io.read_json(key_path) != run_key):
-            _remove_tree(shuffle_dir)
-        io.write_json(run_key, key_path)
-        data = io.data_folder(output)
-        for old in io.list_shards(output) if io.exists(output) else []:
-            base = os.path.basename(old)
-            fs, p = io.filesystem(old)
-            # Shards of an earlier run with more of them, or in the older layout (outside data/).
-            if base.startswith("shard-") and (int(base[6:11]) >= n_out or p != io.filesystem(io.join(data, base))[1]):
-                fs.delete_file(p)
-        sample_tasks = [
-            {"path": files[i], "index": i, "cfg": cfg_dict, "plan": plan, "n_out": n_out, "dir": shuffle_dir, "run_key": run_key}
-            for i in good
-        ]
-        results = runtime.run_tasks(_sample_shard, sample_tasks, desc="remix: sample", max_in_flight=workers)
-        runtime.merge_results(stats, [t["path"] for t in sample_tasks], results)
-        done = [t["index"] for t in sample_tasks if t["path"] not in stats.failed_files]
+    # 3. sample (pieces of an earlier, different run are removed first)
+    shuffle_dir = io.join(output, "_shuffle")
+    key_path = io.join(shuffle_dir, "run_key.json")
+    if io.exists(shuffle_dir) and (not io.exists(key_path) or io.read_json(key_path) != run_key):
+        io.remove_tree(shuffle_dir)
+    io.write_json(run_key, key_path)
+    data = io.data_folder(output)
+    for old in io.list_shards(output) if io.exists(output) else []:
+        base = os.path.basename(old)
+        fs, p = io.filesystem(old)
+        # Shards of an earlier run with more of them, or in the older layout (outside data/).
+        if base.startswith("shard-") and (int(base[6:11]) >= n_out or p != io.filesystem(io.join(data, base))[1]):
+            fs.delete_file(p)
+    sample_tasks = [
+        {"name": f"{i:05d}", "path": files[i], "index": i, "cfg": cfg_dict, "plan": plan, "n_out": n_out, "dir": shuffle_dir}
+        for i in good
+    ]
+    runner.run(_sample_shard, sample_tasks, phase="sample", key=run_key, resources=workers)
+    done = [t["index"] for t in sample_tasks if t["path"] not in stats.failed_files]
 
-        # 4. shuffle
-        shuffle_tasks = [
-            {"bucket": b, "dir": shuffle_dir, "shards": done, "out": io.join(data, f"shard-{b:05d}.parquet"), "run_key": run_key}
-            for b in range(n_out)
-        ]
-        shards = runtime.run_tasks(_shuffle_bucket, shuffle_tasks, desc="remix: shuffle", max_in_flight=workers)
-        failed = [r for r in shards if isinstance(r, runtime.TaskFailure)]
-        if failed:
-            raise RuntimeError(f"shuffle failed: {failed[0].error}")
+    # 4. shuffle
+    shuffle_tasks = [
+        {"name": f"shard-{b:05d}", "bucket": b, "dir": shuffle_dir, "shards": done, "out": io.join(data, f"shard-{b:05d}.parquet")}
+        for b in range(n_out)
+    ]
+    shards = runner.run(_shuffle_bucket, shuffle_tasks, phase="shuffle", key=io.json_digest([run_key, done]), resources=workers,
+                        merge=False, required=True)
 
-    stats.check()
     after_docs, after_bytes = Counter(), Counter()
     for s in shards:
         after_docs.update(s["domain_docs"])
@@ -204,19 +184,19 @@ def remix(inputs: list[str], output: str, cfg: RemixConfig, workers: int | None 
                    for t, s in zip(shuffle_tasks, shards)],
         "config": cfg_dict,
     }
-    io.write_json(stats.to_dict(), io.join(output, "stats.json"))
     io.write_json(manifest, manifest_path)
-    io.write_dataset_card(output, "Remixed training text", [f"{manifest['documents_after']:,} document copies (`id`, `epoch` unique) in {n_out} shuffled shards; "
-                                                            "domain shares in `manifest.json`."])
-    _remove_tree(shuffle_dir)
-    runtime.print_summary(NAME, stats, timer.seconds, {"shards written": n_out, "documents written": manifest["documents_after"], "MB written": manifest["bytes_after"] / 1e6})
+    io.remove_tree(shuffle_dir)
+    runner.clear_markers()  # they stand for the hand-off files just removed
+    rc = runner.finish({"shards written": n_out, "documents written": manifest["documents_after"], "MB written": manifest["bytes_after"] / 1e6},
+                       card=("Remixed training text", [f"{manifest['documents_after']:,} document copies (`id`, `epoch` unique) in {n_out} "
+                                                       "shuffled shards; domain shares in `manifest.json`."]))
     for d, m in domains.items():
         print(f"  {d:<14} target {m['target_share']:6.1%}  after cap {m['planned_share']:6.1%}  achieved {m['achieved_share']:6.1%}  epochs {m['epochs']:.2f}"
               f"  docs {m['documents_before']:,} -> {m['documents_after']:,}", file=sys.stderr)
     if cfg.rehydrate:
         for label, r in manifest["rehydration"]["by_cluster_size"].items():
             print(f"  rehydrate: cluster size {label:<9} weight {r['weight']}  docs {r['documents']:,}  copies {r['copies_written']:,}", file=sys.stderr)
-    return 1 if stats.failed_files else 0
+    return rc
 
 
 def _rehydration_summary(cfg: RemixConfig, stats: StageStats) -> dict:
@@ -269,12 +249,12 @@ def _weights(cfg: RemixConfig, cluster_sizes: list[int | None]) -> np.ndarray:
     return np.ones(len(cluster_sizes), dtype=np.int64)
 
 
-def _scan_shard(task: dict) -> dict | str:
+def _scan_shard(task: dict, _config: None = None) -> dict:
     cfg = _cfg(task["cfg"])
     try:
         table, domains, nbytes, cluster_sizes = _read_docs(task["path"], cfg)
     except (OSError, ValueError, pa.ArrowInvalid) as e:
-        return f"not a readable document shard: {str(e).splitlines()[0][:300]}"
+        raise UnitError(f"not a readable document shard: {str(e).splitlines()[0][:300]}") from None
     rows, bins = copy_bins(cfg.seed, table.column("id").to_pylist(), _weights(cfg, cluster_sizes))
     sizes = nbytes if cfg.unit == "bytes" else np.ones(len(nbytes), dtype=np.int64)
     dom = np.array(domains, dtype=object)
@@ -292,13 +272,8 @@ def _scan_shard(task: dict) -> dict | str:
     return out
 
 
-def _sample_shard(task: dict) -> dict:
+def _sample_shard(task: dict, _config: None = None) -> dict:
     """Write this shard's copies into the key-range folders; returns its StageStats."""
-    marker = io.join(task["dir"], "_done", f"{task['index']:05d}.json")
-    if io.exists(marker):
-        done = io.read_json(marker)
-        if done.get("run_key") == task["run_key"]:
-            return done["stats"]
     cfg = _cfg(task["cfg"])
     table, domains, nbytes, cluster_sizes = _read_docs(task["path"], cfg)
     ids = table.column("id").to_pylist()
@@ -342,11 +317,10 @@ def _sample_shard(task: dict) -> dict:
     for b in np.unique(bucket).tolist():
         piece = out.filter(pa.array(bucket == b))
         io.write_arrow(piece, io.join(task["dir"], f"b={b:05d}", f"{task['index']:05d}.arrow"))
-    io.write_json({"run_key": task["run_key"], "stats": stats.to_dict()}, marker)
     return stats.to_dict()
 
 
-def _shuffle_bucket(task: dict) -> dict:
+def _shuffle_bucket(task: dict, _config: None = None) -> dict:
     folder = io.join(task["dir"], f"b={task['bucket']:05d}")
     pieces = [io.join(folder, f"{i:05d}.arrow") for i in task["shards"]]
     tables = [io.read_arrow(p) for p in pieces if io.exists(p)]
@@ -367,14 +341,6 @@ def _shuffle_bucket(task: dict) -> dict:
 
 
 # ---- helpers ----------------------------------------------------------------------------------
-
-def _remove_tree(path: str) -> None:
-    fs, p = io.filesystem(path)
-    try:
-        fs.delete_dir(p)
-    except (OSError, FileNotFoundError):
-        pass
-
 
 def _size(path: str) -> int:
     fs, p = io.filesystem(path)

@@ -247,6 +247,10 @@ def render_html(rep: dict[str, Any], plots: dict[str, str]) -> str:
             rows = [[dump, *(v.values() if isinstance(v, dict) else [v])] for dump, v in d["per_dump"].items()]
             first = next(iter(d["per_dump"].values()), {})
             parts.append(_table(["dump", *(first.keys() if isinstance(first, dict) else ["value"])], rows))
+        if isinstance(d.get("chain_check"), dict):  # removals checked against their kept document
+            parts.append(_table(["chain check", "value"], [[k, v] for k, v in d["chain_check"].items()]))
+        if isinstance(d.get("cluster_sizes"), dict) and d["cluster_sizes"]:
+            parts.append(_table(["cluster size (every generation)", "clusters"], [[k, v] for k, v in d["cluster_sizes"].items()]))
         curve = d.get("k_dump_curve")
         if isinstance(curve, list) and curve and isinstance(curve[0], dict):
             keys = list(curve[0])

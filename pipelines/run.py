@@ -1,9 +1,9 @@
 """``python -m pipelines run --config configs/demo.yaml``: the whole recipe, WARC files in, an
 aligned model out, as one resumable job.
 
-Stages run in order (``pipeline_config.STAGE_ORDER``) in this process, each through its own
-command line (``pipelines.cli.build_parser().parse_args([...])``) and ``run(args)``, so they share
-one Ray instance (the embedded local one, or the cluster named by ``RAY_ADDRESS``, as under
+Stages run in order (``pipeline_config.STAGE_ORDER``) in this process, each through its function
+with its typed config from the run's (``eval`` and ``generate`` through their command lines), so
+they share one Ray instance (the embedded local one, or the cluster named by ``RAY_ADDRESS``, as under
 ``ray job submit``). A stage whose output is complete is skipped and said so: the curation stages
 and SFT/DPO when ``<output>/<stage>/stats.json`` exists (each writes it last), pre-training when
 its run's ``stats.json`` exists (a run with checkpoints but no ``stats.json`` is resumed from its
@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
+import dataclasses
 import errno
 import os
 import re
@@ -23,18 +25,18 @@ import sys
 import time
 from typing import Any, Callable
 
+from curation.dedup import SettingsError
 from curation.stats import StageStats
 from pipelines import config as config_mod
 from pipelines import runtime
 from storage import io
 from pipelines.cli import add_config_arguments
+from pipelines.import_jsonl import import_jsonl, unique_names
+from pipelines import pipeline_config
 from pipelines.pipeline_config import STAGE_ORDER, PipelineConfig
 
 NAME = "run"
 HELP = "run the whole pipeline (extract .. dpo, then generate) from one config; resumes after a failure"
-
-TEXT_SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz")
-
 
 class StageFailed(RuntimeError):
     pass
@@ -62,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     import yaml
 
     try:
-        cfg = config_mod.load(PipelineConfig, args.config, args.overrides)
+        cfg = pipeline_config.load(args.config, args.overrides)
     except (config_mod.ConfigError, OSError, yaml.YAMLError) as e:
         print(f"run: bad config {args.config}: {e}", file=sys.stderr)
         return 2
@@ -78,6 +80,15 @@ def run(args: argparse.Namespace) -> int:
         from pipelines import plan
 
         return plan.dry_run(cfg, stages, paths, args.config)
+    from pipelines.pretrain import resolve_launcher
+
+    for stage in (s for s in ("pretrain", "sft", "dpo") if s in stages):  # checked before any stage runs
+        try:
+            train_config(stage, cfg, paths, stages)
+            resolve_launcher(train_section(stage, cfg).launcher, train_section(stage, cfg).nproc)
+        except config_mod.ConfigError as e:
+            print(f"run: bad config {args.config}: {stage}: {e}", file=sys.stderr)
+            return 2
     err = _check_writable(cfg.output)
     if err:
         print(f"run: {err}", file=sys.stderr)
@@ -86,13 +97,13 @@ def run(args: argparse.Namespace) -> int:
     runtime.init_ray(num_cpus=cfg.num_cpus)
     print(f"run: {len(stages)} stages into {cfg.output}: {', '.join(stages)}", file=sys.stderr)
     steps: dict[str, Callable[[], int]] = {
-        "import": lambda: _import_jsonl(cfg.import_jsonl.inputs, paths["import"]),
-        "extract": lambda: _stage(stage_argv("extract", cfg, paths, stages)),
+        "import": lambda: import_jsonl(cfg.import_jsonl.inputs, paths["import"]),
+        "extract": lambda: _extract(cfg, paths),
         "dedup": lambda: _dedup(cfg, paths),
-        "filter": lambda: _stage(stage_argv("filter", cfg, paths, stages)),
-        "remix": lambda: _stage(stage_argv("remix", cfg, paths, stages)),
-        "train-tokenizer": lambda: _stage(stage_argv("train-tokenizer", cfg, paths, stages)),
-        "tokenize": lambda: _stage(stage_argv("tokenize", cfg, paths, stages)),
+        "filter": lambda: _filter(cfg, paths),
+        "remix": lambda: _remix(cfg, paths),
+        "train-tokenizer": lambda: _train_tokenizer(cfg, paths),
+        "tokenize": lambda: _tokenize(cfg, paths),
         "pretrain": lambda: _pretrain(cfg, paths),
         "sft": lambda: _finetune("sft", cfg, paths, stages),
         "dpo": lambda: _finetune("dpo", cfg, paths, stages),
@@ -114,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
             except OSError as e:
                 print(f"run: {stage} failed: {_os_error(e)}", file=sys.stderr)
                 return 1
-            except (StageFailed, config_mod.ConfigError) as e:
+            except (StageFailed, config_mod.ConfigError, SettingsError) as e:
                 print(f"run: {stage} failed: {e}", file=sys.stderr)
                 return 1
             seconds = time.perf_counter() - t0
@@ -187,7 +198,7 @@ def _failed_inputs(stage: str, paths: dict[str, str]) -> dict[str, str]:
 # ---- one stage ----
 
 def _stage(argv: list[str]) -> int:
-    """Run one stage in this process through its own command line."""
+    """Run one stage in this process through its own command line (eval)."""
     from pipelines.cli import build_parser
 
     print("run: python -m pipelines " + " ".join(_quote(a) for a in argv), file=sys.stderr)
@@ -203,87 +214,150 @@ def _opt(flag: str, value: Any) -> list[str]:
     return [] if value is None else [flag, str(value)]
 
 
-def _sets(items: list[str]) -> list[str]:
-    return [x for item in items for x in ("--set", item)]
+def _settings(stage: str, cfg: Any) -> None:
+    """The stage's typed config, as the settings that differ from its defaults."""
+    print(f"run: {stage}: {config_mod.settings_line(cfg)}", file=sys.stderr)
 
 
-def stage_argv(stage: str, cfg: PipelineConfig, paths: dict[str, str], stages: list[str], data: list[str] | None = None) -> list[str]:
-    """The command line ``run`` gives ``stage`` (``--dry-run`` checks and prints the same).
-    ``data``: SFT/DPO files in place of the config's (``max_records`` copies)."""
-    if stage == "extract":
-        return _extract_argv(cfg, paths)
-    if stage == "dedup":
-        inputs = [paths["extract"]] + ([paths["import"]] if cfg.import_jsonl.inputs else [])
-        return ["dedup", "--input", *inputs, "--output", paths["dedup"], *_opt("--index", cfg.dedup.index), *_sets(cfg.dedup.set)]
-    if stage == "filter":
-        return ["filter", "--input", io.join(paths["dedup"], "documents"), "--output", paths["filter"],
-                *_opt("--workers", cfg.filter.workers), *_sets(cfg.filter.set)]
-    if stage == "remix":
-        return ["remix", "--input", paths["filter"], "--output", paths["remix"], *_opt("--workers", cfg.remix.workers), *_sets(cfg.remix.set)]
-    if stage == "train-tokenizer":
-        return ["train-tokenizer", "--input", paths["remix"], "--output", paths["train-tokenizer"],
-                *_sets([f"vocab_size={cfg.tokenizer.vocab_size}", *cfg.tokenizer.set])]
-    if stage == "tokenize":
-        return ["tokenize", "--tokenizer", paths["train-tokenizer"], "--input", paths["remix"], "--output", paths["tokenize"],
-                *_sets(cfg.tokenizer.tokenize_set)]
-    if stage == "pretrain":
-        p = cfg.pretrain
-        argv = ["pretrain", "--data", paths["tokenize"], "--tokenizer", io.join(paths["train-tokenizer"], "tokenizer.json"),
-                "--output", paths["pretrain"], "--model", p.model, "--nproc", str(p.nproc), "--launcher", p.launcher, "--max-failures", str(p.max_failures)]
-        for flag, value in (("--seq-len", p.seq_len), ("--micro-batch", p.micro_batch), ("--batch", p.batch), ("--lr", p.lr),
-                            ("--train-tokens", p.train_tokens), ("--max-steps", p.max_steps), ("--warmup-steps", p.warmup_steps),
-                            ("--checkpoint-every", p.checkpoint_every), ("--eval-every", p.eval_every)):
-            argv += _opt(flag, value)
-        return argv + _sets(p.set)
-    if stage in ("sft", "dpo"):
-        s = cfg.sft if stage == "sft" else cfg.dpo
-        start = paths["pretrain"] if stage == "sft" or not ("sft" in stages or _done("sft", paths)) else paths["sft"]
-        argv = [stage, "--checkpoint", start, "--tokenizer", paths["train-tokenizer"], "--output", paths[stage],
-                "--data", *(data or s.data), "--nproc", str(s.nproc), "--launcher", s.launcher, "--max-failures", str(s.max_failures),
-                *_opt("--epochs", s.epochs), *_opt("--lr", s.lr), *_opt("--micro-batch", s.micro_batch)]
-        if stage == "sft":
-            argv += [*_opt("--seq-len", cfg.sft.seq_len), *_opt("--batch-rows", cfg.sft.batch_rows)]
-        else:
-            argv += [*_opt("--batch-pairs", cfg.dpo.batch_pairs), *_opt("--beta", cfg.dpo.beta)]
-        return argv + _sets(s.set)
-    raise ValueError(f"{stage} has no command line of its own")
+# ---- the curation stages: each stage's function with its typed config ----
+
+def dedup_inputs(cfg: PipelineConfig, paths: dict[str, str]) -> list[str]:
+    return [paths["extract"]] + ([paths["import"]] if cfg.import_jsonl.inputs else [])
 
 
-def _extract_argv(cfg: PipelineConfig, paths: dict[str, str]) -> list[str]:
+def stage_inputs(stage: str, paths: dict[str, str]) -> list[str]:
+    """What filter, remix, train-tokenizer and tokenize read: the stage before's output."""
+    return [{"filter": io.join(paths["dedup"], "documents"), "remix": paths["filter"]}.get(stage, paths["remix"])]
+
+
+def extract_config(cfg: PipelineConfig) -> Any:
+    """The extract stage's config: the section's, with the pre-pass taken from the filter's own
+    settings (one setting feeds both)."""
+    from curation.extract.prefilter import PrefilterConfig
+
+    own, default = cfg.extract.config.prefilter, PrefilterConfig()
+    given = [f"prefilter.{k}" for k in ("enabled", "languages", "min_words") if getattr(own, k) != getattr(default, k)]
+    if given:
+        raise config_mod.ConfigError(
+            f"extract.config gives {', '.join(given)}: in a pipeline run the pre-pass is `extract.prefilter: true` and takes "
+            "the filter's languages and minimum length; set those once, in filter.config (language.keep, gopher_quality.min_words)")
+    if not cfg.extract.prefilter:
+        return cfg.extract.config
+    f = cfg.filter.config
+    disabled = set(f.disabled_rules)
+    # A rule the filter does not apply must not drop pages here either.
+    prefilter = dataclasses.replace(own, enabled=True, languages=[] if "language" in disabled else list(f.language.keep),
+                                    min_words=0 if "gopher_word_count" in disabled else f.gopher_quality.min_words)
+    return dataclasses.replace(cfg.extract.config, prefilter=prefilter)
+
+
+def _extract(cfg: PipelineConfig, paths: dict[str, str]) -> int:
+    from pipelines.extract import extract, resolve_inputs
+
     e = cfg.extract
-    argv = ["extract", "--output", paths["extract"], *_opt("--workers", e.workers), *_sets(e.set)]
-    if e.inputs:
-        argv += ["--input", *e.inputs]
-    if e.cc_dump:
-        argv += ["--cc-dump", e.cc_dump, "--cc-first", str(e.cc_first), *_opt("--cc-files", e.cc_files), *_opt("--cc-base-url", e.cc_base_url)]
     if not e.inputs and not e.cc_dump:
         raise StageFailed("extract: the config gives neither extract.inputs nor extract.cc_dump")
-    return argv
+    ecfg = extract_config(cfg)
+    inputs, missing, cc = resolve_inputs(e.inputs, e.cc_dump, e.cc_base_url, e.cc_first, e.cc_files)
+    _settings("extract", ecfg)
+    return extract(inputs, paths["extract"], ecfg, dump=e.cc_dump, cc=cc, workers=e.workers, missing=missing)
 
 
 def _dedup(cfg: PipelineConfig, paths: dict[str, str]) -> int:
-    rc = _stage(stage_argv("dedup", cfg, paths, []))
+    from pipelines import dedup_stats
+    from pipelines.dedup import dedup
+
+    _settings("dedup", cfg.dedup.config)
+    rc = dedup(dedup_inputs(cfg, paths), paths["dedup"], copy.deepcopy(cfg.dedup.config), index=cfg.dedup.index)
     if not io.exists(_marker("dedup", paths)):
         return rc or 1
     # The statistics the report shows (per-dump table, k-dump curve); they need dedup's output only.
-    rc2 = _stage(["dedup-stats", paths["dedup"], "--report", paths["dedup-stats"]])
-    return rc or rc2
+    dedup_stats.report(paths["dedup"], paths["dedup-stats"])
+    return rc
+
+
+def _filter(cfg: PipelineConfig, paths: dict[str, str]) -> int:
+    from pipelines.filter import filter_documents
+
+    _settings("filter", cfg.filter.config)
+    return filter_documents(stage_inputs("filter", paths), paths["filter"], cfg.filter.config, workers=cfg.filter.workers)
+
+
+def _remix(cfg: PipelineConfig, paths: dict[str, str]) -> int:
+    from pipelines.remix import remix
+
+    _settings("remix", cfg.remix.config)
+    return remix(stage_inputs("remix", paths), paths["remix"], cfg.remix.config, workers=cfg.remix.workers)
+
+
+def _train_tokenizer(cfg: PipelineConfig, paths: dict[str, str]) -> int:
+    from pipelines.train_tokenizer import train_tokenizer
+
+    _settings("train-tokenizer", cfg.tokenizer.config)
+    stats, _ = train_tokenizer(stage_inputs("train-tokenizer", paths), paths["train-tokenizer"], cfg.tokenizer.config)
+    return 1 if stats.failed_files else 0
+
+
+def _tokenize(cfg: PipelineConfig, paths: dict[str, str]) -> int:
+    from pipelines.tokenize import tokenize
+
+    _settings("tokenize", cfg.tokenizer.tokenize)
+    stats, _ = tokenize(paths["train-tokenizer"], stage_inputs("tokenize", paths), paths["tokenize"], cfg.tokenizer.tokenize)
+    return 1 if stats.failed_files else 0
+
+
+# ---- the training stages: each stage's function with its typed config ----
+
+# Settings of a training config that a pipeline run gives itself (its folders, its tokenizer, a
+# checkpoint found), never the config file.
+RUN_OWNED = {"pretrain": ("run_dir", "data", "vocab_size", "resume"), "sft": ("run_dir", "init_from", "data"),
+             "dpo": ("run_dir", "init_from", "data", "reference_data")}
+
+
+def train_section(stage: str, cfg: PipelineConfig) -> Any:
+    return {"pretrain": cfg.pretrain, "sft": cfg.sft, "dpo": cfg.dpo}[stage]
+
+
+def train_config(stage: str, cfg: PipelineConfig, paths: dict[str, str], stages: list[str]) -> Any:
+    """The typed config ``run`` gives a training stage (``--dry-run`` checks and prints the same):
+    the section's ``config``, with the run's own folders. DPO starts from SFT's model when SFT
+    runs or is complete, else from pre-training's."""
+    own = train_section(stage, cfg).config
+    default = type(own)()
+    given = [k for k in RUN_OWNED[stage] if getattr(own, k) != getattr(default, k)]
+    if given:
+        raise config_mod.ConfigError(f"config gives {', '.join(given)}: in a pipeline run the run sets it "
+                                     f"(folders under `output`, the tokenizer it trains); remove it from {stage}.config")
+    if stage == "pretrain":
+        return dataclasses.replace(own, run_dir=paths["pretrain"], data=[paths["tokenize"]])
+    start = paths["pretrain"] if stage == "sft" or not ("sft" in stages or _done("sft", paths)) else paths["sft"]
+    return dataclasses.replace(own, run_dir=paths[stage], init_from=start)
 
 
 def _pretrain(cfg: PipelineConfig, paths: dict[str, str]) -> int:
+    from pipelines.pretrain import pretrain
     from training.checkpoint import latest_checkpoint
 
-    argv = stage_argv("pretrain", cfg, paths, [])
+    tcfg = train_config("pretrain", cfg, paths, [])
     if latest_checkpoint(paths["pretrain"]):
         print(f"run: pretrain: {paths['pretrain']} has a checkpoint; resuming from the last complete one", file=sys.stderr)
-        argv.append("--resume")
-    return _stage(argv)
+        tcfg = dataclasses.replace(tcfg, resume=True)
+    _settings("pretrain", cfg.pretrain.config)
+    return pretrain(tcfg, cfg.pretrain, tokenizer=io.join(paths["train-tokenizer"], "tokenizer.json"))
 
 
 def _finetune(stage: str, cfg: PipelineConfig, paths: dict[str, str], stages: list[str]) -> int:
-    s = cfg.sft if stage == "sft" else cfg.dpo
+    s = train_section(stage, cfg)
     data = _first_records(s.data, s.max_records, io.join(cfg.output, f"{stage}-input")) if s.max_records else s.data
-    return _stage(stage_argv(stage, cfg, paths, stages, data))
+    tcfg = train_config(stage, cfg, paths, stages)
+    _settings(stage, s.config)
+    if stage == "sft":
+        from pipelines.sft import sft
+
+        return sft(tcfg, data, paths["train-tokenizer"], s, s.decontamination)
+    from pipelines.dpo import dpo
+
+    return dpo(tcfg, data, paths["train-tokenizer"], s, s.decontamination, reference=s.reference)
 
 
 def _first_records(specs: list[str], n: int, folder: str) -> list[str]:
@@ -295,7 +369,7 @@ def _first_records(specs: list[str], n: int, folder: str) -> list[str]:
     if missing:
         raise StageFailed(f"data not found: {missing}")
     out = []
-    for f, name in zip(files, _unique_names(files)):
+    for f, name in zip(files, unique_names(files)):
         if f.endswith(".parquet"):
             dst = io.join(folder, name + ".parquet")
             if not io.exists(dst):
@@ -363,55 +437,6 @@ def _generate(cfg: PipelineConfig, paths: dict[str, str]) -> int:
     io.write_json({"model": model, "prompt": g.prompt, "answer": answer, "seconds": time.perf_counter() - t0,
                    "max_new_tokens": g.max_new_tokens, "temperature": g.temperature, "seed": g.seed}, paths["generate"])
     return 0
-
-
-# ---- the import of already-extracted JSONL documents ----
-
-def _import_jsonl(specs: list[str], output: str) -> int:
-    """Dolma/CCNet JSONL(.gz) files into document shards: one Ray task and one shard per file."""
-    files, missing = io.expand_inputs(specs, TEXT_SUFFIXES)
-    names = _unique_names(files)
-    shards = [io.join(io.data_folder(output), n + ".parquet") for n in names]
-    tasks = [(f, s, io.shard_stats_path(s)) for f, s in zip(files, shards)]
-    with runtime.Timer() as t:
-        results = runtime.run_tasks(_import_file, tasks, desc="import")
-    stats = runtime.merge_results(StageStats(failed_files=dict(missing)), files, results)
-    stats.check()
-    io.write_json(stats.to_dict(), io.join(output, "stats.json"))
-    io.write_dataset_card(output, "Imported documents", [f"{stats.output:,} documents from {len(files)} JSONL files."])
-    runtime.print_summary("import", stats, t.seconds, {"files": len(files) + len(missing)})
-    return 1 if stats.failed_files else 0
-
-
-def _import_file(task: tuple[str, str, str]) -> dict:
-    from curation.schema import documents_to_table
-    from curation.sources import read_dolma_jsonl
-
-    path, shard, stats_path = task
-    if io.exists(shard) and io.exists(stats_path):
-        return io.read_json(stats_path)
-    stats = StageStats()
-    with io.open_input(path) as f:
-        docs = list(read_dolma_jsonl(f, os.path.basename(path), stats))
-    stats.check()
-    io.write_json(stats.to_dict(), stats_path)  # before the shard: a shard implies its stats
-    io.write_parquet(documents_to_table(docs), shard)
-    return stats.to_dict()
-
-
-def _unique_names(files: list[str]) -> list[str]:
-    """Shard names from input file names: only [A-Za-z0-9._-], so a name from the data never
-    leaves the output folder (no '/', no '..' prefix); clashes get a numeric suffix."""
-    out, seen = [], set()
-    for f in files:
-        base = re.sub(r"\.(jsonl|json|parquet)(\.gz)?$", "", os.path.basename(f.rstrip("/")))
-        base = re.sub(r"[^A-Za-z0-9._-]+", "_", base).lstrip(".") or "part"
-        name, k = base, 1
-        while name in seen:
-            name, k = f"{base}-{k}", k + 1
-        seen.add(name)
-        out.append(name)
-    return out
 
 
 # ---- output checks and errors ----

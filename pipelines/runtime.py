@@ -1,8 +1,8 @@
 """Ray for every stage: connect or start, fan tasks out with a progress bar, print a summary.
 
-Default: an embedded local Ray instance sized to the machine. With ``RAY_ADDRESS`` set (as
-``ray job submit`` does for the job it runs) the same code joins that cluster instead. Token
-authentication, on by default since Ray 2.52, is left on.
+Default: an embedded local Ray instance sized to the machine, listening on loopback only. With
+``RAY_ADDRESS`` set (as ``ray job submit`` does for the job it runs) the same code joins that
+cluster instead. Token authentication, on by default since Ray 2.52, is left on.
 """
 
 from __future__ import annotations
@@ -20,14 +20,38 @@ from curation.stats import StageStats
 
 
 def init_ray(num_cpus: int | None = None) -> None:
-    """Join ``RAY_ADDRESS`` if set, else start a local instance (idempotent)."""
+    """Join ``RAY_ADDRESS`` if set, else start a local instance listening on loopback only
+    (idempotent)."""
     if ray.is_initialized():
         return
     quiet = dict(log_to_driver=True, logging_level="WARNING", configure_logging=True)
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"], **quiet)
-    else:
-        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, **quiet)
+    address = os.environ.get("RAY_ADDRESS")
+    # Every Ray server (GCS, raylet and its object manager, workers, dashboard agent and its
+    # metrics export, runtime-env agent, autoscaler and dashboard metrics) binds loopback exactly
+    # when the node IP is a loopback address, and all interfaces (or the host's IP) otherwise. On
+    # Linux ray.init() never keeps a loopback address: it replaces `_node_ip_address="127.0.0.1"`,
+    # and the host of a `127.0.0.1:port` address, with the host's routable IP
+    # (services.resolve_ip_for_localhost). Ray keeps loopback where it does not support clusters
+    # (macOS and Windows, its ENABLE_RAY_CLUSTER constant off); the embedded instance is never
+    # joined by another node, so take that path while the head starts, and while a second driver
+    # joins a local instance at a loopback GCS address (`127.0.0.1:port`, as
+    # ray.get_runtime_context().gcs_address gives it). A cluster's address is left alone. The
+    # constant is read at call time and restored at once; `ray start` (which reads it from the
+    # environment) is never affected. tests/test_loopback.py lists the sockets of a stage's Ray
+    # processes and fails if this stops working (a Ray upgrade that renames the constant).
+    host = (address or "").rpartition(":")[0].strip("[]")
+    keep_loopback = not address or ("://" not in address and host in ("localhost", "127.0.0.1", "::1"))
+    from ray._private import ray_constants
+
+    cluster = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = cluster and not keep_loopback
+    try:
+        if address:
+            ray.init(address=address, **quiet)
+        else:
+            ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, dashboard_host="127.0.0.1", **quiet)
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = cluster
 
 
 @dataclass

@@ -7,9 +7,10 @@ document copy: ``id`` (string), ``epoch`` (int32: remix's copy number of the doc
 the input has no ``epoch`` column, so ``(id, epoch)`` is a unique key) and ``input_ids``
 (list<uint32>, the document's ids then EOS). The trainer reads these directly.
 
-Resumable: each shard carries, in its Parquet metadata, the input it came from, the SHA-256 of
-``tokenizer.json`` and its stats; a re-run keeps a shard whose input and tokenizer match and
-redoes the rest. Deterministic: a shard depends only on its input and the tokenizer.
+One unit of work (:mod:`pipelines.stage`) per input shard; the SHA-256 of ``tokenizer.json`` is
+the units' key, so a re-run keeps the shards made with the same tokenizer and redoes the rest.
+Each shard also carries, in its Parquet metadata, the input it came from, the tokenizer's SHA-256
+and its stats. Deterministic: a shard depends only on its input and the tokenizer.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import json
 import os
 import posixpath
 import sys
+import time
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -27,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curation.schema import document_id
+from curation.schema import TOKEN_SHARD_SCHEMA, document_id
 from curation.stats import StageStats
 from storage import io
 
@@ -35,11 +37,6 @@ NAME = "tokenize"
 HELP = "Turn text shards into token shards (id, input_ids list<uint32> with EOS) with the trained tokenizer."
 
 TEXT_SUFFIXES = (".parquet", ".jsonl", ".jsonl.gz")
-TOKEN_SCHEMA = pa.schema([
-    pa.field("id", pa.string(), nullable=False),
-    pa.field("epoch", pa.int32(), nullable=False),
-    pa.field("input_ids", pa.list_(pa.uint32()), nullable=False),
-])
 _META_KEY = b"tokenize"
 
 
@@ -152,23 +149,10 @@ def _tokenizer(tokenizer_json: str, sha: str, threads: int):
     return _TOKENIZERS[sha]
 
 
-def _shard_meta(path: str) -> dict[str, Any] | None:
-    try:
-        fs, p = io.filesystem(path)
-        with fs.open_input_file(p) as f:
-            meta = pq.ParquetFile(f).schema_arrow.metadata or {}
-        return json.loads(meta[_META_KEY]) if _META_KEY in meta else None
-    except (OSError, ValueError, pa.ArrowInvalid):
-        return None
-
-
-def tokenize_shard(item: tuple[str, str, str, TokenizeConfig], tokenizer_json: str) -> dict[str, Any]:
-    """Tokenize one text shard into one token shard; returns its stats (and whether it was skipped)."""
-    src, dst, sha, cfg = item
-    if io.exists(dst):
-        meta = _shard_meta(dst)
-        if meta and meta.get("input") == src and meta.get("tokenizer_sha256") == sha and meta.get("columns") == TOKEN_SCHEMA.names:
-            return {"stats": meta["stats"], "skipped": True}
+def tokenize_shard(unit: dict, tokenizer: dict) -> dict[str, Any]:
+    """Tokenize one text shard (``unit["path"]``) into one token shard (``unit["out"]``); returns its stats."""
+    src, dst, sha, cfg = unit["path"], unit["out"], tokenizer["sha"], tokenizer["cfg"]
+    tokenizer_json = tokenizer["json"]
     from tokenizer.bpe import EOS, encode_text, special_id
 
     tok = _tokenizer(tokenizer_json, sha, cfg.threads_per_task)
@@ -201,14 +185,14 @@ def tokenize_shard(item: tuple[str, str, str, TokenizeConfig], tokenizer_json: s
     stats.add("text_bytes", n_bytes)
     stats.add("shards")
     stats.check()
-    meta = {"input": src, "tokenizer_sha256": sha, "columns": TOKEN_SCHEMA.names, "stats": stats.to_dict()}
+    meta = {"input": src, "tokenizer_sha256": sha, "columns": TOKEN_SHARD_SCHEMA.names, "stats": stats.to_dict()}
     table = pa.Table.from_arrays(
         [pa.array(ids_out, pa.string()), pa.array(epochs_out, pa.int32()),
          pa.LargeListArray.from_arrays(offsets, values).cast(pa.list_(pa.uint32()))],
-        schema=TOKEN_SCHEMA.with_metadata({_META_KEY: json.dumps(meta, sort_keys=True).encode()}),
+        schema=TOKEN_SHARD_SCHEMA.with_metadata({_META_KEY: json.dumps(meta, sort_keys=True).encode()}),
     )
     io.write_parquet(table, dst)
-    return {"stats": stats.to_dict(), "skipped": False}
+    return stats.to_dict()
 
 
 # ---------------------------------------------------------------- the stage
@@ -225,61 +209,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pipelines import config
-    from pipelines.runtime import Timer, TaskFailure, print_summary, run_tasks
 
     cfg = config.load(TokenizeConfig, args.config, args.overrides)
-    with Timer() as timer:
-        stats, skipped = tokenize(args.tokenizer, args.input, args.output, cfg, run_tasks=run_tasks, failure_type=TaskFailure)
-    tokens = stats.counters.get("tokens", 0)
-    print_summary(
-        NAME,
-        stats,
-        timer.seconds,
-        {
-            "shards": stats.counters.get("shards", 0),
-            "shards skipped (done)": skipped,
-            "tokens out (incl. EOS)": tokens,
-            "text bytes in": stats.counters.get("text_bytes", 0),
-            "tokens/s": tokens / timer.seconds if timer.seconds else 0,
-        },
-    )
-    if tokens:
-        print(f"  {'bytes per token':<24} {stats.counters['text_bytes'] / tokens:.3f}", file=sys.stderr)
+    stats, _ = tokenize(args.tokenizer, args.input, args.output, cfg)
     return 1 if stats.failed_files else 0
 
 
-def tokenize(tokenizer: str, inputs: list[str], output: str, cfg: TokenizeConfig, *, run_tasks, failure_type) -> tuple[StageStats, int]:
+def tokenize(tokenizer: str, inputs: list[str], output: str, cfg: TokenizeConfig) -> tuple[StageStats, int]:
     """Run the stage; returns the merged stats (also written to ``<output>/stats.json``) and the
-    number of shards kept from an earlier run."""
+    number of shards kept from an earlier run (done with the same tokenizer)."""
+    from pipelines.stage import Resources, Runner
+
     tok_path = tokenizer if tokenizer.endswith(".json") else io.join(tokenizer, "tokenizer.json")
     with io.open_input(tok_path) as f:
         tokenizer_json = f.read().decode("utf-8")
     sha = hashlib.sha256(tokenizer_json.encode("utf-8")).hexdigest()
     files, missing = text_shards(inputs)
-    stats = StageStats(failed_files=dict(missing))
-    items = [(src, io.join(io.data_folder(output), f"tokens-{i:05d}.parquet"), sha, cfg) for i, src in enumerate(files)]
-    results = run_tasks(
-        tokenize_shard, items, desc=NAME, args=(tokenizer_json,), max_in_flight=cfg.max_workers or None
-    ) if items else []
-    skipped = 0
-    for (src, *_), res in zip(items, results):
-        if isinstance(res, failure_type):
-            stats.failed_files[src] = res.error
-            continue
-        stats.merge(StageStats.from_dict(res["stats"]))
-        skipped += bool(res["skipped"])
-    stats.check()
+    units = [{"name": f"tokens-{i:05d}", "path": src, "out": io.join(io.data_folder(output), f"tokens-{i:05d}.parquet")}
+             for i, src in enumerate(files)]
+    runner = Runner(NAME, output, failed=missing)
+    runner.run(tokenize_shard, units, {"json": tokenizer_json, "sha": sha, "cfg": cfg}, phase="tokenize",
+               key=io.json_digest({"tokenizer_sha256": sha, "columns": TOKEN_SHARD_SCHEMA.names}),
+               resources=Resources(max_in_flight=cfg.max_workers or None))
+    stats = runner.stats
     # Shards of an earlier run over more inputs (or in the folder's older layout, without data/)
     # are not ours any more: the trainer reads the folder.
-    current = {io.filesystem(dst)[1] for _, dst, *_ in items}
+    current = {io.filesystem(u["out"])[1] for u in units}
     for old in io.list_shards(output) if io.exists(output) else []:
         fs, p = io.filesystem(old)
         if posixpath.basename(p).startswith("tokens-") and p not in current:
             fs.delete_file(p)
-    summary = stats.to_dict()
-    summary["tokenizer_sha256"] = sha
-    summary["shards"] = {posixpath.basename(dst): src for src, dst, *_ in items}
-    io.write_json(summary, io.join(output, "stats.json"))
-    io.write_dataset_card(output, "Token shards", [f"{stats.output:,} documents, {int(stats.counters.get('tokens', 0)):,} tokens (with EOS); "
-                                                   "columns id, epoch, input_ids (list<uint32>)."])
-    return stats, skipped
+    tokens = stats.counters.get("tokens", 0)
+    seconds = time.perf_counter() - runner.timer.start
+    runner.finish(
+        {"shards": stats.counters.get("shards", 0), "tokens out (incl. EOS)": tokens, "text bytes in": stats.counters.get("text_bytes", 0),
+         "tokens/s": tokens / seconds if seconds else 0},
+        extra={"tokenizer_sha256": sha, "shards": {posixpath.basename(u["out"]): u["path"] for u in units}},
+        card=("Token shards", [f"{stats.output:,} documents, {int(tokens):,} tokens (with EOS); columns id, epoch, input_ids (list<uint32>)."]))
+    if tokens:
+        print(f"  {'bytes per token':<24} {stats.counters['text_bytes'] / tokens:.3f}", file=sys.stderr)
+    return stats, runner.skipped

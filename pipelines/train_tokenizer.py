@@ -3,9 +3,10 @@
 One Ray task holding every CPU of a node (the BPE trainer is one multi-threaded process) streams
 the shards in record batches through ``tokenizer.training_texts`` (hashed sample, byte cap) into
 ``tokenizer.train``; memory grows with the number of distinct pre-tokens, not with the text.
-The driver writes ``tokenizer.json``, ``tokenizer_config.json``, ``special_tokens_map.json`` and
-``stats.json`` (documents used and dropped by reason, training time and peak memory per MB)
-atomically. A re-run with the same inputs and config keeps the existing tokenizer.
+The task writes ``tokenizer.json``, ``tokenizer_config.json`` and ``special_tokens_map.json``, the
+runner (:mod:`pipelines.stage`) ``stats.json`` (documents used and dropped by reason, training
+time and peak memory per MB), each atomically. The inputs and config are the unit's key: a re-run
+with the same ones keeps the existing tokenizer.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from storage import io
 from pipelines.tokenize import iter_documents, text_shards
 from tokenizer import TokenizerConfig
 from tokenizer.bpe import tokenizer_files
+from storage.errors import UserError
 
 NAME = "train-tokenizer"
 HELP = "Train the byte-level BPE tokenizer (100,000 ordinary + 15 special tokens by default) on text shards."
@@ -49,11 +51,12 @@ def _reset_peak_rss() -> None:
         pass
 
 
-def train_job(job: tuple[list[str], TokenizerConfig]) -> dict[str, Any]:
-    """The Ray task: read, select, train; returns the tokenizer files, stats and figures."""
+def train_job(unit: dict, cfg: TokenizerConfig) -> dict[str, Any]:
+    """The stage's one unit of work: read, select, train, write the tokenizer files into
+    ``unit["output"]``; returns the stats, figures and vocabulary size."""
     from tokenizer import train, training_texts
 
-    files, cfg = job
+    files = unit["files"]
     stats = StageStats()
     _reset_peak_rss()
     rss_before = _proc_status("VmRSS") or 0
@@ -66,7 +69,10 @@ def train_job(job: tuple[list[str], TokenizerConfig]) -> dict[str, Any]:
                 stats.failed_files[path] = f"{type(e).__name__}: {e}"[:500]
 
     start = time.perf_counter()
-    tok = train(training_texts(batches(), cfg, stats), cfg)
+    try:
+        tok = train(training_texts(batches(), cfg, stats), cfg)
+    except UserError as e:  # the corpus is too small for the vocabulary: the driver says so in one line
+        return {"user_error": str(e)}
     seconds = time.perf_counter() - start
     peak = _proc_status("VmHWM")
     mb = stats.counters.get("text_bytes", 0) / 1e6
@@ -80,7 +86,9 @@ def train_job(job: tuple[list[str], TokenizerConfig]) -> dict[str, Any]:
         # The trainer's thread pool: RAYON_NUM_THREADS if set, else every core of the node.
         "threads": int(os.environ.get("RAYON_NUM_THREADS") or os.cpu_count() or 1),
     }
-    return {"files": tokenizer_files(tok), "stats": stats.to_dict(), "figures": figures, "vocab_size": tok.get_vocab_size()}
+    for name, data in tokenizer_files(tok).items():
+        io.write_bytes(data, io.join(unit["output"], name))
+    return {"stats": stats.to_dict(), "figures": figures, "vocab_size": tok.get_vocab_size()}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -94,13 +102,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pipelines import config
-    from pipelines.runtime import Timer, print_summary
 
     cfg = config.load(TokenizerConfig, args.config, args.overrides)
-    with Timer() as timer:
-        stats, figures = train_tokenizer(args.input, args.output, cfg, force=args.force)
-    units = {"text bytes used": stats.counters.get("text_bytes", 0), "vocabulary (incl. specials)": figures.get("vocab_size") or 0}
-    print_summary(NAME, stats, timer.seconds, units)
+    stats, _ = train_tokenizer(args.input, args.output, cfg, force=args.force)
+    return 1 if stats.failed_files else 0
+
+
+def train_tokenizer(inputs: list[str], output: str, cfg: TokenizerConfig, force: bool = False) -> tuple[StageStats, dict[str, Any]]:
+    """Run the stage; returns the stats (also in ``<output>/stats.json``) and the training figures.
+    A tokenizer trained on the same inputs and settings is kept (``force`` trains it again)."""
+    import ray
+
+    from pipelines.runtime import init_ray
+    from pipelines.stage import Resources, Runner
+
+    files, missing = text_shards(inputs)
+    settings = {"inputs": files, "config": dataclasses.asdict(cfg)}
+    runner = Runner(NAME, output, failed=missing)
+    if not files:
+        return runner.stats, {}
+    if force:
+        runner.clear_markers()
+    init_ray()
+    # The whole of the largest node: the trainer is one process with one thread per core.
+    cpus = max([int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")] + [1])
+    unit = {"name": "bpe", "files": files, "output": output, "out": io.join(output, _FILES[0])}
+    [result] = runner.run(train_job, [unit], cfg, phase="train", key=io.json_digest(settings),
+                          resources=Resources(num_cpus=cpus, max_retries=1), merge=False, required=True)
+    if "user_error" in result:
+        runner.clear_markers()  # nothing was trained: a re-run with a smaller vocabulary must train
+        raise UserError(f"{result['user_error']} (--set vocab_size=N)")
+    if runner.skipped:
+        print(f"{NAME}: {output} already holds a tokenizer trained on these inputs and settings; skipped (--force retrains)", file=sys.stderr)
+    runner.stats.merge(StageStats.from_dict(result["stats"]))
+    figures = {**result["figures"], "vocab_size": result["vocab_size"]}
+    runner.finish({"text bytes used": runner.stats.counters.get("text_bytes", 0), "vocabulary (incl. specials)": result["vocab_size"]},
+                  extra={"vocab_size": result["vocab_size"], "training": result["figures"], "settings": settings})
     if figures.get("train_seconds") is not None:
         print(
             f"  {'training':<24} {figures['train_seconds']:.1f} s, {figures['seconds_per_mb']} s/MB, "
@@ -108,39 +145,4 @@ def run(args: argparse.Namespace) -> int:
             f"{figures['peak_rss_increase_mb_per_mb']} MB per MB of text)",
             file=sys.stderr,
         )
-    return 1 if stats.failed_files else 0
-
-
-def train_tokenizer(inputs: list[str], output: str, cfg: TokenizerConfig, force: bool = False) -> tuple[StageStats, dict[str, Any]]:
-    """Run the stage; returns the stats (also in ``<output>/stats.json``) and the training figures."""
-    from pipelines.runtime import TaskFailure, init_ray, run_tasks
-
-    files, missing = text_shards(inputs)
-    settings = {"inputs": files, "config": dataclasses.asdict(cfg)}
-    stats_path = io.join(output, "stats.json")
-    if not force and all(io.exists(io.join(output, n)) for n in _FILES + ("stats.json",)):
-        previous = io.read_json(stats_path)
-        if previous.get("settings") == settings:
-            print(f"{NAME}: {output} already holds a tokenizer trained on these inputs and settings; skipped (--force retrains)", file=sys.stderr)
-            return StageStats.from_dict(previous), {**previous.get("training", {}), "vocab_size": previous.get("vocab_size")}
-    if not files:
-        stats = StageStats(failed_files=dict(missing))
-        return stats, {}
-    init_ray()
-    import ray
-
-    # The whole of the largest node: the trainer is one process with one thread per core.
-    cpus = max([int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")] + [1])
-    [result] = run_tasks(train_job, [(files, cfg)], desc=NAME, num_cpus=cpus, max_retries=1)
-    if isinstance(result, TaskFailure):
-        raise RuntimeError(f"{NAME} failed: {result.error}")
-    stats = StageStats.from_dict(result["stats"])
-    stats.failed_files.update(missing)
-    stats.check()
-    for name, data in result["files"].items():
-        io.write_bytes(data, io.join(output, name))
-    figures = {**result["figures"], "vocab_size": result["vocab_size"]}
-    summary = stats.to_dict()
-    summary.update({"vocab_size": result["vocab_size"], "training": result["figures"], "settings": settings})
-    io.write_json(summary, stats_path)  # last: its presence marks the folder complete
-    return stats, figures
+    return runner.stats, figures

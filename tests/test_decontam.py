@@ -108,7 +108,8 @@ def test_demo_sft_data_against_gsm8k_test(index):
 
 
 def test_sft_preparation_drops_contaminated_records(index, tmp_path):
-    from pipelines.sft import prepare_chat_file, sft_examples
+    from pipelines.finetune import prepare_chat_file
+    from pipelines.sft import sft_examples
     from tokenizer import TokenizerConfig, save, train
     from training.sft import examples_table
 

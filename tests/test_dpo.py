@@ -76,7 +76,7 @@ def test_loss_is_ln2_when_policy_is_the_reference(setup):
     assert all(isinstance(v, torch.Tensor) and v.dim() == 0 and not v.requires_grad for v in m.values())
     # and through the trainer's loss function with the frozen copy as the on-the-fly reference
     ref = copy.deepcopy(model).eval()
-    batch = PairLoader(toks[:8], 8, eos, shuffle=False)._batch(range(8))
+    batch = PairLoader(toks[:8], 8, eos, shuffle=False).batch(range(8))
     loss_sum, n, _ = make_loss_fn(0.1, reference=ref)(model.eval(), batch)
     assert float(loss_sum.detach()) / n == pytest.approx(math.log(2), abs=1e-6)
 
@@ -151,7 +151,7 @@ def test_dpo_on_the_trainer_raises_held_out_reward_accuracy(hh, tmp_path):
     path = str(tmp_path / "pairs.parquet")
     pq.write_table(pairs_table([f"p{i}" for i in range(len(train) + len(held))], train + held, [False] * len(train) + [True] * len(held)), path)
     cfg = DPOConfig(run_dir=str(tmp_path / "dpo"), init_from=str(tmp_path / "sft"), lr=2e-3, batch_pairs=8, micro_batch=4,
-                    warmup_steps=2, max_seq_len=256, eval_every=0, checkpoint_every=0, progress=False, data=[path])
+                    warmup_steps=2, seq_len=256, eval_every=0, checkpoint_every=0, progress=False, data=[path])
     out = train_dpo(cfg, eos)
     before, after = out["held_out_before"], out["held_out_after"]
     print("held-out before", before, "after", after)

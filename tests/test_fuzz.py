@@ -2,7 +2,7 @@
 the bad record under a named reason) or a clear error naming the file, never an exception.
 
 WARC bytes and HTML go through the extract stage's task function (its real sandboxed
-extractor); JSONL through the import reader (Dolma) and the SFT/DPO record adapters; Parquet
+extractor, with and without its pre-pass), and malformed pages through the pre-pass itself; JSONL through the import reader (Dolma) and the SFT/DPO record adapters; Parquet
 shards with missing or wrongly typed columns through the dedup, filter and tokenize stages on Ray.
 """
 
@@ -27,8 +27,9 @@ REAL_WARC_GZ = (SAMPLE / "warc" / "cc-main-2020-34-sample.warc.gz").read_bytes()
 REAL_WARC = (SAMPLE / "warc" / "heritrix-german-literature.warc").read_bytes()
 
 
-def _extract(tmp_path, data: bytes, name: str) -> dict:
+def _extract(tmp_path, data: bytes, name: str, *overrides: str) -> dict:
     from curation.extract import ExtractConfig
+    from pipelines import config
     from pipelines.extract import extract_file
 
     src = tmp_path / name
@@ -36,7 +37,8 @@ def _extract(tmp_path, data: bytes, name: str) -> dict:
     out, stats = tmp_path / "out.parquet", tmp_path / "_stats.json"
     for f in (out, stats):
         f.unlink(missing_ok=True)
-    return extract_file((str(src), str(out), str(stats), dataclasses.asdict(ExtractConfig()), None, None))
+    cfg = config.load(ExtractConfig, None, list(overrides))
+    return extract_file((str(src), str(out), str(stats), dataclasses.asdict(cfg), None, None))
 
 
 def _counted_or_named(res: dict, path_hint: str) -> None:
@@ -92,13 +94,38 @@ def _warc_response(body: bytes, content_type: bytes) -> bytes:
 
 
 @FUZZ
-@given(html=_HTML, enc=st.sampled_from(["utf-8", "latin-1", "utf-16"]),
-       ctype=st.sampled_from([b"text/html", b"text/html; charset=utf-8", b"text/html; charset=nonsense-42", b"text/html; charset="]))
-def test_malformed_html_in_a_response_record(tmp_path, html, enc, ctype):
+@given(html=_HTML, enc=st.sampled_from(["utf-8", "latin-1", "utf-16", "utf-7"]),
+       ctype=st.sampled_from([b"text/html", b"text/html; charset=utf-8", b"text/html; charset=nonsense-42", b"text/html; charset=",
+                              b"text/html; charset=utf-7"]),
+       prefilter=st.booleans())
+def test_malformed_html_in_a_response_record(tmp_path, html, enc, ctype, prefilter):
     body = html.encode(enc, errors="replace")
-    res = _extract(tmp_path, _warc_response(body, ctype), "page.warc.gz")
+    res = _extract(tmp_path, _warc_response(body, ctype), "page.warc.gz", *(["prefilter.enabled=true"] if prefilter else []))
     assert not res["failed_files"], res
     assert res["input"] == res["output"] + sum(res["dropped"].values()) and res["input"] >= 1
+
+
+# Text that ends up in decoded pages: UTF-7 and broken UTF-16 decode to lone surrogates, which
+# the pre-pass's renderer (resiliparse) refuses.
+_PAGE_TEXT = st.lists(st.one_of(_TAGS, st.text(max_size=60), st.sampled_from(["\ud800", "\udfff", "\U0001f600", "中文字", "Ελληνικά"])),
+                      max_size=80).map("".join)
+
+
+@settings(max_examples=60, deadline=None)
+@given(html=_PAGE_TEXT, languages=st.sampled_from([["en", "zh"], ["en"], []]), min_words=st.sampled_from([0, 5, 50]))
+def test_prefilter_verdict_on_malformed_pages(html, languages, min_words):
+    """The pre-pass gives a verdict or says it could not render the page (which then goes to
+    trafilatura): never another exception."""
+    from curation.extract import PrefilterConfig, prefilter
+
+    cfg = PrefilterConfig(enabled=True, languages=languages, min_words=min_words)
+    try:
+        reason, label = prefilter.check(html, cfg)
+    except prefilter.RenderFailed:
+        return
+    assert reason in (None, "prefilter_short", "prefilter_language")
+    assert reason != "prefilter_language" or (label and label not in languages)
+    assert reason != "prefilter_short" or min_words > 0
 
 
 _JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
@@ -116,7 +143,7 @@ _LINES = st.lists(st.one_of(
 def test_malformed_jsonl_documents_are_counted(tmp_path, lines, gz):
     """The import stage's reader (Dolma/CCNet JSONL) counts every non-blank line as kept or dropped."""
     from curation.stats import StageStats
-    from pipelines.run import _import_file
+    from pipelines.import_jsonl import import_file
 
     raw = ("\n".join(lines) + "\n").encode("utf-8")
     src = tmp_path / ("d.jsonl.gz" if gz else "d.jsonl")
@@ -124,7 +151,7 @@ def test_malformed_jsonl_documents_are_counted(tmp_path, lines, gz):
     shard, stats_path = tmp_path / "d.parquet", tmp_path / "d.json"
     for f in (shard, stats_path):
         f.unlink(missing_ok=True)
-    res = StageStats.from_dict(_import_file((str(src), str(shard), str(stats_path))))
+    res = StageStats.from_dict(import_file({"path": str(src), "out": str(shard), "stats": str(stats_path)}))
     res.check()
     import io
 
@@ -211,12 +238,12 @@ def test_shard_names_from_input_paths_stay_inside_the_output_folder(names):
     import os
 
     from pipelines.extract import shard_names
-    from pipelines.run import _unique_names
-    from pipelines.sft import shard_name
+    from pipelines.import_jsonl import unique_names
+    from pipelines.finetune import shard_name
 
     out = "/srv/run/stage"
     paths = ["/in/" + n for n in names]
-    for name in [*_unique_names(paths), *[shard_name(p) for p in paths]]:
+    for name in [*unique_names(paths), *[shard_name(p) for p in paths]]:
         assert "/" not in name
         assert os.path.dirname(os.path.normpath(os.path.join(out, name + ".parquet"))) == out
     for name in shard_names(paths):

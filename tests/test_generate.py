@@ -12,7 +12,6 @@ import torch
 
 from conftest import SAMPLE
 from training.generate import (
-    KVCacheDecoder,
     SamplingConfig,
     generate,
     generate_uncached,
@@ -21,7 +20,7 @@ from training.generate import (
     repetition_ratio,
     sample_next,
 )
-from training.model import Transformer, model_config
+from training.model import KVCache, Transformer, model_config
 
 
 
@@ -38,10 +37,11 @@ def model():
 
 def test_kv_cache_logits_equal_the_full_forward(model):
     ids = torch.randint(0, 1000, (1, 40), generator=torch.Generator().manual_seed(1))
-    dec = KVCacheDecoder(model)
-    parts = [dec.step(ids[:, :17]), dec.step(ids[:, 17:18]), dec.step(ids[:, 18:])]
+    cache = KVCache(model.cfg.n_layers)
     with torch.no_grad():
+        parts = [model(ids[:, :17], cache=cache), model(ids[:, 17:18], cache=cache), model(ids[:, 18:], cache=cache)]
         full = model(ids)
+    assert cache.length == 40
     torch.testing.assert_close(torch.cat(parts, 1), full, atol=1e-4, rtol=1e-4)
 
 

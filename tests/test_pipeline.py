@@ -38,15 +38,15 @@ def small_config(out: Path, stages: list[str] | None = None) -> dict:
         "num_cpus": 2,
         "import_jsonl": {"inputs": [str(SAMPLE / "text" / "cc_en_head-0091.jsonl.gz"), str(SAMPLE / "text" / "cc_en_head-0174.jsonl.gz")]},
         "extract": {"inputs": [str(SAMPLE / "warc" / "cc-main-2020-34-sample.warc.gz"), str(SAMPLE / "warc" / "wget-2024-english-0.warc.gz")]},
-        "filter": {"set": ["blocklist.path=data/blocklist.example.txt"]},
-        "remix": {"set": ["shard_target_docs=8"]},
-        "tokenizer": {"vocab_size": 600},
-        "pretrain": {"model": "tiny", "launcher": "inline", "seq_len": 64, "micro_batch": 4, "batch": "512", "lr": "3e-3",
-                     "train_tokens": 5120, "warmup_steps": 2, "eval_every": 5, "checkpoint_every": 5},
-        "sft": {"launcher": "inline", "data": [str(SAMPLE / "sft" / "self-instruct-seed-tasks.jsonl")], "max_records": 60, "epochs": 1, "lr": 1e-3,
-                "seq_len": 256, "batch_rows": 8},
+        "filter": {"config": {"blocklist": {"path": "data/blocklist.example.txt"}}},
+        "remix": {"config": {"shard_target_docs": 8}},
+        "tokenizer": {"config": {"vocab_size": 600}},
+        "pretrain": {"launcher": "inline", "config": {"model": "tiny", "seq_len": 64, "micro_batch": 4, "batch_tokens": 512, "lr": 3e-3,
+                                                      "train_tokens": 5120, "warmup_steps": 2, "eval_every": 5, "checkpoint_every": 5}},
+        "sft": {"launcher": "inline", "data": [str(SAMPLE / "sft" / "self-instruct-seed-tasks.jsonl")], "max_records": 60,
+                "config": {"epochs": 1, "lr": 1e-3, "seq_len": 256, "batch_rows": 8}},
         "dpo": {"launcher": "inline", "data": [str(SAMPLE / "preference" / "hh-rlhf-harmless-base-test.jsonl.gz")], "max_records": 40,
-                "epochs": 1, "lr": 1e-4, "batch_pairs": 8},
+                "config": {"epochs": 1, "lr": 1e-4, "batch_pairs": 8}},
         "eval": {"limit": 4, "max_new_tokens": 16},
         "generate": {"max_new_tokens": 8},
     }
@@ -119,14 +119,16 @@ def mtimes(run: Path, parts: list[str]) -> dict[str, int]:
     return {str(f.relative_to(run)): f.stat().st_mtime_ns for part in parts for f in sorted((run / part).rglob("*")) if f.is_file()}
 
 
-def wait_for(predicate, proc: subprocess.Popen, timeout: float, what: str) -> None:
+def wait_for(predicate, proc: subprocess.Popen, timeout: float, what: str, interval: float = 0.2) -> None:
+    """Poll ``predicate`` every ``interval`` s until it holds; fails when ``proc`` (the pipeline or
+    a submitted job) ends first, or after ``timeout``."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         if predicate():
             return
         if proc.poll() is not None:
-            raise AssertionError(f"the pipeline exited ({proc.returncode}) before {what}")
-        time.sleep(0.2)
+            raise AssertionError(f"the process ended ({proc.returncode}) before {what}")
+        time.sleep(interval)
     raise AssertionError(f"timed out waiting for {what}")
 
 
@@ -446,7 +448,7 @@ def test_two_node_cluster_job_on_s3_equals_single_node(reference, s3, bucket, tm
     cfg = small_config(f"{bucket}/run")  # type: ignore[arg-type]
     for stage in ("pretrain", "sft", "dpo"):
         cfg[stage].update(launcher="ray", nproc=2)
-    cfg["pretrain"]["checkpoint_every"] = 3  # losses do not depend on it; a checkpoint to resume from early on
+    cfg["pretrain"]["config"]["checkpoint_every"] = 3  # losses do not depend on it; a checkpoint to resume from early on
     config = write_config(tmp_path / "s3.yaml", cfg)
     with _started(lambda: RayCluster(head_cpus=1, resources='{"head_node": 1}')) as cluster:
         cluster.add_node(cpus=1, resources='{"second_node": 1}')
@@ -454,7 +456,7 @@ def test_two_node_cluster_job_on_s3_equals_single_node(reference, s3, bucket, tm
         job = cluster.start_job("python", "-m", "pipelines", "run", "--config", str(config), cwd=str(REPO), log=tmp_path / "job.log")
         try:
             ckpt = "run/pretrain/checkpoints/step-00000003/manifest.json"
-            _wait_s3(lambda: ckpt in s3.keys(name, "run/pretrain/checkpoints/"), job, 400, "the first pre-training checkpoint")
+            wait_for(lambda: ckpt in s3.keys(name, "run/pretrain/checkpoints/"), job, 400, "the first pre-training checkpoint", interval=0.05)
             killed = _kill_train_worker(cluster, job, 30)
             assert "run/pretrain/summary.json" not in s3.keys(name, "run/pretrain/"), "pre-training ended before the kill"
             job.wait(600)
@@ -537,17 +539,6 @@ def assert_same_curation_on_s3(s3, name: str, ref: Path) -> None:
     assert sorted(k for k in mine if mine[k] != theirs[k] and k not in tokens) == []
     for k in tokens:
         assert io.read_parquet(f"s3://{name}/run/{k}").equals(pq.read_table(ref / k)), k
-
-
-def _wait_s3(predicate, job: subprocess.Popen, timeout: float, what: str) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        if job.poll() is not None:
-            raise AssertionError(f"the job ended ({job.returncode}) before {what}")
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _kill_train_worker(cluster, job: subprocess.Popen, timeout: float) -> tuple[int, str]:

@@ -123,7 +123,7 @@ def test_sft_on_the_trainer_lowers_held_out_answer_loss(data, tmp_path):
     saved = json.load(open(tmp_path / "sft" / "sft.json"))
     assert saved["held_out_answer_loss_after"] == pytest.approx(out["held_out_answer_loss_after"])
     # answer_loss on the final weights is what the summary says
-    from training.sft import load_model
+    from training.checkpoint import load_model
 
     model, _ = load_model(str(tmp_path / "sft"))
     assert answer_loss(model, held, eos, seq_len=256)[0] == pytest.approx(out["held_out_answer_loss_after"], rel=1e-5)

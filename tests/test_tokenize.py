@@ -17,7 +17,6 @@ from curation.sources import read_dolma_jsonl
 from pipelines import cli
 from storage import io
 from pipelines.tokenize import TokenizeConfig, tokenize
-from pipelines.runtime import TaskFailure, run_tasks
 from tests.conftest import SAMPLE
 
 VOCAB = 2000
@@ -49,7 +48,7 @@ def tok_folder(tmp_path_factory, text_shards, ray_session) -> Path:
 
 
 def _run(tok_folder, inputs, output, **kw):
-    return tokenize(str(tok_folder), [str(i) for i in inputs], str(output), TokenizeConfig(**kw), run_tasks=run_tasks, failure_type=TaskFailure)
+    return tokenize(str(tok_folder), [str(i) for i in inputs], str(output), TokenizeConfig(**kw))
 
 
 def test_train_tokenizer_stage_writes_a_loadable_folder_with_accounting(tok_folder, text_shards):

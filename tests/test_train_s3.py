@@ -61,7 +61,7 @@ def test_pretrain_on_object_storage_resumes_from_the_last_complete_checkpoint(lo
         with io.open_input(io.join(src, rel)) as f:
             io.write_bytes(f.read(), f"{run}/checkpoints/step-00000006/{rel}")
     assert ckpt.latest_checkpoint(run).endswith("step-00000004")
-    with pytest.raises(FileNotFoundError, match="not a complete checkpoint"):
+    with pytest.raises(ckpt.CheckpointError, match="not a complete checkpoint"):
         ckpt.read_trainer_state(f"{run}/checkpoints/step-00000006")
     second = train(_cfg(f"{bucket}/tokens", run, max_steps=6, checkpoint_every=2, resume=True))
     assert second["steps"] == 6 and second["checkpoint"].endswith("step-00000006")

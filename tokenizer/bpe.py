@@ -15,6 +15,7 @@ import xxhash
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
 from curation.stats import StageStats
+from storage.errors import MissingInput, UserError
 
 # DeepSeek LLM's special-token spelling: full-width bar U+FF5C and U+2581 for spaces.
 BOS = "<｜begin▁of▁sentence｜>"
@@ -142,6 +143,10 @@ def _batches(texts: Iterable[str | Sequence[str]], size: int) -> Iterator[list[s
         yield batch
 
 
+class CorpusTooSmall(UserError, ValueError):
+    """The training text has fewer distinct merges than the vocabulary asks for."""
+
+
 def train(texts: Iterable[str | Sequence[str]], config: TokenizerConfig | None = None, length: int | None = None) -> Tokenizer:
     """Train the byte-level BPE on an iterator of texts (or batches of texts); add the specials.
 
@@ -160,7 +165,7 @@ def train(texts: Iterable[str | Sequence[str]], config: TokenizerConfig | None =
     tok.train_from_iterator(_batches(texts, cfg.batch_size), trainer=trainer, length=length)
     got = tok.get_vocab_size()
     if got != cfg.vocab_size:
-        raise ValueError(
+        raise CorpusTooSmall(
             f"the training text filled only {got:,} of {cfg.vocab_size:,} ordinary tokens "
             f"(min_frequency={cfg.min_frequency}); train on more text or lower vocab_size, since the "
             "special tokens must sit at ids vocab_size.."
@@ -238,8 +243,17 @@ def load(folder: str) -> Tokenizer:
     special tokens never matched inside ordinary text."""
     from storage import io
 
-    with io.open_input(tokenizer_json(folder)) as f:
-        tok = Tokenizer.from_str(f.read().decode("utf-8"))
+    path = tokenizer_json(folder)
+    try:
+        with io.open_input(path) as f:
+            text = f.read().decode("utf-8")
+    except FileNotFoundError:
+        raise MissingInput(f"tokenizer {path} not found: train one with `python -m pipelines train-tokenizer` "
+                           "(make tokenizer) or fix --tokenizer") from None
+    try:
+        tok = Tokenizer.from_str(text)
+    except Exception as e:  # the tokenizers library raises a bare Exception for a malformed file
+        raise UserError(f"tokenizer {path} cannot be read ({str(e)[:200]}); train it again with `python -m pipelines train-tokenizer`") from None
     # Text that spells "<｜end▁of▁sentence｜>" is data, not a control token.
     tok.encode_special_tokens = True
     return tok

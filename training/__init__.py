@@ -6,8 +6,9 @@ Plain library code: nothing here imports ``ray`` or ``pipelines``. The launchers
 Model (``training.model``)
     ``ModelConfig`` (frozen dataclass), ``CONFIGS`` / ``model_config(name, **overrides)`` for
     ``tiny``, ``125m``, ``1b``, ``7b``, ``67b``; ``Transformer(cfg)`` with
-    ``forward(input_ids, *, position_ids=None, segment_ids=None, padding_mask=None) -> logits``
-    of shape (B, T, cfg.padded_vocab_size); ``build_on_meta(cfg)``, ``num_params``,
+    ``forward(input_ids, *, position_ids=None, segment_ids=None, padding_mask=None, cache=None) -> logits``
+    of shape (B, T, cfg.padded_vocab_size); ``cache=KVCache(n_layers)`` decodes incrementally
+    (``training.generate``); ``build_on_meta(cfg)``, ``num_params``,
     ``flops_per_token(cfg, seq_len)``, ``report_flops_per_token``.
 
 Parallelism (``training.parallelize``)
@@ -40,7 +41,8 @@ Training loop (``training.trainer``)
     norms/biases, clip 1.0, multi-step LR, batch in tokens, checkpoint/eval/log intervals,
     ``init_from`` to start from a pre-trained checkpoint's weights).
     ``train(cfg, *, loader=None, val_loader=None, loss_fn=None) -> dict`` runs in every process
-    (call ``init_distributed`` first or let ``train`` do it); it builds the model, applies
+    (call ``init_distributed`` first or let ``train`` do it); it builds a ``Trainer``, whose
+    model, optimizer, schedule, loader and counters are ``Stateful``; it builds the model, applies
     ``parallelize``, builds AdamW + the schedule, resumes from the latest complete checkpoint when
     ``cfg.resume``, trains, evaluates, logs and checkpoints (asynchronously by default). ``main(config_dict)`` is the
     per-worker entry the launchers call.
@@ -57,14 +59,21 @@ Checkpoints (``training.checkpoint``)
     every file straight to its final name (local disk or object store: no rename), and
     ``manifest.json`` (step, trainer state, file sizes) written last: a checkpoint is complete
     exactly when it has one. ``latest_checkpoint(run_dir)``, ``list_checkpoints`` (complete only),
-    ``is_complete(path)``; ``save_checkpoint(run_dir, step, model, optimizer, trainer_state, keep=2,
-    async_group=None)`` (with a gloo group: ``dcp.async_save``, returns a ``PendingSave`` to
-    ``finish()``) and ``load_checkpoint(path, model, optimizer) -> trainer_state`` (schedule,
-    loader, tokens); ``load_model_weights(model, ckpt_dir)`` loads only the weights (plain or FSDP
-    model, any world size) - what SFT/DPO use to start from a pre-trained model.
+    ``is_complete(path)``; ``Checkpointer(run_dir, {"train_state": trainer, "model": ModelState(m),
+    "optimizer": OptimizerState(m, opt), "schedule": ..., "loader": ...})`` saves (``save(step)``,
+    asynchronously by default) and restores (``load(path)``) every ``Stateful`` part in one call:
+    the sharded ones through DCP, the replicated ones into the manifest. ``load_model_weights(model,
+    ckpt_dir)`` loads only the weights (plain or FSDP model, any world size) - what SFT/DPO use to
+    start from a pre-trained model; ``load_model(ckpt_or_run)`` a plain model in eval mode.
+    A path that is not a usable checkpoint raises ``CheckpointError`` (a ``storage.errors.UserError``).
     ``training.export``: ``load_trained(ckpt_or_run)`` (a plain model from a run's checkpoint) and
     ``export_hf(model, out_dir, tokenizer_path, bos_id, eos_id)`` write the Hugging Face Llama
     format (``python -m training.export <ckpt or run> <out> --tokenizer <dir>``).
+
+Fine-tuning (``training.finetune``, recipes ``training.sft.SFT`` and ``training.dpo.DPO``)
+    ``FinetuneConfig`` (the fields every fine-tune shares; ``SFTConfig``/``DPOConfig`` extend
+    it), ``EpochLoader`` (``ChatLoader``/``PairLoader``), ``train_config``, ``finetune(recipe)``
+    (held-out before, training, held-out after, ``<run>/<name>.json``) and ``main(recipe, config)``.
 
 Paths
     Every path (token shards, tokenizer, run folder, ``init_from``, SFT/DPO data) is a local path

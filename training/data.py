@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 import torch
 
 from storage import io
+from storage.errors import MissingInput
 
 IGNORE_INDEX = -100
 
@@ -49,10 +50,10 @@ def list_token_shards(specs: list[str]) -> list[str]:
     files, missing = io.expand_inputs(specs, (".parquet",))
     if missing:
         spec, why = next(iter(missing.items()))
-        raise FileNotFoundError(f"token shards not found: {spec} ({why})")
+        raise MissingInput(f"token shards not found: {spec} ({why}); write them with `python -m pipelines tokenize` or fix --data")
     files = [f for f in files if not io.basename(f).startswith(".")]
     if not files:
-        raise FileNotFoundError(f"no .parquet token shards under {specs}")
+        raise MissingInput(f"no .parquet token shards under {specs}; write them with `python -m pipelines tokenize` or fix --data")
     return files
 
 
@@ -177,4 +178,3 @@ class TokenShardLoader:
                 return
 
 
-TOKEN_SHARD_SCHEMA = pa.schema([("id", pa.string()), ("input_ids", pa.list_(pa.uint32()))])

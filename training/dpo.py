@@ -13,7 +13,6 @@ Recipe (report section 5.2): 1 epoch, LR 5e-6, batch 512, warm-up then cosine de
 
 from __future__ import annotations
 
-import math
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -24,14 +23,13 @@ import torch
 import torch.nn.functional as F
 
 from storage import io
+from training import finetune
 from training.chat import ChatBatch, TokenizedChat, pad_batch
 
 
 @dataclass
-class DPOConfig:
+class DPOConfig(finetune.FinetuneConfig):
     run_dir: str = "runs/dpo"
-    # The SFT checkpoint (or run folder): the policy's start and the frozen reference.
-    init_from: str = ""
     # DPO's usual temperature (Rafailov et al. 2023; the issue's default; the report gives none).
     beta: float = 0.1
     # Report section 5.2: one epoch, "learning rate of 5e-6 and batch size of 512",
@@ -39,29 +37,15 @@ class DPOConfig:
     epochs: int = 1
     lr: float = 5e-6
     batch_pairs: int = 512
-    schedule: str = "cosine"
-    warmup_steps: int = 10
-    min_lr_ratio: float = 0.1
     # No weight decay on a preference fine-tune (the report gives none; TRL's default is 0).
     weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    # Pairs per forward pass per rank (each pair is two rows); gradient accumulation makes up
-    # batch_pairs.
-    micro_batch: int = 4
-    # Longest chosen/rejected conversation in tokens (0: the starting run's sequence length,
-    # ``training.sft.context_length``); longer pairs are dropped when tokenised.
-    max_seq_len: int = 0
-    checkpoint_every: int = 1000
-    eval_every: int = 100
-    eval_batches: int = 50
-    seed: int = 0
-    dtype: str = "auto"
-    cpu_threads: int = 0
-    progress: bool = True
-    # Tokenised pair shards and, when precomputed, the reference log-prob shards beside them
-    # (``pipelines.dpo`` writes both); no reference shards: the reference runs on the fly.
-    data: list[str] = field(default_factory=list)
+    held_out_fraction: float = 0.1
+    # Precomputed reference log-prob shards beside the pair shards (``pipelines.dpo`` writes
+    # both); none: the reference runs on the fly.
     reference_data: list[str] = field(default_factory=list)
+
+    def step_examples(self) -> int:
+        return self.batch_pairs
 
 
 PAIR_SCHEMA = pa.schema([
@@ -107,6 +91,22 @@ def reference_logps(model: torch.nn.Module, pairs: Sequence[Pair], pad_id: int, 
         cs.append(c.double().cpu().numpy())
         rs.append(r.double().cpu().numpy())
     return np.concatenate(cs), np.concatenate(rs)
+
+
+def reference_shard(pair_shard: str, out_dir: str, checkpoint: str, pad_id: int, micro_batch: int = 8) -> int:
+    """The frozen reference's log-probs of one pair shard, written to ``<out_dir>/<same name>``
+    (``REFERENCE_SCHEMA``; kept when it exists); returns its pairs. One CPU thread: one per task."""
+    from training.checkpoint import load_model
+
+    out = io.join(out_dir, io.basename(pair_shard))
+    if io.exists(out):
+        return io.read_parquet(out).num_rows
+    torch.set_num_threads(1)
+    keys, pairs, _ = read_pairs(pair_shard)
+    model, _ = load_model(checkpoint)
+    c, r = reference_logps(model, pairs, pad_id, micro_batch) if pairs else ([], [])
+    io.write_parquet(pa.table({"key": keys, "ref_chosen": list(c), "ref_rejected": list(r)}, schema=REFERENCE_SCHEMA), out)
+    return len(keys)
 
 
 def sequence_logps(logits: torch.Tensor, input_ids: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
@@ -189,32 +189,26 @@ def summarize(metrics: Sequence[tuple[int, dict[str, float]]]) -> dict[str, floa
 # On the trainer: a data source of pairs and a loss function (``training.trainer`` LossFn).
 
 
-class PairLoader:
+class PairLoader(finetune.EpochLoader):
     """Tokenised pairs (with reference log-probs when precomputed) as a trainer data source.
 
     A batch dict holds the ``2n`` rows of :func:`pair_batch` (chosen first) under the model's
-    argument names, ``n_pairs``, and ``ref_chosen``/``ref_rejected`` (n,) when known.
+    argument names, ``n_pairs``, and ``ref_chosen``/``ref_rejected`` (n,) when known. Order,
+    batching and state are :class:`training.finetune.EpochLoader`'s.
     """
 
-    def __init__(self, pairs: Sequence[tuple[TokenizedChat, TokenizedChat]], micro_batch: int, pad_id: int,
-                 ref: tuple[np.ndarray, np.ndarray] | None = None, *, rank: int = 0, world_size: int = 1,
-                 seed: int = 0, shuffle: bool = True, loop: bool = True):
-        self.loop = loop
-        if not pairs:
-            raise ValueError("no preference pairs")
-        self.pairs, self.ref = list(pairs), ref
-        self.micro_batch, self.pad_id, self.rank, self.world, self.seed, self.shuffle = micro_batch, pad_id, rank, world_size, seed, shuffle
-        self.epoch = 0
-        self.cursor = 0
+    empty = "no preference pairs"
 
-    def _order(self, epoch: int) -> list[int]:
-        idx = np.arange(len(self.pairs))
-        if self.shuffle:
-            idx = np.random.default_rng([self.seed, epoch]).permutation(idx)
-        return idx[self.rank :: self.world].tolist() or idx[:1].tolist()
+    def __init__(self, pairs: Sequence[Pair], micro_batch: int, pad_id: int, ref: tuple[np.ndarray, np.ndarray] | None = None, **kw: Any):
+        super().__init__(pairs, micro_batch, **kw)
+        self.pad_id, self.ref = pad_id, ref
 
-    def _batch(self, which: Sequence[int]) -> dict[str, Any]:
-        b = pair_batch([self.pairs[i] for i in which], self.pad_id)
+    @property
+    def pairs(self) -> list[Pair]:
+        return self.items
+
+    def batch(self, which: Sequence[int]) -> dict[str, Any]:
+        b = pair_batch([self.items[i] for i in which], self.pad_id)
         out: dict[str, Any] = {
             "input_ids": torch.as_tensor(b.input_ids),
             "loss_mask": torch.as_tensor(b.loss_mask),
@@ -226,33 +220,6 @@ class PairLoader:
             out["ref_chosen"] = torch.as_tensor(self.ref[0][list(which)], dtype=torch.float32)
             out["ref_rejected"] = torch.as_tensor(self.ref[1][list(which)], dtype=torch.float32)
         return out
-
-    def next_batch(self) -> dict[str, Any]:
-        order = self._order(self.epoch)
-        take: list[int] = []
-        while len(take) < self.micro_batch:
-            if self.cursor >= len(order):
-                if not self.loop:
-                    if take:
-                        break
-                    raise StopIteration
-                self.epoch += 1
-                self.cursor = 0
-                order = self._order(self.epoch)
-            take.append(order[self.cursor])
-            self.cursor += 1
-        return self._batch(take)
-
-    def __iter__(self):
-        order = list(range(self.rank, len(self.pairs), self.world))
-        for i in range(0, len(order), self.micro_batch):
-            yield self._batch(order[i : i + self.micro_batch])
-
-    def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "cursor": self.cursor}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.epoch, self.cursor = int(state["epoch"]), int(state["cursor"])
 
 
 def batch_logps(model: torch.nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -329,68 +296,50 @@ def load_all(cfg: DPOConfig) -> tuple[list[Pair], list[Pair], tuple[np.ndarray, 
     return [pairs[i] for i in tr], [pairs[i] for i in ho], pick(tr), pick(ho)
 
 
-def train_dpo(cfg: DPOConfig, pad_id: int) -> dict[str, Any]:
-    """DPO from ``cfg.init_from`` with the trainer's loop (runs in every worker). The summary
-    holds the held-out metrics before (policy = reference) and after."""
-    from training.parallelize import close_distributed, init_distributed
-    from training.sft import context_length, load_model, resolve_checkpoint
-    from training.trainer import TrainConfig, train
+class DPO(finetune.Recipe):
+    """Preference pairs, the DPO loss against the frozen start, held-out rewards and log-probs."""
 
-    ckpt, run_cfg = resolve_checkpoint(cfg.init_from)
-    train_pairs, held_pairs, train_ref, held_ref = load_all(cfg)
-    env = init_distributed()
-    try:
-        reference = None
-        if train_ref is None:
-            reference, _ = load_model(ckpt, env.device)
-            for p in reference.parameters():
+    name, config = "dpo", DPOConfig
+
+    def __init__(self, cfg: DPOConfig, pad_id: int):
+        super().__init__(cfg, pad_id)
+        self.train, self.val, self.train_ref, self.val_ref = load_all(cfg)
+        self.reference: torch.nn.Module | None = None
+
+    def setup(self, env: Any, checkpoint: str, seq_len: int) -> None:
+        from training.checkpoint import load_model
+
+        cfg = self.cfg
+        if self.train_ref is None:  # no precomputed log-probs: the frozen start runs in every step
+            self.reference, _ = load_model(checkpoint, env.device)
+            for p in self.reference.parameters():
                 p.requires_grad_(False)
-        loader = PairLoader(train_pairs, cfg.micro_batch, pad_id, train_ref, rank=env.rank, world_size=env.world_size, seed=cfg.seed)
-        make_val = lambda: PairLoader(held_pairs, cfg.micro_batch, pad_id, held_ref, rank=env.rank, world_size=env.world_size, shuffle=False, loop=False)  # noqa: E731
-        seq_len = context_length(run_cfg, cfg.max_seq_len)
-        per_step = max(1, cfg.batch_pairs // (cfg.micro_batch * env.world_size)) * cfg.micro_batch * env.world_size
-        steps = cfg.epochs * max(1, math.ceil(len(train_pairs) / per_step))
-        # The trainer counts batches in rows of seq_len tokens; for DPO a "row" is one pair.
-        tcfg = TrainConfig(
-            run_dir=cfg.run_dir, model=run_cfg["model"], vocab_size=run_cfg["vocab_size"], seq_len=seq_len,
-            micro_batch=cfg.micro_batch, batch_tokens=per_step * seq_len, train_tokens=steps * per_step * seq_len,
-            lr=cfg.lr, warmup_steps=cfg.warmup_steps, schedule=cfg.schedule, min_lr_ratio=cfg.min_lr_ratio,
-            weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip, seed=cfg.seed, dtype=cfg.dtype,
-            checkpoint_every=cfg.checkpoint_every, eval_every=cfg.eval_every if held_pairs else 0, eval_batches=cfg.eval_batches,
-            init_from=ckpt, progress=cfg.progress, resume=True, cpu_threads=cfg.cpu_threads,
-        )
-        loss_fn = make_loss_fn(cfg.beta, reference)
+        ranks = {"rank": env.rank, "world_size": env.world_size}
+        self.loader = PairLoader(self.train, cfg.micro_batch, self.pad_id, self.train_ref, seed=cfg.seed, **ranks)
+        if self.val:
+            self.make_val = lambda: PairLoader(self.val, cfg.micro_batch, self.pad_id, self.val_ref, shuffle=False, loop=False, **ranks)
+        self.loss_fn = make_loss_fn(cfg.beta, self.reference)
+
+    def held_out(self, model: torch.nn.Module, start: bool) -> dict[str, float]:
+        val = self.make_val()
+        val.rank, val.world = 0, 1  # every rank scores the whole held-out set
         # At the start the policy is the reference: rewards are exactly 0 (loss ln 2).
-        before = _held_out(ckpt, make_val, cfg.beta, "self", env) if held_pairs else None
-        summary = train(tcfg, loader=loader, val_loader=make_val if held_pairs else None, loss_fn=loss_fn, env=env)
-        after = _held_out(summary["checkpoint"], make_val, cfg.beta, reference, env) if held_pairs else None
-        summary.update(held_out_before=before, held_out_after=after, train_pairs=len(train_pairs), held_out_pairs=len(held_pairs),
-                       reference="precomputed" if train_ref is not None else "on_the_fly", beta=cfg.beta)
-        if env.is_main:
-            io.write_json({k: v for k, v in summary.items() if k != "losses"} | {"last_loss": summary["losses"][-1] if summary["losses"] else None},
-                          io.join(cfg.run_dir, "dpo.json"))
-        return summary
-    finally:
-        close_distributed(env)
+        return evaluate(model, val, self.cfg.beta, model if start else self.reference)
+
+    def summary(self, before: dict[str, float] | None, after: dict[str, float] | None) -> dict[str, Any]:
+        return {"held_out_before": before, "held_out_after": after, "train_pairs": len(self.train), "held_out_pairs": len(self.val),
+                "reference": "precomputed" if self.train_ref is not None else "on_the_fly", "beta": self.cfg.beta}
 
 
-def _held_out(ckpt: str, make_val, beta: float, reference, env) -> dict[str, float]:
-    from training.sft import load_model
-
-    # Every rank loads (the checkpoint read is collective) and scores the whole held-out set.
-    model, _ = load_model(ckpt, env.device)
-    if reference == "self":
-        reference = model
-    val = make_val()
-    val.rank, val.world = 0, 1
-    return evaluate(model, val, beta, reference)
+def train_dpo(cfg: DPOConfig, pad_id: int) -> dict[str, Any]:
+    """DPO from ``cfg.init_from`` (runs in every worker); the summary holds the held-out metrics
+    before (policy = reference) and after."""
+    return finetune.finetune(DPO(cfg, pad_id))
 
 
 def main(config: dict[str, Any]) -> dict[str, Any]:
-    """Per-worker entry of the launchers: config dict (``pad_id`` + :class:`DPOConfig` fields)."""
-    config = dict(config)
-    pad_id = int(config.pop("pad_id"))
-    return train_dpo(DPOConfig(**config), pad_id)
+    """Per-worker entry of the launchers: ``pad_id`` + :class:`DPOConfig` fields -> DPO run."""
+    return finetune.main(DPO, config)
 
 
 if __name__ == "__main__":

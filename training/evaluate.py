@@ -112,7 +112,7 @@ class CheckpointGenerator:
     def __init__(self, checkpoint: str, tokenizer: str, device: str = "cpu"):
         from tokenizer import load
         from training.chat import special_ids
-        from training.sft import load_model
+        from training.checkpoint import load_model
 
         self.tok = load(tokenizer)
         self.model, run_cfg = load_model(checkpoint, device=device)

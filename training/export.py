@@ -17,6 +17,7 @@ import sys
 
 import torch
 
+from storage.errors import UserError
 from training.model import ModelConfig, Transformer
 
 _BLOCK = {
@@ -141,13 +142,9 @@ def export_hf(model: Transformer, out_dir: str, tokenizer_path: str | None = Non
 def load_trained(checkpoint: str) -> Transformer:
     """A plain Transformer with the weights of a trainer checkpoint (``<run>/checkpoints/step-*``)
     or of a run's latest one; local or on an object store."""
-    from training.checkpoint import load_model_weights
-    from training.sft import resolve_checkpoint
+    from training.checkpoint import load_model
 
-    ckpt, run_cfg = resolve_checkpoint(checkpoint)
-    model = Transformer(ModelConfig(**run_cfg["resolved"]["model"]))
-    load_model_weights(model, ckpt)
-    return model
+    return load_model(checkpoint)[0]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         model = load_trained(args.checkpoint)
-    except FileNotFoundError as e:
+    except UserError as e:  # no such checkpoint, or not a complete one
         print(f"export: {e}", file=sys.stderr)
         return 2
     export_hf(model, args.out_dir, args.tokenizer, args.bos_id, args.eos_id)

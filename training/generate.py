@@ -1,10 +1,9 @@
 """Talking to a checkpoint: greedy, temperature and top-p sampling with a KV cache, stopping at
 the end token, yielding tokens as they come; and the report's repetition ratio.
 
-The cache lives here, not in ``training.model``: :class:`KVCacheDecoder` runs the model's own
-submodules (embedding, norms, projections, rotary, SwiGLU, output) one new token at a time and
-keeps each layer's keys and values, so a step costs O(T) instead of re-running the prefix.
-Its logits equal ``model(ids)[:, -1]`` (checked in ``tests/test_generate.py``).
+The cache is the model's own (``training.model.KVCache``, an optional argument of its
+forward pass): each new token costs O(T) instead of re-running the prefix, and its logits
+equal ``model(ids)[:, -1]`` (checked in ``tests/test_generate.py``).
 
 Repetition (DeepSeek LLM report, section 5.5 / Table 13, "repetition ratio"): the share of
 responses that fall into endless repetition. We call a response endlessly repetitive when it
@@ -19,9 +18,8 @@ from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
 import torch
-import torch.nn.functional as F
 
-from training.model import Transformer, apply_rope, rope_cos_sin
+from training.model import KVCache, Transformer
 
 
 @dataclass
@@ -32,50 +30,6 @@ class SamplingConfig:
     top_p: float = 1.0
     max_new_tokens: int = 256
     seed: int = 0
-
-
-class KVCacheDecoder:
-    """Incremental decoding over a :class:`training.model.Transformer` (batch size 1)."""
-
-    def __init__(self, model: Transformer):
-        self.model = model
-        self.cfg = model.cfg
-        self.k: list[torch.Tensor | None] = [None] * self.cfg.n_layers
-        self.v: list[torch.Tensor | None] = [None] * self.cfg.n_layers
-        self.length = 0
-
-    def reset(self) -> None:
-        self.k = [None] * self.cfg.n_layers
-        self.v = [None] * self.cfg.n_layers
-        self.length = 0
-
-    @torch.no_grad()
-    def step(self, ids: torch.Tensor) -> torch.Tensor:
-        """Feed ``ids`` (1, n) after what the cache holds; logits (1, n, vocab) come back."""
-        m, cfg = self.model, self.cfg
-        B, n = ids.shape
-        pos = torch.arange(self.length, self.length + n, device=ids.device).expand(B, n)
-        h = m.tok_embeddings(ids)
-        cos, sin = rope_cos_sin(pos, cfg.head_dim, cfg.rope_theta, h.dtype)
-        total = self.length + n
-        # Query i (absolute position length+i) sees keys 0..length+i.
-        mask = torch.ones(n, total, dtype=torch.bool, device=ids.device).tril(self.length)
-        for li, layer in enumerate(m.layers.values()):
-            att = layer.attention
-            x = layer.attention_norm(h)
-            q = att.wq(x).view(B, n, att.n_heads, att.head_dim).transpose(1, 2)
-            k = att.wk(x).view(B, n, att.n_kv_heads, att.head_dim).transpose(1, 2)
-            v = att.wv(x).view(B, n, att.n_kv_heads, att.head_dim).transpose(1, 2)
-            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-            if self.k[li] is not None:
-                k = torch.cat([self.k[li], k], dim=2)
-                v = torch.cat([self.v[li], v], dim=2)
-            self.k[li], self.v[li] = k, v
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=att.n_kv_heads != att.n_heads)
-            h = h + att.wo(y.transpose(1, 2).reshape(B, n, -1))
-            h = h + layer.feed_forward(layer.ffn_norm(h))
-        self.length = total
-        return m.output(m.norm(h))
 
 
 def sample_next(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None, vocab_size: int | None = None) -> int:
@@ -109,18 +63,22 @@ def generate(
     model.eval()
     device = next(model.parameters()).device
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
-    dec = KVCacheDecoder(model)
+    cache = KVCache(model.cfg.n_layers)
     limit = model.cfg.max_seq_len
-    ids = list(prompt_ids)[-(limit - 1):]
-    logits = dec.step(torch.tensor([ids], device=device))[0, -1]
+
+    def step(ids: list[int]) -> torch.Tensor:  # the next token's logits, the cache advanced
+        with torch.no_grad():
+            return model(torch.tensor([ids], device=device), cache=cache)[0, -1]
+
+    logits = step(list(prompt_ids)[-(limit - 1):])
     for _ in range(cfg.max_new_tokens):
         tok = sample_next(logits.cpu(), cfg.temperature, cfg.top_p, gen, vocab_size)
         if tok == end_id:
             return
         yield tok
-        if dec.length >= limit:
+        if cache.length >= limit:
             return
-        logits = dec.step(torch.tensor([[tok]], device=device))[0, -1]
+        logits = step([tok])
 
 
 @torch.no_grad()

@@ -114,6 +114,27 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + _rotate_half(x) * sin
 
 
+class KVCache:
+    """Keys and values of every layer for the tokens fed so far (incremental decoding).
+
+    A model call with ``cache=`` attends to what the cache holds, appends its own keys and
+    values and advances ``length``: each new token then costs O(T) instead of re-running the
+    prefix. Its logits equal those of the whole sequence at once (``tests/test_generate.py``).
+    """
+
+    def __init__(self, n_layers: int):
+        self.k: list[torch.Tensor | None] = [None] * n_layers
+        self.v: list[torch.Tensor | None] = [None] * n_layers
+        self.length = 0
+
+    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Layer ``layer``'s keys and values (B, H, T, D) after this call's ``k``, ``v`` are added."""
+        if self.k[layer] is not None:
+            k, v = torch.cat([self.k[layer], k], dim=2), torch.cat([self.v[layer], v], dim=2)
+        self.k[layer], self.v[layer] = k, v
+        return k, v
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -123,12 +144,16 @@ class Attention(nn.Module):
         self.wv = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
         self.wo = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
+                cache: tuple[KVCache, int] | None = None) -> torch.Tensor:
+        """``cache``: (the cache, this layer's index): attend to its keys too, then add ours."""
         B, T, _ = x.shape
         q = self.wq(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
         k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
         v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is not None:
+            k, v = cache[0].append(cache[1], k, v)
         gqa = self.n_kv_heads != self.n_heads
         if mask is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
@@ -158,8 +183,9 @@ class Block(nn.Module):
         self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.feed_forward = FeedForward(cfg)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        x = x + self.attention(self.attention_norm(x), cos, sin, mask)
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
+                cache: tuple[KVCache, int] | None = None) -> torch.Tensor:
+        x = x + self.attention(self.attention_norm(x), cos, sin, mask, cache)
         return x + self.feed_forward(self.ffn_norm(x))
 
 
@@ -217,22 +243,32 @@ class Transformer(nn.Module):
         position_ids: torch.Tensor | None = None,
         segment_ids: torch.Tensor | None = None,
         padding_mask: torch.Tensor | None = None,
+        cache: KVCache | None = None,
     ) -> torch.Tensor:
         """Logits (B, T, padded_vocab) for ``input_ids`` (B, T).
 
         Pre-training packs documents into a row and attends causally across them (as the
         report and Llama do): pass nothing else. For packed sequences that must not see each
         other, pass ``segment_ids`` (document index per token) and ``position_ids`` restarting
-        at 0 in each document; for padded batches, ``padding_mask``.
+        at 0 in each document; for padded batches, ``padding_mask``. Decoding passes a
+        :class:`KVCache`: ``input_ids`` continue the sequence it holds (causal attention only).
         """
         B, T = input_ids.shape
+        start = cache.length if cache is not None else 0
         if position_ids is None:
-            position_ids = torch.arange(T, device=input_ids.device).expand(B, T)
+            position_ids = torch.arange(start, start + T, device=input_ids.device).expand(B, T)
         h = self.tok_embeddings(input_ids)
         cos, sin = rope_cos_sin(position_ids, self.cfg.head_dim, self.cfg.rope_theta, h.dtype)
-        mask = attention_mask(B, T, input_ids.device, segment_ids, padding_mask)
-        for layer in self.layers.values():
-            h = layer(h, cos, sin, mask)
+        if cache is None:
+            mask = attention_mask(B, T, input_ids.device, segment_ids, padding_mask)
+        elif segment_ids is not None or padding_mask is not None:
+            raise ValueError("a KV cache decodes one causal sequence: no segment_ids or padding_mask")
+        else:  # query i (absolute position start + i) sees keys 0 .. start + i
+            mask = torch.ones(T, start + T, dtype=torch.bool, device=input_ids.device).tril(start)
+        for i, layer in enumerate(self.layers.values()):
+            h = layer(h, cos, sin, mask, None if cache is None else (cache, i))
+        if cache is not None:
+            cache.length += T
         return self.output(self.norm(h))
 
 

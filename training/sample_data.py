@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curation.sources import read_dolma_jsonl
-from training.data import TOKEN_SHARD_SCHEMA
+from curation.schema import TOKEN_SHARD_SCHEMA
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE_TEXT = os.path.join(REPO, "data", "sample", "text")
@@ -57,7 +57,9 @@ def write_token_shards(out_dir: str, vocab_size: int = 2048, n_shards: int = 4, 
     total = 0
     for s in range(n_shards):
         part = slice(s * per, (s + 1) * per)
-        table = pa.table({"id": [d["id"] for d in docs[part]], "input_ids": pa.array(ids[part], type=pa.list_(pa.uint32()))}, schema=TOKEN_SHARD_SCHEMA)
+        rows = docs[part]
+        table = pa.table({"id": [d["id"] for d in rows], "epoch": pa.array([0] * len(rows), pa.int32()),
+                          "input_ids": pa.array(ids[part], type=pa.list_(pa.uint32()))}, schema=TOKEN_SHARD_SCHEMA)
         total += sum(len(x) for x in ids[part])
         tmp = os.path.join(out_dir, f".shard-{s:05d}.parquet.tmp")
         pq.write_table(table, tmp, compression="zstd", row_group_size=row_group_size)

@@ -3,9 +3,9 @@
 What SFT adds to pre-training is only data: conversations rendered in the report's chat format
 (``training.chat``), a loss on the answer tokens alone (``labels`` = -100 elsewhere), and rows
 that hold several whole conversations which never attend to each other (``segment_ids`` and
-``position_ids`` restarting per conversation). :class:`ChatLoader` is a data source for
-``training.trainer.train`` like the pre-training loader, so the loop, optimizer, schedule,
-checkpoints, logs and launchers are the trainer's own.
+``position_ids`` restarting per conversation). :class:`SFT` is that recipe on the fine-tuning
+core (``training.finetune``), so the loop, optimizer, schedule, checkpoints, logs, held-out
+evaluation and launchers are the core's and the trainer's own.
 
 Recipe (DeepSeek LLM report, section 5.1): 7B 4 epochs at LR 1e-5, 67B 2 epochs at 5e-6; loss
 only on answers. The second stage (conversational data only, to bring down the repetition that
@@ -15,10 +15,8 @@ math-heavy SFT data caused) is the same run again from the first stage's checkpo
 
 from __future__ import annotations
 
-import math
 import sys
-import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -26,6 +24,7 @@ import pyarrow as pa
 import torch
 
 from storage import io
+from training import finetune
 from training.chat import ChatBatch, TokenizedChat, collate, pack
 from training.data import IGNORE_INDEX
 
@@ -33,41 +32,19 @@ IGNORE = IGNORE_INDEX  # label of tokens without loss (prompts, padding)
 
 
 @dataclass
-class SFTConfig:
+class SFTConfig(finetune.FinetuneConfig):
     run_dir: str = "runs/sft"
-    # The checkpoint (or run folder: its latest checkpoint) whose weights start SFT.
-    init_from: str = ""
     # Report section 5.1, the 7B model: "4 epochs", "learning rate 1e-5" (67B: 2 epochs, 5e-6).
     epochs: int = 4
     lr: float = 1e-5
-    # The report names no SFT schedule; a short warm-up, then cosine decay to 10% (as its DPO).
-    schedule: str = "cosine"
-    warmup_steps: int = 10
-    min_lr_ratio: float = 0.1
-    # AdamW of pre-training (report section 2.3); weight decay 0.1, clipping 1.0.
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
-    # Conversations are packed into rows of this many tokens (block-diagonal attention);
-    # 0: the starting run's sequence length (what the model was trained on). Longer
-    # conversations are dropped (too_long). packing=False gives each conversation a row of its own.
-    seq_len: int = 0
+    # Conversations are packed into rows of seq_len tokens (block-diagonal attention);
+    # packing=False gives each conversation a row of its own.
     packing: bool = True
-    # Rows per micro-batch per rank, and rows per optimizer step over all ranks (accumulated).
-    # The report gives no SFT batch size.
-    micro_batch: int = 4
+    # Rows per optimizer step over all ranks (accumulated); the report gives no SFT batch size.
     batch_rows: int = 32
-    # Held-out share of conversations for the before/after answer loss (decided by a hash).
-    held_out_fraction: float = 0.05
-    checkpoint_every: int = 1000
-    eval_every: int = 100
-    eval_batches: int = 50
-    seed: int = 0
-    dtype: str = "auto"
-    # Torch threads per worker (0: torch's default); the Ray launcher sets it per worker.
-    cpu_threads: int = 0
-    progress: bool = True
-    # Tokenised example shards (``pipelines.sft`` writes them; columns of EXAMPLE_SCHEMA).
-    data: list[str] = field(default_factory=list)
+
+    def step_examples(self) -> int:
+        return self.batch_rows
 
 
 EXAMPLE_SCHEMA = pa.schema([
@@ -121,59 +98,21 @@ def to_trainer_batch(batch: ChatBatch, device: Any = None) -> dict[str, torch.Te
     }
 
 
-class ChatLoader:
-    """Packed chat rows as a ``training.trainer`` data source.
+class ChatLoader(finetune.EpochLoader):
+    """Packed chat rows as a trainer data source. Rows are built once (greedy packing in input
+    order, deterministic); order, batching and state are :class:`training.finetune.EpochLoader`'s."""
 
-    Rows are built once (greedy packing in input order, deterministic), then each epoch visits
-    them in an order drawn from ``seed`` and the epoch number; rank ``r`` of ``w`` takes every
-    ``w``-th row of that order, so the global batch does not depend on the number of workers
-    beyond its split. ``state_dict`` is the position, so a resumed run continues where it was.
-    """
+    empty = "no conversations to train on"
 
-    def __init__(self, examples: Sequence[TokenizedChat], seq_len: int, micro_batch: int, pad_id: int,
-                 *, rank: int = 0, world_size: int = 1, seed: int = 0, packing: bool = True, shuffle: bool = True, loop: bool = True):
-        self.rows = pack(examples, seq_len, pad_id, packing=packing)
-        self.loop = loop
-        if not self.rows:
-            raise ValueError("no conversations to train on")
-        self.micro_batch, self.rank, self.world, self.seed, self.shuffle = micro_batch, rank, world_size, seed, shuffle
-        self.epoch = 0
-        self.cursor = 0  # index into this rank's rows of the current epoch
+    def __init__(self, examples: Sequence[TokenizedChat], seq_len: int, micro_batch: int, pad_id: int, *, packing: bool = True, **kw: Any):
+        super().__init__(pack(examples, seq_len, pad_id, packing=packing), micro_batch, **kw)
 
-    def _order(self, epoch: int) -> list[int]:
-        idx = np.arange(len(self.rows))
-        if self.shuffle:
-            idx = np.random.default_rng([self.seed, epoch]).permutation(idx)
-        mine = idx[self.rank :: self.world]
-        return mine.tolist() or idx[:1].tolist()
+    @property
+    def rows(self) -> list[ChatBatch]:
+        return self.items
 
-    def next_batch(self) -> dict[str, torch.Tensor]:
-        order = self._order(self.epoch)
-        take: list[ChatBatch] = []
-        while len(take) < self.micro_batch:
-            if self.cursor >= len(order):
-                if not self.loop:  # evaluation: one pass, a short last batch, then stop
-                    if take:
-                        break
-                    raise StopIteration
-                self.epoch += 1
-                self.cursor = 0
-                order = self._order(self.epoch)
-            take.append(self.rows[order[self.cursor]])
-            self.cursor += 1
-        return to_trainer_batch(collate(take))
-
-    def __iter__(self):
-        """One pass over this rank's rows in order (evaluation)."""
-        order = self._order(0) if self.shuffle else list(range(self.rank, len(self.rows), self.world))
-        for i in range(0, len(order), self.micro_batch):
-            yield to_trainer_batch(collate([self.rows[j] for j in order[i : i + self.micro_batch]]))
-
-    def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "cursor": self.cursor}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.epoch, self.cursor = int(state["epoch"]), int(state["cursor"])
+    def batch(self, which: Sequence[int]) -> dict[str, torch.Tensor]:
+        return to_trainer_batch(collate([self.items[i] for i in which]))
 
 
 @torch.no_grad()
@@ -205,107 +144,43 @@ def split_held_out(keys: Sequence[str], fraction: float, seed: int = 0) -> np.nd
 
 
 # --------------------------------------------------------------------------------------------
-# Checkpoints and runs
+# The recipe on the fine-tuning core
 
 
-def resolve_checkpoint(path: str) -> tuple[str, dict[str, Any]]:
-    """(checkpoint folder, the run's config.json) for a complete checkpoint folder or a run folder
-    (its latest complete checkpoint); local paths or object-store URIs."""
-    from training.checkpoint import is_complete, latest_checkpoint
+class SFT(finetune.Recipe):
+    """Packed conversations, the next-token loss on answers, the held-out answer loss."""
 
-    ckpt = io.absolute(path)
-    if not is_complete(ckpt):
-        ckpt = latest_checkpoint(ckpt) or ""
-        if not ckpt:
-            raise FileNotFoundError(f"{path}: neither a checkpoint nor a run folder with one")
-    run_dir = io.parent(io.parent(ckpt))
-    return ckpt, io.read_json(io.join(run_dir, "config.json"))
+    name, config = "sft", SFTConfig
 
+    def __init__(self, cfg: SFTConfig, pad_id: int, examples: tuple[Sequence[TokenizedChat], Sequence[TokenizedChat]] | None = None):
+        super().__init__(cfg, pad_id)
+        self.train, self.val = examples or read_examples(cfg.data)
 
-def context_length(run_cfg: dict[str, Any], seq_len: int = 0) -> int:
-    """The one sequence length of a fine-tuning run: ``seq_len`` when given, else the starting
-    run's (what its model was trained on), else its model's context. Dropping long examples
-    (``too_long``), packing and the trainer's batches all use it."""
-    from training.model import model_config
+    def setup(self, env: Any, checkpoint: str, seq_len: int) -> None:
+        cfg, self.env, self.seq_len = self.cfg, env, seq_len
+        ranks = {"rank": env.rank, "world_size": env.world_size}
+        self.loader = ChatLoader(self.train, seq_len, cfg.micro_batch, self.pad_id, seed=cfg.seed, packing=cfg.packing, **ranks)
+        if self.val:
+            self.make_val = lambda: ChatLoader(self.val, seq_len, cfg.micro_batch, self.pad_id, shuffle=False, loop=False, **ranks)
 
-    return seq_len or run_cfg.get("resolved", {}).get("seq_len") or model_config(run_cfg["model"]).max_seq_len
+    def held_out(self, model: torch.nn.Module, start: bool) -> float:
+        return answer_loss(model, self.val, self.pad_id, seq_len=self.seq_len, device=self.env.device)[0]
 
-
-def load_model(path: str, device: Any = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
-    """A plain (unsharded) model with the weights of a checkpoint or run, in eval mode."""
-    from training.checkpoint import load_model_weights
-    from training.model import Transformer, model_config
-
-    ckpt, run_cfg = resolve_checkpoint(path)
-    model = Transformer(model_config(run_cfg["model"], vocab_size=run_cfg["vocab_size"]))
-    with warnings.catch_warnings():  # "torch.distributed is disabled ... single process": intended here
-        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
-        load_model_weights(model, ckpt)
-    return model.to(device).eval(), run_cfg
-
-
-def train_config_for(cfg: SFTConfig, run_cfg: dict[str, Any], rows: int, world_size: int) -> Any:
-    """The trainer's config for an SFT run over ``rows`` packed rows: model and vocabulary of the
-    starting run, ``epochs`` passes, batches counted in rows of ``seq_len`` tokens."""
-    from training.trainer import TrainConfig
-
-    seq_len = context_length(run_cfg, cfg.seq_len)
-    per_step = max(cfg.micro_batch * world_size, cfg.batch_rows // (cfg.micro_batch * world_size) * cfg.micro_batch * world_size)
-    steps = cfg.epochs * max(1, math.ceil(rows / per_step))
-    return TrainConfig(
-        run_dir=cfg.run_dir, model=run_cfg["model"], vocab_size=run_cfg["vocab_size"], seq_len=seq_len,
-        micro_batch=cfg.micro_batch, batch_tokens=per_step * seq_len, train_tokens=steps * per_step * seq_len,
-        lr=cfg.lr, warmup_steps=cfg.warmup_steps, schedule=cfg.schedule, min_lr_ratio=cfg.min_lr_ratio,
-        weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip, seed=cfg.seed, dtype=cfg.dtype,
-        checkpoint_every=cfg.checkpoint_every, eval_every=cfg.eval_every, eval_batches=cfg.eval_batches,
-        init_from=resolve_checkpoint(cfg.init_from)[0], progress=cfg.progress, resume=True, cpu_threads=cfg.cpu_threads,
-    )
+    def summary(self, before: float | None, after: float | None) -> dict[str, Any]:
+        return {"held_out_answer_loss_before": before, "held_out_answer_loss_after": after, "rows": len(self.loader),
+                "answer_tokens": int(sum(e.loss_mask.sum() for e in self.train)),
+                "train_conversations": len(self.train), "held_out_conversations": len(self.val)}
 
 
 def train_sft(cfg: SFTConfig, train_examples: Sequence[TokenizedChat], val_examples: Sequence[TokenizedChat], pad_id: int) -> dict[str, Any]:
-    """Fine-tune ``cfg.init_from`` on the conversations with the trainer's loop (runs in every
-    worker); held-out answer loss before and after is in the summary."""
-    from training.parallelize import close_distributed, init_distributed
-    from training.trainer import train
-
-    _, run_cfg = resolve_checkpoint(cfg.init_from)
-    env = init_distributed()
-    try:
-        seq_len = context_length(run_cfg, cfg.seq_len)
-        loader = ChatLoader(train_examples, seq_len, cfg.micro_batch, pad_id, rank=env.rank, world_size=env.world_size, seed=cfg.seed, packing=cfg.packing)
-        val = (lambda: ChatLoader(val_examples, seq_len, cfg.micro_batch, pad_id, rank=env.rank, world_size=env.world_size, shuffle=False, loop=False)) if val_examples else None
-        tcfg = train_config_for(cfg, run_cfg, len(loader.rows), env.world_size)
-        before = _held_out_loss(tcfg.init_from, val_examples, pad_id, seq_len, env) if val_examples else None
-        summary = train(tcfg, loader=loader, val_loader=val, env=env)
-        after = _held_out_loss(summary["checkpoint"], val_examples, pad_id, seq_len, env) if val_examples else None
-        summary.update(held_out_answer_loss_before=before, held_out_answer_loss_after=after, rows=len(loader.rows),
-                       answer_tokens=int(sum(e.loss_mask.sum() for e in train_examples)),
-                       train_conversations=len(train_examples), held_out_conversations=len(val_examples))
-        if env.is_main:
-            io.write_json({k: v for k, v in summary.items() if k != "losses"} | {"last_loss": summary["losses"][-1] if summary["losses"] else None},
-                          io.join(cfg.run_dir, "sft.json"))
-        return summary
-    finally:
-        close_distributed(env)
-
-
-def _held_out_loss(ckpt: str, examples: Sequence[TokenizedChat], pad_id: int, seq_len: int, env: Any) -> float:
-    # Every rank loads and scores (the checkpoint read is collective); the held-out set is small.
-    model, _ = load_model(ckpt, env.device)
-    return answer_loss(model, examples, pad_id, seq_len=seq_len, device=env.device)[0]
+    """Fine-tune ``cfg.init_from`` on the conversations (runs in every worker); held-out answer
+    loss before and after is in the summary and ``<run>/sft.json``."""
+    return finetune.finetune(SFT(cfg, pad_id, (train_examples, val_examples)))
 
 
 def main(config: dict[str, Any]) -> dict[str, Any]:
-    """Per-worker entry of the launchers (``pipelines.pretrain.launch``): config dict -> SFT run.
-
-    ``pad_id`` (the end token id) comes with the config; the rest are :class:`SFTConfig` fields.
-    Writes ``<run>/sft.json`` (held-out answer loss before and after) from rank 0.
-    """
-    config = dict(config)
-    pad_id = int(config.pop("pad_id"))
-    cfg = SFTConfig(**config)
-    train, held = read_examples(cfg.data)
-    return train_sft(cfg, train, held, pad_id)
+    """Per-worker entry of the launchers: ``pad_id`` + :class:`SFTConfig` fields -> SFT run."""
+    return finetune.main(SFT, config)
 
 
 if __name__ == "__main__":

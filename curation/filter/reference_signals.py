@@ -24,6 +24,7 @@ import numpy as np
 
 from curation.filter import en_words
 from curation.filter.config import C4Config, FilterConfig
+from curation.filter.signals import _find_duplicates as _duplicates  # datatrove's find_duplicates is Gopher's
 
 # C4QualityFilter (datatrove/pipeline/filters/c4_filters.py)
 CITATION = re.compile(r"\[\d*]|\[edit]|\[citation needed]")
@@ -58,19 +59,6 @@ C4_NAMES = [
     "c4_lines_kept", "c4_first_lorem_line", "c4_first_curly_line", "c4_kept_sentences",
     "fineweb_lines", "fineweb_line_punct_ratio", "fineweb_short_line_ratio", "fineweb_char_dup_ratio", "fineweb_list_ratio",
 ]
-
-
-def _duplicates(items: list[str]) -> tuple[int, int]:
-    """(items equal to an earlier one, their characters): datatrove's ``find_duplicates``."""
-    seen: set[str] = set()
-    dups = chars = 0
-    for it in items:
-        if it in seen:
-            dups += 1
-            chars += len(it)
-        else:
-            seen.add(it)
-    return dups, chars
 
 
 # ---- gopher --------------------------------------------------------------------------------------
