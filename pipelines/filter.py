@@ -116,7 +116,7 @@ def filter_documents(inputs: list[str], output: str, cfg: FilterConfig, rejects:
     ok = [i for i, t in enumerate(score_tasks) if t["path"] not in total.failed_files]
 
     # between the phases: the corpus-wide quality cut
-    cut, ok = quality_cut(cfg, model, score_tasks, ok, blocklist_text, workers, runner)
+    cut, ok = quality_cut(cfg, model, score_tasks, ok, blocklist_text, workers, runner, contamination)
 
     # 2. decide (again for every shard when the decision settings changed)
     decision = {"config": dataclasses.asdict(cfg), "blocklist": io.json_digest(blocklist_text), "quality_cut": cut,
@@ -152,12 +152,12 @@ def signal_folders(output: str, cfg: FilterConfig, model: str | None) -> dict[st
 
 def quality_cut(
     cfg: FilterConfig, model: str | None, score_tasks: list[dict[str, Any]], ok: list[int], blocklist_text: str,
-    workers: Resources, runner: Runner,
+    workers: Resources, runner: Runner, contamination: ContaminationIndex | None = None,
 ) -> tuple[float | None, list[int]]:
     """(the model-score cut in force, the shards of ``ok`` still to decide). ``quality.top_fraction``
     runs one task per shard (at most ``workers`` at once) collecting the scores of the documents
-    that pass every other rule; a shard whose task fails is named in ``failed_files``, counted
-    (``failed_tasks.quality_cut``) and left out."""
+    that pass every other rule, decontamination included (``contamination``); a shard whose task
+    fails is named in ``failed_files``, counted (``failed_tasks.quality_cut``) and left out."""
     cut = cfg.quality.threshold
     if cfg.quality.top_fraction is None:
         if cut is not None and not model:
@@ -166,7 +166,7 @@ def quality_cut(
     if not model:
         raise config.ConfigError("quality.top_fraction needs a quality model (quality.model)")
     items = [score_tasks[i] | {"blocklist": blocklist_text} for i in ok]
-    results = runner.run(_candidate_scores, items, phase="quality cut", resources=workers, merge=False, mark=False)
+    results = runner.run(_candidate_scores, items, contamination, phase="quality cut", resources=workers, merge=False, mark=False)
     scores, kept = [], []
     for i, res in zip(ok, results):
         if isinstance(res, runtime.TaskFailure):
@@ -234,12 +234,17 @@ def _read_signals(task: dict[str, Any]) -> tuple[pa.Table, float]:
     return combine_signals(base, list(tables.values())), cpu
 
 
-def _candidate_scores(task: dict[str, Any], _config: None = None) -> dict:
-    """Quality scores of the documents of a shard that pass every rule but the model's."""
+def _candidate_scores(task: dict[str, Any], contamination: ContaminationIndex | None = None) -> dict:
+    """Quality scores of the documents of a shard that pass every rule but the model's (the
+    documents decontamination will drop are no candidates: the cut is a fraction of what stays)."""
     cfg = _cfg(task["cfg"])
     signals, _ = _read_signals(task)
     urls = io.read_parquet(task["path"], columns=["url"]).column("url").to_pylist()
     passing = np.array([r is None for r in decisions(signals, urls, cfg, parse_blocklist(task["blocklist"]), None)], dtype=bool)
+    if contamination is not None and passing.any():
+        texts = io.read_parquet(task["path"], columns=["text"]).column("text")
+        for i in np.flatnonzero(passing):
+            passing[i] = contamination.find(texts[int(i)].as_py()) is None
     scores = signals.column("quality_score").to_numpy(zero_copy_only=False)
     return {"scores": scores[passing & ~np.isnan(scores)].astype(np.float64)}
 

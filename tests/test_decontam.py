@@ -173,3 +173,36 @@ def test_filter_drops_a_page_with_a_planted_question(ray_session, pages, tmp_pat
     assert "contamination" not in stats_off["dropped"] and stats_off["output"] == stats["output"] + 1
     assert stats_off["decontamination"] == {"enabled": False}
     assert docs[0]["id"] in pq.read_table(tmp_path / "out" / "data").column("id").to_pylist()
+
+
+def test_the_quality_cut_is_a_fraction_of_what_decontamination_leaves(ray_session, pages, tmp_path):
+    """``quality.top_fraction`` keeps that fraction of the documents that pass every other rule,
+    decontamination included: pages the filter drops as contamination are no candidates."""
+    import math
+
+    from curation.schema import documents_to_table
+    from curation.filter import FilterConfig
+    from pipelines.filter import filter_documents
+    from storage import io
+
+    docs = [dict(d) for d in pages]
+    for d in docs[:3]:
+        d["text"] = plant(d["text"], QUESTION)
+    with open(SAMPLE / "text" / "cc-main-2019-30-697docs.jsonl.gz", "rb") as f:
+        docs += list(read_dolma_jsonl(f, "cc-main-2019-30-697docs.jsonl.gz"))
+    io.write_parquet(documents_to_table(docs), str(tmp_path / "in" / "pages.parquet"))
+    out = str(tmp_path / "out")
+    cfg = FilterConfig()
+    assert filter_documents([str(tmp_path / "in")], out, cfg) == 0
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    assert stats["dropped"]["contamination"] >= 2  # planted pages the rules alone would keep
+    clean = pq.read_table(tmp_path / "out" / "data").column("metadata").combine_chunks().field("filter").field("quality_score")
+    scores = sorted(clean.to_pylist(), reverse=True)
+    assert len(scores) == stats["output"] > 50
+
+    cfg.quality.top_fraction = 0.5
+    assert filter_documents([str(tmp_path / "in")], out, cfg) == 0
+    cut = json.loads((tmp_path / "out" / "stats.json").read_text())
+    k = math.ceil(0.5 * len(scores))
+    assert cut["quality_cut"] == scores[k - 1] and cut["output"] == k
+    assert cut["dropped"]["contamination"] == stats["dropped"]["contamination"]
