@@ -50,7 +50,8 @@ STAGE_DIRS = {**tp.STAGE_DIRS, "pretrain": "pretrain", "sft": "sft", "dpo": "dpo
 PREPARED = ("sft/data", "dpo/pairs", "dpo/reference")
 # Processes of a Ray instance titled ray::<name> that are not task workers.
 NOT_TASKS = {"IDLE", "DashboardAgent", "RuntimeEnvAgent"}
-BAR = re.compile(r"^(?P<desc>[^\r\n]+?): +\d+%\|")
+# A progress bar of Ray tasks (runtime.run_tasks counts "task"s); the trainer's bar counts "step"s.
+BAR = re.compile(r"^(?P<desc>[^\r\n]+?): +\d+%\|.*(?:task/s|s/task)")
 STAGE_LINE = re.compile(r"^run: ===== (?P<stage>[\w-]+) =====$")
 
 
@@ -103,7 +104,7 @@ def phases_of(text: str) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for stage, phase in log_events(text):
         out.setdefault(stage, [])
-        # the stage's own bars (SFT/DPO training shows the trainer's bar, which runs no Ray task)
+        # the stage's own bars of Ray tasks (not the trainer's bar: it counts steps)
         if (phase == stage or phase.startswith(stage + ":")) and phase not in out[stage]:
             out[stage].append(phase)
     return out

@@ -205,7 +205,7 @@ def finetune(recipe: Recipe) -> dict[str, Any]:
             return recipe.held_out(load_model(path, env.device)[0], start) if held_out else None
 
         before = score(checkpoint, True)
-        summary = train(tcfg, loader=recipe.loader, val_loader=recipe.make_val, loss_fn=recipe.loss_fn, env=env)
+        summary = train(tcfg, loader=recipe.loader, val_loader=recipe.make_val, loss_fn=recipe.loss_fn, env=env, name=recipe.name)
         summary.update(recipe.summary(before, score(summary["checkpoint"], False)))
         if env.is_main:
             write_summary(summary, io.join(cfg.run_dir, f"{recipe.name}.json"))

@@ -268,15 +268,16 @@ class Trainer:
     ``(loss_sum, weight[, metrics])`` (default :func:`causal_lm_loss`).
     """
 
-    def __init__(self, cfg: TrainConfig, env: DistEnv, loader=None, val_loader=None, loss_fn: LossFn | None = None):
+    def __init__(self, cfg: TrainConfig, env: DistEnv, loader=None, val_loader=None, loss_fn: LossFn | None = None,
+                 name: str = "pretrain"):
         if cfg.cpu_threads:
             torch.set_num_threads(cfg.cpu_threads)
-        self.cfg, self.env = cfg, env
+        self.cfg, self.env, self.name = cfg, env, name
         self.mcfg = model_config(cfg.model, vocab_size=cfg.vocab_size)
         self.plan = plan_batches(cfg, env.world_size, self.mcfg)
         if self.plan.why:
-            self._say(f"[pretrain] scaling laws: {self.plan.why}")
-            self._say(f"[pretrain] chose lr {self.plan.lr:.3e}{' (auto)' if cfg.lr_auto else ''}, "
+            self._say(f"[{self.name}] scaling laws: {self.plan.why}")
+            self._say(f"[{self.name}] chose lr {self.plan.lr:.3e}{' (auto)' if cfg.lr_auto else ''}, "
                       f"batch {self.plan.batch_tokens:,} tokens{' (auto)' if cfg.batch_auto else ''}")
         if env.is_main:
             io.write_json({**asdict(cfg), "resolved": {"lr": self.plan.lr, "batch_tokens": self.plan.batch_tokens, "seq_len": self.plan.seq_len,
@@ -337,7 +338,7 @@ class Trainer:
             model.init_weights()
         if cfg.init_from:
             ckpt.load_model_weights(model, cfg.init_from)
-            self._say(f"[pretrain] weights from {cfg.init_from}")
+            self._say(f"[{self.name}] weights from {cfg.init_from}")
         return model
 
     # -- one step ---------------------------------------------------------------------------
@@ -413,15 +414,15 @@ class Trainer:
         latest = ckpt.latest_checkpoint(self.cfg.run_dir)
         if latest:
             self.checkpointer.load(latest)
-            self._say(f"[pretrain] resumed from {latest} at step {self.step}")
+            self._say(f"[{self.name}] resumed from {latest} at step {self.step}")
         else:
-            self._say(f"[pretrain] --resume: no checkpoint in {self.cfg.run_dir}, starting fresh")
+            self._say(f"[{self.name}] --resume: no checkpoint in {self.cfg.run_dir}, starting fresh")
 
     def _announce(self) -> None:
         cfg, env, plan = self.cfg, self.env, self.plan
         self.flops_per_token = flops_per_token(self.mcfg, plan.seq_len)
         self.peak, peak_src = (cfg.peak_flops, "given") if cfg.peak_flops else device_peak_flops(env.device)
-        self._say(f"[pretrain] model {cfg.model}: {sum(p.numel() for p in self.model.parameters()):,} params (sharded over {env.world_size}), "
+        self._say(f"[{self.name}] model {cfg.model}: {sum(p.numel() for p in self.model.parameters()):,} params (sharded over {env.world_size}), "
                   f"{self.flops_per_token:.3e} FLOPs/token; {plan.total_steps} steps of {plan.batch_tokens:,} tokens "
                   f"(accum {plan.accum} x micro {cfg.micro_batch} x {env.world_size} ranks), peak {self.peak:.3e} FLOP/s ({peak_src})")
 
@@ -454,7 +455,7 @@ class Trainer:
         if self.env.is_main and cfg.progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=plan.last_step, initial=start, desc="pretrain", unit="step", file=sys.stderr, dynamic_ncols=True)
+            bar = tqdm(total=plan.last_step, initial=start, desc=self.name, unit="step", file=sys.stderr, dynamic_ncols=True)
         saved = None
         self.model.train()
         try:
@@ -496,13 +497,15 @@ def _split_data(cfg: TrainConfig) -> tuple[list[str], list[str]]:
     return files, []
 
 
-def train(cfg: TrainConfig, *, loader=None, val_loader=None, loss_fn: LossFn | None = None, env: DistEnv | None = None) -> dict[str, Any]:
+def train(cfg: TrainConfig, *, loader=None, val_loader=None, loss_fn: LossFn | None = None, env: DistEnv | None = None,
+          name: str = "pretrain") -> dict[str, Any]:
     """Train per ``cfg`` (see :class:`Trainer` for ``loader``, ``val_loader``, ``loss_fn``); returns
-    the summary. ``env``: an existing ``init_distributed()`` result (then the caller closes it)."""
+    the summary. ``env``: an existing ``init_distributed()`` result (then the caller closes it).
+    ``name``: the stage the progress bar and messages name (``pretrain``, ``sft``, ``dpo``)."""
     own_env = env is None
     env = env or init_distributed()
     try:
-        return Trainer(cfg, env, loader, val_loader, loss_fn).fit()
+        return Trainer(cfg, env, loader, val_loader, loss_fn, name).fit()
     finally:
         if own_env:
             close_distributed(env)
