@@ -71,14 +71,14 @@ def _report(result: dict[str, Any], stats) -> list[str]:
 
 
 def build_config(args: argparse.Namespace):
-    """The run's ``training.dpo.DPOConfig`` from the command line (``--dry-run`` checks the same)."""
-    from training.dpo import DPOConfig
+    """The run's ``training.config.DPOConfig`` from the command line (``--dry-run`` checks the same)."""
+    from training.config import DPOConfig
 
     return finetune.build_config(args, DPOConfig, {"beta": args.beta, "batch_pairs": args.batch_pairs})
 
 
 def dpo(cfg, data: list[str], tokenizer: str, how: Launch, decontamination, reference: str = "precomputed") -> int:
-    """DPO with ``cfg`` (a ``training.dpo.DPOConfig``) on the preference files ``data``; the
+    """DPO with ``cfg`` (a ``training.config.DPOConfig``) on the preference files ``data``; the
     reference log-probs ``precomputed`` by Ray tasks up front, or ``on_the_fly`` in every step."""
     from pipelines import config as config_mod
     from training.dpo import pairs_table

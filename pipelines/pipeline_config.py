@@ -3,7 +3,7 @@
 Every section holds that stage's run options (inputs, workers, index, ``cc_*``; a training
 stage's launch: nproc, launcher, max_failures) and, under ``config:``, the stage's own config
 dataclass (e.g. ``filter.config`` is a ``curation.filter.FilterConfig``, ``pretrain.config`` a
-``training.trainer.TrainConfig``), so this file never copies a stage's defaults and ``pipelines
+``training.config.TrainConfig``), so this file never copies a stage's defaults and ``pipelines
 run`` hands each stage its typed config. Any value is also settable from the command line with a
 dotted key: ``--set filter.config.blocklist.path=x``. Defaults here follow the recipe (DeepSeek
 LLM report, via each stage's own defaults) except where a comment says the value is a run-size
@@ -25,9 +25,7 @@ from pipelines import config as config_mod
 from pipelines.pretrain import Launch
 from pipelines.tokenize import TokenizeConfig
 from tokenizer import TokenizerConfig
-from training.dpo import DPOConfig
-from training.sft import SFTConfig
-from training.trainer import TrainConfig
+from training.config import DPOConfig, SFTConfig, TrainConfig
 
 # The order in which ``run`` executes the stages; ``stages:`` may list a prefix or a subset.
 STAGE_ORDER = ("import", "extract", "dedup", "filter", "remix", "train-tokenizer", "tokenize", "pretrain", "sft", "dpo", "eval", "generate")
@@ -101,7 +99,7 @@ class TokenizerSection:
 @dataclass
 class PretrainSection(Launch):
     # nproc, launcher (auto, inline, torchrun, ray), max_failures: pipelines.pretrain.Launch.
-    # training.trainer.TrainConfig, e.g. {model: tiny, seq_len: 256, batch_tokens: 4096, lr: 3.0e-3};
+    # training.config.TrainConfig, e.g. {model: tiny, seq_len: 256, batch_tokens: 4096, lr: 3.0e-3};
     # batch_auto / lr_auto: true take the report's scaling laws instead. Defaults are the report's;
     # run_dir, data, vocab_size and resume are the run's own (its folders, its tokenizer, a
     # checkpoint found there), not set here.
@@ -121,7 +119,7 @@ class FinetuneSection(Launch):
 class SFTSection(FinetuneSection):
     # Chat data (JSONL/Parquet files or folders).
     data: list[str] = field(default_factory=lambda: ["data/sample/sft"])
-    # training.sft.SFTConfig (epochs, lr, seq_len, batch_rows, packing ...), the report's
+    # training.config.SFTConfig (epochs, lr, seq_len, batch_rows, packing ...), the report's
     # defaults; run_dir, init_from and data are the run's own.
     config: SFTConfig = field(default_factory=SFTConfig)
 
@@ -131,7 +129,7 @@ class DPOSection(FinetuneSection):
     data: list[str] = field(default_factory=lambda: ["data/sample/preference"])
     # The reference log-probs: precomputed by Ray tasks up front, or on_the_fly in every step.
     reference: Literal["precomputed", "on_the_fly"] = "precomputed"
-    # training.dpo.DPOConfig (epochs, lr, beta, batch_pairs ...); run_dir, init_from, data and
+    # training.config.DPOConfig (epochs, lr, beta, batch_pairs ...); run_dir, init_from, data and
     # reference_data are the run's own.
     config: DPOConfig = field(default_factory=DPOConfig)
 

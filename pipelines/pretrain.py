@@ -112,7 +112,7 @@ _FLAGS = {"data": "data", "val_data": "val_data", "output": "run_dir", "model": 
 
 
 def build_config(args: argparse.Namespace):
-    from training.trainer import TrainConfig
+    from training.config import TrainConfig
 
     over: dict[str, Any] = {}
     for flag, key in _FLAGS.items():
@@ -237,7 +237,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def pretrain(cfg, how: Launch, tokenizer: str | None = None) -> int:
-    """Pre-train with ``cfg`` (a ``training.trainer.TrainConfig``) on ``how.nproc`` ranks; the
+    """Pre-train with ``cfg`` (a ``training.config.TrainConfig``) on ``how.nproc`` ranks; the
     model's vocabulary is ``tokenizer``'s when one is given. Skips a complete run; refuses a run
     folder with checkpoints unless ``cfg.resume``. Writes stats.json, prints the summary."""
     if tokenizer:

@@ -46,14 +46,14 @@ def _report(result: dict[str, Any], stats) -> list[str]:
 
 
 def build_config(args: argparse.Namespace):
-    """The run's ``training.sft.SFTConfig`` from the command line (``--dry-run`` checks the same)."""
-    from training.sft import SFTConfig
+    """The run's ``training.config.SFTConfig`` from the command line (``--dry-run`` checks the same)."""
+    from training.config import SFTConfig
 
     return finetune.build_config(args, SFTConfig, {"batch_rows": args.batch_rows, "packing": False if args.no_packing else None})
 
 
 def sft(cfg, data: list[str], tokenizer: str, how: Launch, decontamination) -> int:
-    """SFT with ``cfg`` (a ``training.sft.SFTConfig``) on the chat files ``data``."""
+    """SFT with ``cfg`` (a ``training.config.SFTConfig``) on the chat files ``data``."""
     from training.sft import examples_table
 
     stage = finetune.Finetune(NAME, "conversations", "data", sft_examples, examples_table, report=_report)

@@ -295,6 +295,16 @@ def test_sample_configs_load():
     assert config.load(PipelineConfig, str(REPO / "configs" / "cluster.yaml")).output.startswith("s3://")
 
 
+def test_loading_a_run_config_does_not_import_torch():
+    """The training sections' dataclasses live in training.config: a run's config (and its
+    one-line errors) load in a fraction of a second, without torch."""
+    code = ("import sys; from pipelines import config; from pipelines.pipeline_config import PipelineConfig; "
+            f"cfg = config.load(PipelineConfig, {str(REPO / 'configs' / 'cluster.yaml')!r}); "
+            "assert cfg.pretrain.config.lr > 0 and cfg.dpo.config.beta > 0; print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
 @pytest.mark.slow
 def test_demo_config_end_to_end(tmp_path):
     """`make demo` (configs/demo.yaml) on the bundled data, into a temporary folder."""

@@ -36,6 +36,9 @@ Loss (``training.trainer``)
     like ``loss_sum`` on the device and read once per step, divided by the weight) go to the log. Default: ``causal_lm_loss``
     (cross-entropy on ``labels`` != -100).
 
+Settings (``training.config``; no torch import, so a pipeline's config loads without it)
+    ``TrainConfig``, ``FinetuneConfig``, ``SFTConfig``, ``DPOConfig``.
+
 Training loop (``training.trainer``)
     ``TrainConfig`` (typed dataclass, recipe defaults with sources: AdamW 0.9/0.95, wd 0.1 not on
     norms/biases, clip 1.0, multi-step LR, batch in tokens, checkpoint/eval/log intervals,

@@ -14,7 +14,6 @@ Recipe (report section 5.2): 1 epoch, LR 5e-6, batch 512, warm-up then cosine de
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
@@ -24,28 +23,8 @@ import torch.nn.functional as F
 
 from storage import io
 from training import finetune
+from training.config import DPOConfig
 from training.chat import ChatBatch, TokenizedChat, pad_batch
-
-
-@dataclass
-class DPOConfig(finetune.FinetuneConfig):
-    run_dir: str = "runs/dpo"
-    # DPO's usual temperature (Rafailov et al. 2023; the default; the report gives none).
-    beta: float = 0.1
-    # Report section 5.2: one epoch, "learning rate of 5e-6 and batch size of 512",
-    # "warm-up and cosine learning rate scheduler".
-    epochs: int = 1
-    lr: float = 5e-6
-    batch_pairs: int = 512
-    # No weight decay on a preference fine-tune (the report gives none; TRL's default is 0).
-    weight_decay: float = 0.0
-    held_out_fraction: float = 0.1
-    # Precomputed reference log-prob shards beside the pair shards (``pipelines.dpo`` writes
-    # both); none: the reference runs on the fly.
-    reference_data: list[str] = field(default_factory=list)
-
-    def step_examples(self) -> int:
-        return self.batch_pairs
 
 
 PAIR_SCHEMA = pa.schema([

@@ -4,7 +4,7 @@ A fine-tune is the pre-training loop (``training.trainer``) started from a check
 weights, on examples instead of token shards, for a number of epochs. What every fine-tune
 shares lives here:
 
-- :class:`FinetuneConfig`, the settings of any fine-tune (``SFTConfig`` and ``DPOConfig``
+- ``FinetuneConfig`` (in ``training.config``), the settings of any fine-tune (``SFTConfig`` and ``DPOConfig``
   extend it with their own and their recipe's defaults);
 - :class:`EpochLoader`, examples visited epoch after epoch in a seeded order, split over the
   ranks, batched, with its position as its state (so a resumed run continues where it was);
@@ -21,49 +21,12 @@ its loaders' batches, its loss and its held-out figures. ``training.sft.SFT`` an
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
 
 from storage import io
-
-
-@dataclass
-class FinetuneConfig:
-    run_dir: str = "runs/finetune"
-    # The checkpoint (or run folder: its latest checkpoint) whose weights start the fine-tune.
-    init_from: str = ""
-    epochs: int = 1
-    lr: float = 1e-5
-    # The report's SFT and DPO (section 5): warm-up, then cosine decay (to 10%).
-    schedule: str = "cosine"
-    warmup_steps: int = 10
-    min_lr_ratio: float = 0.1
-    # AdamW of pre-training (report section 2.3); clipping 1.0.
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
-    # Tokens per example row; 0: the starting run's sequence length (what its model was trained
-    # on, :func:`context_length`). Longer examples are dropped (too_long) when tokenised.
-    seq_len: int = 0
-    # Examples per micro-batch per rank; gradient accumulation makes up the recipe's batch.
-    micro_batch: int = 4
-    # Held-out share of examples for the before/after figures (decided by a hash of each key).
-    held_out_fraction: float = 0.05
-    checkpoint_every: int = 1000
-    eval_every: int = 100
-    eval_batches: int = 50
-    seed: int = 0
-    dtype: str = "auto"
-    # Torch threads per worker (0: torch's default); the Ray launcher sets it per worker.
-    cpu_threads: int = 0
-    progress: bool = True
-    # The tokenised example shards (the pipeline stage writes them).
-    data: list[str] = field(default_factory=list)
-
-    def step_examples(self) -> int:
-        """Examples per optimizer step over all ranks (the recipe's batch size)."""
-        raise NotImplementedError
+from training.config import FinetuneConfig
 
 
 def context_length(run_cfg: dict[str, Any], seq_len: int = 0) -> int:
@@ -142,7 +105,7 @@ def train_config(cfg: FinetuneConfig, run_cfg: dict[str, Any], checkpoint: str, 
     """The trainer's config for a fine-tune over ``examples`` examples: model and vocabulary of
     the starting run, ``epochs`` passes. The trainer counts batches in rows of ``seq_len``
     tokens; here a "row" is one example (a packed row for SFT, a pair for DPO)."""
-    from training.trainer import TrainConfig
+    from training.config import TrainConfig
 
     unit = cfg.micro_batch * world_size
     per_step = max(1, cfg.step_examples() // unit) * unit

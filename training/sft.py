@@ -16,7 +16,6 @@ math-heavy SFT data caused) is the same run again from the first stage's checkpo
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -25,26 +24,11 @@ import torch
 
 from storage import io
 from training import finetune
+from training.config import SFTConfig
 from training.chat import ChatBatch, TokenizedChat, collate, pack
 from training.data import IGNORE_INDEX
 
 IGNORE = IGNORE_INDEX  # label of tokens without loss (prompts, padding)
-
-
-@dataclass
-class SFTConfig(finetune.FinetuneConfig):
-    run_dir: str = "runs/sft"
-    # Report section 5.1, the 7B model: "4 epochs", "learning rate 1e-5" (67B: 2 epochs, 5e-6).
-    epochs: int = 4
-    lr: float = 1e-5
-    # Conversations are packed into rows of seq_len tokens (block-diagonal attention);
-    # packing=False gives each conversation a row of its own.
-    packing: bool = True
-    # Rows per optimizer step over all ranks (accumulated); the report gives no SFT batch size.
-    batch_rows: int = 32
-
-    def step_examples(self) -> int:
-        return self.batch_rows
 
 
 EXAMPLE_SCHEMA = pa.schema([

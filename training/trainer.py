@@ -16,7 +16,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterable, Iterator
 
 import torch
@@ -27,71 +27,12 @@ from torch import nn
 from storage import io
 from storage.errors import UserError
 from training import checkpoint as ckpt
+from training.config import TrainConfig
 from training.data import IGNORE_INDEX, TokenShardLoader, list_token_shards
 from training.model import ModelConfig, Transformer, flops_per_token, model_config, report_flops_per_token
 from training.optim import Schedule, build_optimizer
 from training.parallelize import DistEnv, close_distributed, init_distributed, parallelize
 from training.scaling import choose_hyperparameters
-
-
-@dataclass
-class TrainConfig:
-    # Every path here is a local path or an object-store URI (s3://, gs://, abfs://).
-    run_dir: str = "runs/pretrain"
-    # Token shards (files or folders) from the tokenize stage.
-    data: list[str] = field(default_factory=list)
-    # Held-out shards for validation loss; when empty, the last `holdout_shards` data shards.
-    val_data: list[str] = field(default_factory=list)
-    holdout_shards: int = 1
-    model: str = "tiny"
-    # Real vocabulary size (before padding); 100,015 for the report's tokenizer.
-    vocab_size: int = 100_015
-    # Tokens per row; 0: the model config's context (4096 in the report).
-    seq_len: int = 0
-    # Rows per micro-batch on each rank (memory knob; does not change the maths).
-    micro_batch: int = 4
-    # Global batch in tokens, a multiple of seq_len x micro_batch x ranks. 7B: 2304 x 4096 (report).
-    batch_tokens: int = 2304 * 4096
-    batch_auto: bool = False
-    # Training length in tokens: sets the schedule (80% / 90% boundaries) and the compute budget.
-    train_tokens: int = 2_000_000_000_000
-    # Stop early after this many steps (0: run the whole schedule); the schedule is unchanged.
-    max_steps: int = 0
-    # Report section 2.3: peak 4.2e-4 for 7B; AdamW betas (0.9, 0.95), weight decay 0.1.
-    lr: float = 4.2e-4
-    lr_auto: bool = False
-    warmup_steps: int = 2000
-    schedule: str = "multi_step"
-    min_lr_ratio: float = 0.1
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = 1.0
-    seed: int = 0
-    # "auto": bf16 parameters on GPU, fp32 on CPU.
-    dtype: str = "auto"
-    compile: bool = False
-    activation_checkpointing: bool = False
-    checkpoint_every: int = 1000
-    # Write checkpoints in a background thread (staged to CPU memory first), as the report does
-    # ("saved often and asynchronously"); the final checkpoint is always written synchronously.
-    async_checkpoint: bool = True
-    keep_checkpoints: int = 2
-    eval_every: int = 500
-    eval_batches: int = 20
-    log_every: int = 1
-    resume: bool = False
-    # A checkpoint folder whose weights start the run (SFT/DPO from a pre-trained model).
-    init_from: str = ""
-    # Peak FLOP/s of one device for MFU; 0: from the device table (GPU) or measured (CPU).
-    peak_flops: float = 0.0
-    # Intra-op threads per process on CPU; 0 keeps torch's default. With several processes on
-    # one machine, cores / processes (torchrun sets 1) avoids oversubscription.
-    cpu_threads: int = 0
-    # Build on the meta device and initialise after sharding (no full copy in memory). Always
-    # on GPU; on CPU the full model is built from the seed so runs match across world sizes.
-    meta_init: bool = False
-    progress: bool = True
 
 
 class SettingError(UserError, ValueError):
