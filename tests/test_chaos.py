@@ -62,10 +62,10 @@ def chaos_seed() -> int:
 def chaos_config(out: Path, again: Path) -> dict:
     cfg = tp.small_config(out, stages=STAGES)
     cfg["import_jsonl"]["inputs"].append(str(again))
-    # DPO's reference log-probs (compared) come from the SFT weights, which come from pretrain's.
-    # Trained with several torch threads on a CPU, those differ in their last bits from run to run
-    # (seen here: about one run in five, from the second step on); with one thread they are the
-    # same every time (as in test_same_behaviour).
+    # DPO's reference log-probs (compared) come from the SFT weights, which come from pretrain's,
+    # so they need training bit for bit the same in every process: with several torch threads that
+    # rests on training.parallelize.start_cpu_threads (its own test is in test_train); with one
+    # thread (as in test_same_behaviour) on nothing.
     for stage in ("pretrain", "sft", "dpo"):
         cfg[stage].setdefault("config", {})["cpu_threads"] = 1
     return cfg

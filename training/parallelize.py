@@ -59,6 +59,17 @@ def init_distributed() -> DistEnv:
     return DistEnv(dist.get_rank(), world, local_rank, device, mesh, owns)
 
 
+def start_cpu_threads() -> None:
+    """Open torch's CPU thread pool on throwaway data before anything that counts. In a fresh
+    process, torch's first parallel region computes elementwise math (cos, exp, log, sqrt) on its
+    new worker thread differently in the last bits, in about one process in three with 2 threads
+    (seen with torch 2.13's CPU build: the first ``torch.cos`` of 4,096 floats differs from the
+    second on 2,048 of them; with one thread, or after one parallel region, never). The model's
+    RoPE table is such a first call, so without this a run's weights varied from run to run."""
+    if torch.get_num_threads() > 1:
+        torch.linspace(0.0, 1.0, 65536 * torch.get_num_threads()).exp_()  # a chunk for every thread
+
+
 def close_distributed(env: DistEnv) -> None:
     if env.owns_group and dist.is_initialized():
         dist.destroy_process_group()

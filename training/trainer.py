@@ -31,7 +31,7 @@ from training.config import TrainConfig
 from training.data import IGNORE_INDEX, TokenShardLoader, list_token_shards
 from training.model import ModelConfig, Transformer, flops_per_token, model_config, report_flops_per_token
 from training.optim import Schedule, build_optimizer
-from training.parallelize import DistEnv, close_distributed, init_distributed, parallelize
+from training.parallelize import DistEnv, close_distributed, init_distributed, parallelize, start_cpu_threads
 from training.scaling import choose_hyperparameters
 
 
@@ -213,6 +213,7 @@ class Trainer:
                  name: str = "pretrain"):
         if cfg.cpu_threads:
             torch.set_num_threads(cfg.cpu_threads)
+        start_cpu_threads()  # the same numerics in every process
         self.cfg, self.env, self.name = cfg, env, name
         self.mcfg = model_config(cfg.model, vocab_size=cfg.vocab_size)
         self.plan = plan_batches(cfg, env.world_size, self.mcfg)
