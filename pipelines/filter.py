@@ -239,12 +239,13 @@ def _candidate_scores(task: dict[str, Any], contamination: ContaminationIndex | 
     documents decontamination will drop are no candidates: the cut is a fraction of what stays)."""
     cfg = _cfg(task["cfg"])
     signals, _ = _read_signals(task)
-    urls = io.read_parquet(task["path"], columns=["url"]).column("url").to_pylist()
+    docs = io.read_parquet(task["path"], columns=["url"] if contamination is None else ["url", "text"])
+    urls = docs.column("url").to_pylist()
     passing = np.array([r is None for r in decisions(signals, urls, cfg, parse_blocklist(task["blocklist"]), None)], dtype=bool)
     if contamination is not None and passing.any():
-        texts = io.read_parquet(task["path"], columns=["text"]).column("text")
-        for i in np.flatnonzero(passing):
-            passing[i] = contamination.find(texts[int(i)].as_py()) is None
+        rows = np.flatnonzero(passing)
+        texts = docs.column("text").take(pa.array(rows)).to_pylist()
+        passing[rows] = [contamination.find(t) is None for t in texts]
     scores = signals.column("quality_score").to_numpy(zero_copy_only=False)
     return {"scores": scores[passing & ~np.isnan(scores)].astype(np.float64)}
 
