@@ -384,7 +384,12 @@ def test_sandbox_passes_large_payloads_across_restarts():
 
 
 _ATTR_WORDS = st.sampled_from(["", "comment", "comments-title", "nav", "sidebar", "share-x", "hidden", "display:none", "post-reply-x",
-                               "cookie", "footer", "main", "content-body", "article", "bottom", "link", "a b", "Author", "byline", "tags"])
+                               "cookie", "footer", "main", "content-body", "article", "bottom", "link", "a b", "Author", "byline", "tags",
+                               # words that only some of the patterns of fix 7's tests take
+                               "reply-x", "Comment", "commentary", "comol", "disqus_thread", "post-comments", "akismet", "Nav",
+                               "reader-comments", "cookie-banner", "CookieConsent", "caption", "Teaser", "mvp-post-add-box",
+                               "infinite-scroll", "elementor-share-buttons", "MostPopularStories", "true", "display: none", "^ad-"])
+_ATTRS = ("class", "id", "style", "role", "aria-hidden", "data-component", "data-lp-replacement-content")
 
 
 @st.composite
@@ -392,8 +397,10 @@ def _attr_trees(draw, depth: int = 0):
     """Element trees whose elements have, or lack, class / id / style attributes."""
     from lxml.html import Element
 
-    elem = Element(draw(st.sampled_from(["div", "p", "span", "section", "list", "item", "aside", "ol", "ul", "details", "a", "article"])))
-    for attr in ("class", "id", "style", "role"):
+    elem = Element(draw(st.sampled_from(["div", "p", "span", "section", "list", "item", "aside", "ol", "ul", "details", "a", "article",
+                                         "h1", "footer", "script", "svg", "template"])))
+    # in any order: which of two attributes comes first decides what ``@id|@class`` reads
+    for attr in draw(st.permutations(_ATTRS)):
         if draw(st.booleans()):
             elem.set(attr, draw(_ATTR_WORDS))
     elem.text = draw(st.sampled_from([None, "text", " "]))
@@ -463,3 +470,103 @@ def test_boilerplate_pruning_with_marks_prunes_what_upstream_does(tree):
     tree.set("data-curation-trafilatura-fix", "")  # a page that has the mark already: upstream's way
     stock = htmlprocessing.prune_unwanted_nodes(deepcopy(root), OVERALL_DISCARD_XPATH, with_backup=True)
     assert etree.tostring(trafilatura_fix.prune_unwanted_nodes(deepcopy(root), OVERALL_DISCARD_XPATH, with_backup=True)) == etree.tostring(stock)
+
+
+def _upstream_xpaths() -> list[tuple[object, object]]:
+    """(fix 7's selector, upstream's XPath) for every selector trafilatura_fix installs."""
+    from lxml.etree import XPath
+
+    from curation.extract import trafilatura_fix
+    from curation.extract.trafilatura_selectors import Selector
+
+    if not trafilatura_fix.install():
+        pytest.skip("the fixes apply to trafilatura 2.3.1's code only")
+    from importlib import import_module
+
+    from trafilatura import xpaths
+
+    baseline = import_module("trafilatura.baseline")  # the package re-exports a function of that name
+    found = [x for v in vars(xpaths).values() if isinstance(v, list) for x in v if isinstance(x, Selector)]
+    found.append(baseline.BASIC_CLEAN_XPATH)
+    assert len(found) == 8 and all(isinstance(x, Selector) for x in found)
+    return [(x, XPath(x.path, namespaces={"re": "http://exslt.org/regular-expressions"})) for x in found]
+
+
+@settings(max_examples=150, deadline=None)
+@given(tree=_attr_trees())
+def test_python_selectors_select_what_upstreams_xpaths_do(tree):
+    # Fix 7: each attribute-only XPath written as a Python test selects the same elements, in the
+    # same order, whichever attributes an element has, lacks, or has first.
+    from lxml import etree, html
+
+    root = html.Element("html")
+    etree.SubElement(root, "body").append(tree)
+    for selector, upstream in _upstream_xpaths():
+        for context in (root, tree, etree.ElementTree(root)):
+            assert selector(context) == upstream(context), selector.path
+
+
+def test_python_selectors_select_what_upstream_does_at_every_call_on_real_pages(monkeypatch):
+    # Fix 7 where it runs: at every call trafilatura makes while extracting real pages (the raw
+    # trees, the cleaned and converted ones, the baseline's), the selector and upstream's XPath
+    # return the very same elements; and the pages' texts are what stock trafilatura gives.
+    import gzip
+
+    import trafilatura
+
+    from curation.extract import trafilatura_fix
+    from curation.extract.html import decode_html
+    from curation.extract.trafilatura_selectors import Selector
+
+    upstream = {id(s): x for s, x in _upstream_xpaths()}
+    calls: dict[str, int] = {}
+    selected = [0]
+    plain_call = Selector.__call__
+
+    def checked(self, tree):
+        mine = plain_call(self, tree)
+        assert mine == upstream[id(self)](tree), self.path
+        calls[self.path] = calls.get(self.path, 0) + 1
+        selected[0] += len(mine)
+        return mine
+
+    # The sample's pages but its three huge archive.org ones (the text test above has them), and
+    # a third of the gold set's.
+    pages = []
+    with Extractor(ExtractConfig(sandbox=False)) as ex:
+        for path in sorted(glob.glob(str(SAMPLE / "warc" / "*.warc*"))):
+            with open(path, "rb") as f:
+                pages += [(rec.uri, html) for rec, html in ex.pages(iter_records(f)) if "archive.org/" not in (rec.uri or "")]
+    gold = shared("extraction-gold")
+    pages += [(None, decode_html(gzip.open(p).read(), None)[0]) for p in sorted((gold / "html").glob("*.html.gz"))[::3]]
+    assert len(pages) > 100
+
+    def texts(**options) -> list[str | None]:
+        return [trafilatura.extract(page, url=url, with_metadata=False, deduplicate=False, **options) for url, page in pages]
+
+    stage = {"fast": True, "include_comments": False, "include_tables": False}
+    monkeypatch.setattr(Selector, "__call__", checked)
+    fixed, fixed_defaults = texts(**stage), texts()
+    monkeypatch.setattr(Selector, "__call__", plain_call)
+    assert len(calls) == 8 and selected[0] > 1000  # every selector ran, and found things
+    trafilatura_fix.uninstall()
+    try:
+        assert fixed == texts(**stage) and fixed_defaults == texts()
+    finally:
+        trafilatura_fix.install()
+
+
+def test_python_selectors_use_upstreams_regular_expressions():
+    # Fix 7's patterns are upstream's, character for character (a generated tree cannot try
+    # every alternative of a 60-word pattern).
+    import re
+
+    from curation.extract import trafilatura_fix, trafilatura_selectors
+
+    ours = {v.__self__.pattern for v in vars(trafilatura_selectors).values() if getattr(v, "__name__", "") == "search"}
+    pairs = _upstream_xpaths()
+    theirs = {m.group(2) for selector, _ in pairs
+              for m in re.finditer(trafilatura_fix._RE_TEST.pattern, selector.path)}
+    from trafilatura.settings import _COOKIE_CONSENT_RE  # the baseline's selector takes it from there
+
+    assert len(theirs) >= 10 and theirs - {_COOKIE_CONSENT_RE} <= ours
