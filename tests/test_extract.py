@@ -570,3 +570,73 @@ def test_python_selectors_use_upstreams_regular_expressions():
     from trafilatura.settings import _COOKIE_CONSENT_RE  # the baseline's selector takes it from there
 
     assert len(theirs) >= 10 and theirs - {_COOKIE_CONSENT_RE} <= ours
+
+
+_TEXTS = st.sampled_from([None, "", "a", "b c", " ", "\n", "x\ty", "zero\u200bwidth", "soft\xadhyphen", "nel\x85line\u2028sep", "ſ ı"])
+
+
+@st.composite
+def _text_trees(draw, depth: int = 0):
+    """Trees of block, inline and cleaned elements and comments, with every kind of text and tail."""
+    from lxml import etree
+    from lxml.html import Element
+
+    if depth and draw(st.integers(0, 5)) == 0:
+        node = etree.Comment(draw(st.sampled_from(["c", " x "])))
+    else:
+        node = Element(draw(st.sampled_from(["div", "p", "span", "b", "li", "ul", "br", "td", "aside", "script", "footer", "a", "body"])))
+        for attr in draw(st.permutations(("class", "id"))):
+            if draw(st.booleans()):
+                node.set(attr, draw(st.sampled_from(["", "footer", "cookie-banner", "main", "x"])))
+        node.text = draw(_TEXTS)
+        for child in draw(st.lists(_text_trees(depth + 1), max_size=0 if depth >= 4 else 4)):
+            node.append(child)
+    if depth:
+        node.tail = draw(_TEXTS)
+    return node
+
+
+@settings(max_examples=300, deadline=None)
+@given(tree=_text_trees(), wrap=st.booleans())
+def test_page_text_in_one_walk_is_upstreams(tree, wrap):
+    # Fix 8: the page-text measure in one walk gives upstream's string (which copies the tree,
+    # deletes the cleaned elements and re-spaces the blocks), whatever is cut, nested or commented.
+    from importlib import import_module
+
+    from lxml import etree, html
+
+    from curation.extract import trafilatura_fix
+
+    if not trafilatura_fix.install():
+        pytest.skip("the fixes apply to trafilatura 2.3.1's code only")
+    if not isinstance(tree.tag, str):
+        return
+    root = html.Element("html")
+    if wrap:
+        etree.SubElement(root, "body").append(tree)
+    else:
+        root = tree
+    upstream = import_module("trafilatura.baseline").html2txt
+    before = etree.tostring(root)
+    assert trafilatura_fix.html2txt(root) == upstream(root)
+    assert etree.tostring(root) == before  # the tree is left as it was
+
+
+def test_page_text_in_one_walk_on_real_pages():
+    from importlib import import_module
+
+    from lxml import html
+
+    from curation.extract import trafilatura_fix
+
+    if not trafilatura_fix.install():
+        pytest.skip("the fixes apply to trafilatura 2.3.1's code only")
+    upstream = import_module("trafilatura.baseline").html2txt
+    with Extractor(ExtractConfig(sandbox=False)) as ex:
+        pages = []
+        for path in sorted(glob.glob(str(SAMPLE / "warc" / "*.warc*"))):
+            with open(path, "rb") as f:
+                pages += [page for _, page in ex.pages(iter_records(f))]
+    trees = [html.fromstring(page) for page in pages]
+    texts = [trafilatura_fix.html2txt(t) for t in trees]
+    assert texts == [upstream(t) for t in trees] and sum(map(len, texts)) > 1_000_000

@@ -1,4 +1,4 @@
-"""Seven fixes to trafilatura's speed that leave its output unchanged.
+"""Eight fixes to trafilatura's speed that leave its output unchanged.
 
 1. A quadratic slowdown in ``tree_cleaning`` on nested layout tables.
 
@@ -63,6 +63,13 @@ in the same order, without libxml2's walk per expression and lxml's Python callb
 ``re:test``. On the 242 modern pages trafilatura with the stage's options then takes 0.80x the
 CPU (5.53 to 4.43 s), with identical text.
 
+8. The recall escalation measures the page's text with ``baseline.html2txt(tree)``: it copies the
+whole tree, deletes what ``BASIC_CLEAN_XPATH`` selects, re-sets the text and tail of every block
+element to a space and its printable characters, and joins the text. ``html2txt`` here walks the
+tree once and builds the same string, skipping the cleaned elements (their tails join the text
+before them, as ``delete_element`` puts them) and spacing the blocks' texts as upstream does: 1.9x
+less CPU on the 242 modern pages' trees, where half the pages take that measure.
+
 Each fix is installed only over the exact upstream code it was written against (a hash of the
 function's source, the XPath's text, the module's source); any other trafilatura or lxml
 version runs unpatched.
@@ -86,6 +93,8 @@ _LOOKUP_SHA256 = "d52d24f40cb553eeb7989d3b68218648c4c575bfda7c48e59a0348aba9908a
 # functions that use its backup (fix 6).
 _PRUNE_SHA256 = "4731f8e24ef86449c2714a6257d2ff892ff12a6a3d544d7ca87d6536fab29915"
 _PREPARE_SHA256 = "522d8031d3ea92f415e9343c315c414b9dda13d9dbee7cb356c0b322a9d432eb"
+# ... of the trafilatura.baseline module (fix 8: html2txt, _spaced_text, basic_cleaning, _BLOCK_ELEMS).
+_BASELINE_SHA256 = "d24c746c809b8b1a9d54403c3046d12c25906b3c46db783bf739b05b1989f30c"
 _MARK = "data-curation-trafilatura-fix"
 _REGEXP_NS = "http://exslt.org/regular-expressions"
 _installed: bool | None = None
@@ -192,6 +201,60 @@ def _prepare_tree(tree, options, url):
     return cleaned, backup
 
 
+def html2txt(content, clean: bool = True) -> str:
+    """``baseline.html2txt`` (the page-text measure of the recall escalation) of a parsed tree, in
+    one walk over it: the same string, without copying the tree, deleting the cleaned elements and
+    re-spacing every block element's text (fix 8). Anything else goes to upstream's function."""
+    from lxml.html import HtmlElement
+    from trafilatura.utils import remove_control_characters as printable
+
+    if not clean or not isinstance(content, HtmlElement):
+        return _upstream_html2txt(content, clean)
+    baseline = importlib.import_module("trafilatura.baseline")  # the package re-exports a function of that name
+    body = content.find(".//body")
+    if body is None:
+        body = content
+    removed, blocks = baseline.BASIC_CLEAN_XPATH.test, baseline._BLOCK_ELEMS
+    out: list[str] = []
+
+    def flush(text: str | None, block: bool) -> None:
+        # upstream: a block element's text and tail become " " + their printable characters and
+        # spaces, which is the text itself where every character that is not printable is a space
+        if block:
+            out.append((f" {text}" if "".join(text.split()).isprintable() else f" {printable(text)}") if text else " ")
+        elif text:
+            out.append(text)
+
+    # Depth first with a stack of (element, its children, the text waiting for the next
+    # survivor: the element's text or the last child's tail, and whether that belongs to a block).
+    stack = [(body, iter(body), body.text, body.tag in blocks)]
+    while stack:
+        elem, children, text, block = stack[-1]
+        for child in children:
+            if not isinstance(child.tag, str):  # a comment or processing instruction: never cut
+                flush(text, block)
+                text, block = child.tail, False
+                continue
+            if removed(child):  # cut with its subtree, its tail joins the text before it
+                if child.tail:
+                    text = (text or "") + child.tail
+                continue
+            flush(text, block)
+            stack[-1] = (elem, children, child.tail, child.tag in blocks)
+            stack.append((child, iter(child), child.text, child.tag in blocks))
+            break
+        else:
+            flush(text, block)
+            stack.pop()
+    return " ".join("".join(out).split())
+
+
+def _upstream_html2txt(content, clean: bool = True) -> str:
+    from trafilatura.baseline import html2txt as upstream
+
+    return upstream(content, clean)
+
+
 def _basic_clean_xpath() -> str:
     """baseline.BASIC_CLEAN_XPATH's text in trafilatura 2.3.1 (fix 7 replaces exactly that)."""
     from trafilatura.settings import _COOKIE_CONSENT_RE
@@ -293,7 +356,12 @@ def install() -> bool:
         if prepare:
             _saved.append((core, "_prepare_tree", core._prepare_tree))
             core._prepare_tree = _prepare_tree
-        _installed = cleaning and xpath and guards and lookup and prune and prepare
+        # fix 8 reads fix 7's test of BASIC_CLEAN_XPATH, and the baseline module's text rules
+        page_text = xpath and _sha256(baseline) == _BASELINE_SHA256 and core.html2txt is baseline.html2txt
+        if page_text:
+            _saved.append((core, "html2txt", core.html2txt))
+            core.html2txt = html2txt
+        _installed = cleaning and xpath and guards and lookup and prune and prepare and page_text
     return _installed
 
 
