@@ -640,3 +640,23 @@ def test_page_text_in_one_walk_on_real_pages():
     trees = [html.fromstring(page) for page in pages]
     texts = [trafilatura_fix.html2txt(t) for t in trees]
     assert texts == [upstream(t) for t in trees] and sum(map(len, texts)) > 1_000_000
+
+
+_HTML_PIECES = st.sampled_from(["<!DOCTYPE html/>", "<!doctype html>", "<html/>", "<html lang='x' />", "<html>", "<p>a</p>", "\n",
+                                "\r\n", "\x00", "\x08", "\x0b", "\x1f", "\t", "\ufffe", "\uffff", "\ufffd", "é", "中", "\ud800", "x" * 50])
+
+
+@settings(max_examples=300, deadline=None)
+@given(pieces=st.lists(_HTML_PIECES, max_size=12))
+def test_repairing_a_page_without_invalid_characters_is_upstreams(pieces):
+    # Fix 9: the same string as upstream's repair, whether a page has XML-invalid characters or not.
+    from trafilatura import utils
+
+    from curation.extract import trafilatura_fix
+
+    if not trafilatura_fix.install():
+        pytest.skip("the fixes apply to trafilatura 2.3.1's code only")
+    page = "".join(pieces)
+    beginning = page[:50].lower()
+    assert trafilatura_fix.repair_faulty_html(page, beginning) == trafilatura_fix._upstream_repair(page, beginning)
+    assert utils.repair_faulty_html is trafilatura_fix.repair_faulty_html
