@@ -143,13 +143,10 @@ class Extractor:
         if reason:
             return reason, None
         if rec.kind == "conversion":  # WET: Common Crawl already extracted the text
-            from curation import langid
-
             text = rec.body.decode("utf-8", "replace").strip()
             if len(text) < self.cfg.min_text_chars:
                 return "empty_text", None
             page = Page(text=text, charset=rec.charset)
-            page.language, page.language_score = langid.identify(text)
         else:
             if not is_html(rec.content_type, rec.body):
                 return "not_html", None
@@ -169,6 +166,12 @@ class Extractor:
                 if page.reason == "prefilter_language":
                     stats.add(f"prefilter_language.{page.prefilter_language}")
                 return page.reason, None
+        from curation import langid
+
+        try:
+            page.language, page.language_score = langid.identify(page.text)
+        except Exception:  # noqa: BLE001 - text fastText refuses (it ran in the sandbox before): counted
+            return "extraction_failed", None
         key = rec.record_id or f"{rec.uri}|{rec.date}"
         return "", {
             "id": document_id(dump, key),
