@@ -23,7 +23,7 @@ from curation.stats import StageStats
 @dataclass
 class ExtractConfig:
     # Main-text extractor: trafilatura, or resiliparse's main-content extraction (DCLM's choice:
-    # about 4x less CPU per document for the stage on modern pages, held-out F1 0.910 against
+    # about 3x less CPU per document for the stage on modern pages, held-out F1 0.910 against
     # 0.952, see `make bench-extract`).
     extractor: ExtractorName = "trafilatura"
     # trafilatura's fast mode (no readability/jusText fallback), without comments and tables:
