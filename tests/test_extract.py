@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from conftest import SAMPLE, shared
 from curation.extract import ExtractConfig, Extractor, iter_records
-from curation.extract.sandbox import CallTimedOut, Sandbox
+from curation.extract.sandbox import CallCrashed, CallTimedOut, Sandbox
 from curation.schema import validate
 from curation.stats import StageStats
 from pipelines.cli import main
@@ -166,6 +166,23 @@ def test_hanging_extractor_costs_one_document():
         with pytest.raises(MemoryError):
             box(8 * 1024**3)
         assert len(box(10)) == 10
+
+
+def test_a_batch_of_calls_has_each_calls_outcome_and_limits():
+    # One message for the batch; a call that costs the child (time limit, memory cap, death)
+    # costs only itself: the rest go to a fresh child, in order, each with its own time limit.
+    with Sandbox("time:sleep", timeout_s=1.0) as box:
+        out = box.map([(0,), (0.6,), (30,), (0.6,), (0,)])
+        assert out[:2] == [None, None] and isinstance(out[2], CallTimedOut) and out[3:] == [None, None]
+        assert box.restarts == 1
+    with Sandbox("builtins:bytearray", timeout_s=30, memory_mb=512) as box:
+        out = box.map([(3,), (8 * 1024**3,), (5,)])
+        assert out[0] == bytearray(3) and isinstance(out[1], MemoryError) and out[2] == bytearray(5)
+    with Sandbox("builtins:exec", timeout_s=30) as box:
+        out = box.map([("x = 1",), ("raise ValueError('bad page')",), ("import os; os._exit(3)",), ("y = 2",)])
+        assert out[0] is None and out[3] is None
+        assert isinstance(out[1], CallCrashed) and "bad page" in str(out[1])  # an error: the child goes on
+        assert isinstance(out[2], CallCrashed) and "died" in str(out[2])
 
 
 def test_timeouts_are_counted_not_fatal():

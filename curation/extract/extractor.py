@@ -93,24 +93,43 @@ class Extractor:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _page(self, rec: Record) -> Page:
-        args = (rec.body, rec.charset, rec.uri, self.options)
-        return self._sandbox(*args) if self._sandbox is not None else process(*args)
+    def _extract(self, recs: list[Record]) -> list:
+        """Each HTML record's :class:`Page`, or the exception its extraction ended in."""
+        calls = [(rec.body, rec.charset, rec.uri, self.options) for rec in recs]
+        if self._sandbox is not None:
+            return self._sandbox.map(calls)
+        outcomes = []
+        for args in calls:
+            try:
+                outcomes.append(process(*args))
+            except Exception as e:  # noqa: BLE001 - one page's failure, counted
+                outcomes.append(e)
+        return outcomes
 
     def documents(self, records: Iterable[Record], stats: StageStats, source: str, dump: str | None = None) -> Iterator[dict]:
         warcinfo: dict[str, str] | None = None
-        for rec in records:
-            stats.seen()
-            if rec.kind == "warcinfo":
-                warcinfo = warcinfo or rec.info
-                stats.drop("not_response")
-                continue
-            reason, doc = self._document(rec, source, dump_name(dump, warcinfo, source), stats)
-            if doc is None:
-                stats.drop(reason)
-                continue
-            stats.kept()
-            yield doc
+        for chunk in _chunks(records):
+            # Each step over a chunk of records at once (the pages through the sandbox in one
+            # message, then lid.176 on their texts), so that each step's code and data stay in
+            # the CPU's caches; one page at a time, every step came after trafilatura's trees.
+            # The outcomes and their order are those of one record at a time.
+            before = [self._before_extraction(rec) for rec in chunk]
+            html = [rec for rec, b in zip(chunk, before) if b is None]
+            extracted = iter(self._extract(html))
+            outcomes = [self._after_extraction(next(extracted), stats) if b is None else b for b in before]
+            labels = [_language(page.text) if isinstance(page, Page) else None for page in outcomes]
+            for rec, outcome, label in zip(chunk, outcomes, labels):
+                stats.seen()
+                if rec.kind == "warcinfo":
+                    warcinfo = warcinfo or rec.info
+                if isinstance(outcome, Page) and label is None:
+                    outcome = "extraction_failed"  # a text fastText refuses: counted
+                if isinstance(outcome, str):
+                    stats.drop(outcome)
+                    continue
+                outcome.language, outcome.language_score = label
+                stats.kept()
+                yield self._doc(rec, outcome, source, dump_name(dump, warcinfo, source))
 
     def pages(self, records: Iterable[Record]) -> Iterator[tuple[Record, str]]:
         """The records whose HTML goes to trafilatura, with that HTML decoded (benchmarks, tests)."""
@@ -138,42 +157,45 @@ class Extractor:
             return "too_large"
         return None
 
-    def _document(self, rec: Record, source: str, dump: str, stats: StageStats) -> tuple[str, dict | None]:
+    def _before_extraction(self, rec: Record) -> str | Page | None:
+        """Why a record gives no document, or the page of a WET record (its text is there),
+        before any extraction; None for an HTML page to extract."""
+        if rec.kind == "warcinfo":
+            return "not_response"
         reason = self._unusable(rec)
         if reason:
-            return reason, None
+            return reason
         if rec.kind == "conversion":  # WET: Common Crawl already extracted the text
             text = rec.body.decode("utf-8", "replace").strip()
             if len(text) < self.cfg.min_text_chars:
-                return "empty_text", None
-            page = Page(text=text, charset=rec.charset)
-        else:
-            if not is_html(rec.content_type, rec.body):
-                return "not_html", None
-            try:
-                page = self._page(rec)
-            except CallTimedOut:
-                return "extraction_timeout", None
-            except MemoryError:
-                return "extraction_memory", None
-            except (CallCrashed, Exception):  # noqa: BLE001 - one page's failure, counted
-                return "extraction_failed", None
-            self.cpu_s["prefilter"] += page.prefilter_cpu_s
-            self.cpu_s["extractor"] += page.extractor_cpu_s
-            if page.prefilter_failed:
-                stats.add("prefilter_render_failed")  # not a drop: the page went to the extractor
-            if page.reason:
-                if page.reason == "prefilter_language":
-                    stats.add(f"prefilter_language.{page.prefilter_language}")
-                return page.reason, None
-        from curation import langid
+                return "empty_text"
+            return Page(text=text, charset=rec.charset)
+        if not is_html(rec.content_type, rec.body):
+            return "not_html"
+        return None
 
-        try:
-            page.language, page.language_score = langid.identify(page.text)
-        except Exception:  # noqa: BLE001 - text fastText refuses (it ran in the sandbox before): counted
-            return "extraction_failed", None
+    def _after_extraction(self, outcome: Page | BaseException, stats: StageStats) -> str | Page:
+        """The extracted page, or the reason it gives no document."""
+        if isinstance(outcome, CallTimedOut):
+            return "extraction_timeout"
+        if isinstance(outcome, MemoryError):
+            return "extraction_memory"
+        if isinstance(outcome, BaseException):  # CallCrashed, or an error in process()
+            return "extraction_failed"
+        page = outcome
+        self.cpu_s["prefilter"] += page.prefilter_cpu_s
+        self.cpu_s["extractor"] += page.extractor_cpu_s
+        if page.prefilter_failed:
+            stats.add("prefilter_render_failed")  # not a drop: the page went to the extractor
+        if page.reason:
+            if page.reason == "prefilter_language":
+                stats.add(f"prefilter_language.{page.prefilter_language}")
+            return page.reason
+        return page
+
+    def _doc(self, rec: Record, page: Page, source: str, dump: str) -> dict:
         key = rec.record_id or f"{rec.uri}|{rec.date}"
-        return "", {
+        return {
             "id": document_id(dump, key),
             "text": page.text,
             "url": rec.uri,
@@ -190,3 +212,31 @@ class Extractor:
                 "charset": page.charset,
             },
         }
+
+
+# Records handled together (see Extractor.documents): at most this many, or this many payload bytes.
+_CHUNK_RECORDS = 64
+_CHUNK_BYTES = 16 << 20
+
+
+def _chunks(records: Iterable[Record]) -> Iterator[list[Record]]:
+    chunk: list[Record] = []
+    size = 0
+    for rec in records:
+        chunk.append(rec)
+        size += len(rec.body)
+        if len(chunk) >= _CHUNK_RECORDS or size >= _CHUNK_BYTES:
+            yield chunk
+            chunk, size = [], 0
+    if chunk:
+        yield chunk
+
+
+def _language(text: str) -> tuple[str, float] | None:
+    """lid.176's (label, score) of a document's text, or None where fastText refuses the text."""
+    from curation import langid
+
+    try:
+        return langid.identify(text)
+    except Exception:  # noqa: BLE001 - counted by the caller as extraction_failed
+        return None

@@ -4,10 +4,9 @@ Everything a hostile page can make slow or large runs here, under the sandbox's 
 memory cap: charset detection and decoding, the pre-pass (resiliparse's renderer and lid.176),
 and main-text extraction (trafilatura, or resiliparse's main-content heuristics). The parent
 sends the payload's bytes, which cost less to pass between processes than the decoded text, and
-gets back a small :class:`Page`. It identifies the text's language itself: lid.176 reads at most
-4,000 characters, so nothing a page holds can make it slow, and there, away from trafilatura's
-trees, the model's rows stay in the CPU's caches (about 3% less CPU for the stage on the modern
-pages of `make bench-extract`).
+gets back a small :class:`Page`. It identifies the text's language itself (lid.176 reads at most
+4,000 characters, so nothing a page holds can make it slow), a chunk of pages at a time, so the
+model's rows stay in the CPU's caches (see ``Extractor.documents``).
 
 Kept apart from the rest of the extractor so the sandbox child imports only what this needs,
 not pyarrow and FastWARC.

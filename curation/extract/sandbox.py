@@ -8,7 +8,9 @@ address space is capped (RLIMIT_AS), so a memory explosion becomes a MemoryError
 
 The child is a fresh interpreter running :func:`_serve`, speaking length-prefixed
 pickles over its stdin/stdout, so it does not depend on how the parent was started (a Ray
-worker, a test, a REPL). Large ``bytes`` arguments (the pages) travel through a memory buffer
+worker, a test, a REPL). :meth:`Sandbox.map` sends a batch of calls in one message and the child
+answers each call as it finishes it, so each keeps its own time limit; a call that costs the child
+costs only itself, and the rest of the batch goes to a fresh one. Large ``bytes`` arguments (the pages) travel through a memory buffer
 both processes map instead: one copy each way, where a pipe costs several copies and a context
 switch per 64 KB. On the modern pages of `make bench-extract` (139 KB on average) that took a
 page's round trip from about 0.32 to 0.19 ms of CPU, both processes counted.
@@ -73,6 +75,17 @@ def _read(f) -> Any:
     return pickle.loads(_read_exact(f, n))
 
 
+class _Unbuffered:
+    """Reads of a pipe that never take more than asked: the parent waits for each answer with
+    ``select`` on the pipe, which cannot see answers a buffered reader has already taken in."""
+
+    def __init__(self, f):
+        self.fd = f.fileno()
+
+    def read(self, n: int) -> bytes:
+        return os.read(self.fd, n)
+
+
 class Sandbox:
     """``sandbox(*args)`` runs ``module:function(*args)`` in the child process."""
 
@@ -96,12 +109,11 @@ class Sandbox:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, pass_fds=(fd,),
         )
 
-    def _share(self, args: tuple) -> tuple:
-        """``args`` with its large bytes put into the shared buffer (grown to fit)."""
-        big = [a for a in args if type(a) is bytes and len(a) >= _SHARED_MIN]
-        if not big:
-            return args
-        need = sum(len(a) for a in big)
+    def _share(self, calls: list[tuple]) -> list[tuple]:
+        """``calls`` with their large bytes arguments put into the shared buffer (grown to fit)."""
+        need = sum(len(a) for args in calls for a in args if type(a) is bytes and len(a) >= _SHARED_MIN)
+        if not need:
+            return calls
         if self._buffer is None or len(self._buffer) < need:
             if self._buffer is not None:
                 self._buffer.close()
@@ -110,14 +122,17 @@ class Sandbox:
             os.ftruncate(self._buffer_file.fileno(), size)
             self._buffer = mmap.mmap(self._buffer_file.fileno(), size)
         out, offset = [], 0
-        for a in args:
-            if type(a) is bytes and len(a) >= _SHARED_MIN:
-                self._buffer[offset : offset + len(a)] = a
-                out.append(_Shared(offset, len(a), len(self._buffer)))
-                offset += len(a)
-            else:
-                out.append(a)
-        return tuple(out)
+        for args in calls:
+            shared = []
+            for a in args:
+                if type(a) is bytes and len(a) >= _SHARED_MIN:
+                    self._buffer[offset : offset + len(a)] = a
+                    shared.append(_Shared(offset, len(a), len(self._buffer)))
+                    offset += len(a)
+                else:
+                    shared.append(a)
+            out.append(tuple(shared))
+        return out
 
     def _kill(self) -> None:
         if self._proc is not None:
@@ -129,30 +144,45 @@ class Sandbox:
         self._proc = None
 
     def __call__(self, *args: Any) -> Any:
-        if self._proc is None or self._proc.poll() is not None:
-            if self._proc is not None:
-                self.restarts += 1
-            self._kill()
-            self._start()
-        proc = self._proc
-        assert proc is not None and proc.stdin is not None and proc.stdout is not None
-        try:
-            _write(proc.stdin, self._share(args))
-            ready, _, _ = select.select([proc.stdout], [], [], self.timeout_s)
-            if not ready:
+        (outcome,) = self.map([args])
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def map(self, calls: list[tuple]) -> list[Any]:
+        """Each call's value, or the exception it ends in (:class:`CallTimedOut`, ``MemoryError``,
+        :class:`CallCrashed`), in order. The calls go to the child in one message and it answers
+        each as soon as it is done, so every call has its own time limit, as if made alone; after
+        a call that costs the child (time limit, memory cap, death) the rest go to a fresh one."""
+        outcomes: list[Any] = []
+        while len(outcomes) < len(calls):
+            if self._proc is None or self._proc.poll() is not None:
+                if self._proc is not None:
+                    self.restarts += 1
                 self._kill()
-                self.restarts += 1
-                raise CallTimedOut(f"no result within {self.timeout_s:g} s")
-            status, value = _read(proc.stdout)
-        except (EOFError, BrokenPipeError, ConnectionResetError, OSError, pickle.UnpicklingError) as e:
-            self._kill()
-            raise CallCrashed(f"extractor process died: {type(e).__name__}") from None
-        if status == "ok":
-            return value
-        if status == "memory":
-            self._kill()  # a process that hit its cap may be in a bad state: start afresh
-            raise MemoryError(value)
-        raise CallCrashed(value)
+                self._start()
+            proc = self._proc
+            assert proc is not None and proc.stdin is not None and proc.stdout is not None
+            rest = calls[len(outcomes) :]
+            try:
+                _write(proc.stdin, self._share(rest))
+                for _ in rest:
+                    ready, _, _ = select.select([proc.stdout], [], [], self.timeout_s)
+                    if not ready:
+                        self._kill()
+                        self.restarts += 1
+                        outcomes.append(CallTimedOut(f"no result within {self.timeout_s:g} s"))
+                        break
+                    status, value = _read(_Unbuffered(proc.stdout))
+                    if status == "memory":
+                        self._kill()  # a process that hit its cap may be in a bad state: start afresh
+                        outcomes.append(MemoryError(value))
+                        break
+                    outcomes.append(value if status == "ok" else CallCrashed(value))
+            except (EOFError, BrokenPipeError, ConnectionResetError, OSError, pickle.UnpicklingError) as e:
+                self._kill()
+                outcomes.append(CallCrashed(f"extractor process died: {type(e).__name__}"))
+        return outcomes
 
     def close(self) -> None:
         self._kill()
@@ -189,19 +219,21 @@ def _serve(target: str, memory_mb: int, buffer_fd: int = -1) -> None:
     shared: mmap.mmap | None = None
     while True:
         try:
-            args = _read(stdin)
+            calls = _read(stdin)
         except EOFError:
             return
-        try:
-            if any(type(a) is _Shared for a in args):
-                size = next(a.size for a in args if type(a) is _Shared)
-                if shared is None or len(shared) != size:
-                    if shared is not None:
-                        shared.close()
-                    shared = mmap.mmap(buffer_fd, size)
-                args = tuple(shared[a.offset : a.offset + a.length] if type(a) is _Shared else a for a in args)
-            _write(stdout, ("ok", fn(*args)))
-        except MemoryError:
-            _write(stdout, ("memory", "MemoryError"))
-        except Exception as e:  # noqa: BLE001 - reported to the caller as this call's failure
-            _write(stdout, ("error", f"{type(e).__name__}: {e}"[:300]))
+        for args in calls:
+            try:
+                if any(type(a) is _Shared for a in args):
+                    size = next(a.size for a in args if type(a) is _Shared)
+                    if shared is None or len(shared) != size:
+                        if shared is not None:
+                            shared.close()
+                        shared = mmap.mmap(buffer_fd, size)
+                    args = tuple(shared[a.offset : a.offset + a.length] if type(a) is _Shared else a for a in args)
+                _write(stdout, ("ok", fn(*args)))
+            except MemoryError:
+                _write(stdout, ("memory", "MemoryError"))
+                break  # the parent replaces this process
+            except Exception as e:  # noqa: BLE001 - reported to the caller as this call's failure
+                _write(stdout, ("error", f"{type(e).__name__}: {e}"[:300]))
