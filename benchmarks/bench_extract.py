@@ -640,8 +640,8 @@ def part_profile(sets: dict[str, list[str]]) -> None:
     texts = timed("trafilatura (stage's options + fix)", lambda: [extract_text(h, r.uri, cfg.fast, cfg.include_comments, cfg.include_tables) or "" for h, r in zip(htmls, recs)])
     langid.identify("warm up")
     timed("lid.176 on the extracted text", lambda: [langid.identify(t) for t in texts])
-    # The stage's call (payload, charset, URL, page options) to a function that does nothing with
-    # it: the payload goes through the shared buffer as the stage's does, a small value comes back.
+    # The stage's calls (payload, charset, URL, page options) to a function that does nothing with
+    # them: the payloads go through the shared buffer as the stage's do, small values come back.
     # Both processes' CPU, less that of a sandbox started and called once (its start-up).
     from curation.extract.main_text import PageOptions
 
@@ -649,8 +649,8 @@ def part_profile(sets: dict[str, list[str]]) -> None:
         c0, before = time.process_time(), resource.getrusage(resource.RUSAGE_CHILDREN)
         box = Sandbox("bench_extract:_round_trip", 20, 4096)
         box(b"warm up", None, None, PageOptions())
-        for r in records:
-            box(r.body, r.charset, r.uri, PageOptions())
+        for i in range(0, len(records), 64):  # a chunk of pages in one message, as the stage sends them
+            box.map([(r.body, r.charset, r.uri, PageOptions()) for r in records[i : i + 64]])
         box.close()
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         return (time.process_time() - c0) + (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
