@@ -117,10 +117,16 @@ class Sandbox:
         if self._buffer is None or len(self._buffer) < need:
             if self._buffer is not None:
                 self._buffer.close()
+                self._buffer = None
             size = max(1 << 20, 1 << (need - 1).bit_length())
             assert self._buffer_file is not None
-            os.ftruncate(self._buffer_file.fileno(), size)
-            self._buffer = mmap.mmap(self._buffer_file.fileno(), size)
+            try:
+                os.ftruncate(self._buffer_file.fileno(), size)
+                self._buffer = mmap.mmap(self._buffer_file.fileno(), size)
+            except OSError:
+                # No room for the buffer (a file-size limit, no memory): the payloads go through
+                # the pipe, more slowly, rather than costing their pages.
+                return calls
         out, offset = [], 0
         for args in calls:
             shared = []
