@@ -10,11 +10,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
+from curation import langid
 from curation.extract.html import Undecodable, decode_html, is_html
 from curation.extract.main_text import Extractor as ExtractorName
 from curation.extract.main_text import Page, PageOptions, process
 from curation.extract.prefilter import PrefilterConfig
-from curation.extract.sandbox import CallCrashed, CallTimedOut, Sandbox
+from curation.extract.sandbox import CallTimedOut, Sandbox
 from curation.extract.warc import Record
 from curation.schema import document_id
 from curation.stats import StageStats
@@ -134,7 +135,7 @@ class Extractor:
     def pages(self, records: Iterable[Record]) -> Iterator[tuple[Record, str]]:
         """The records whose HTML goes to trafilatura, with that HTML decoded (benchmarks, tests)."""
         for rec in records:
-            if self._unusable(rec) is None and rec.kind != "conversion" and is_html(rec.content_type, rec.body):
+            if self._before_extraction(rec) is None:
                 try:
                     yield rec, decode_html(rec.body, rec.charset)[0]
                 except Undecodable:
@@ -160,8 +161,6 @@ class Extractor:
     def _before_extraction(self, rec: Record) -> str | Page | None:
         """Why a record gives no document, or the page of a WET record (its text is there),
         before any extraction; None for an HTML page to extract."""
-        if rec.kind == "warcinfo":
-            return "not_response"
         reason = self._unusable(rec)
         if reason:
             return reason
@@ -234,8 +233,6 @@ def _chunks(records: Iterable[Record]) -> Iterator[list[Record]]:
 
 def _language(text: str) -> tuple[str, float] | None:
     """lid.176's (label, score) of a document's text, or None where fastText refuses the text."""
-    from curation import langid
-
     try:
         return langid.identify(text)
     except Exception:  # noqa: BLE001 - counted by the caller as extraction_failed

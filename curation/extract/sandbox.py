@@ -10,8 +10,8 @@ The child is a fresh interpreter running :func:`_serve`, speaking length-prefixe
 pickles over its stdin/stdout, so it does not depend on how the parent was started (a Ray
 worker, a test, a REPL). :meth:`Sandbox.map` sends a batch of calls in one message and the child
 answers each call as it finishes it, so each keeps its own time limit; a call that costs the child
-costs only itself, and the rest of the batch goes to a fresh one. Large ``bytes`` arguments (the pages) travel through a memory buffer
-both processes map instead: one copy each way, where a pipe costs several copies and a context
+costs only itself, and the rest of the batch goes to a fresh one. Large ``bytes`` arguments (the
+pages) travel through a memory buffer both processes map instead: one copy each way, where a pipe costs several copies and a context
 switch per 64 KB. On the modern pages of `make bench-extract` (139 KB on average) that took a
 page's round trip from about 0.32 to 0.19 ms of CPU, both processes counted.
 """
