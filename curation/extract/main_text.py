@@ -78,6 +78,7 @@ def process(body: bytes, header_charset: str | None, url: str | None, opt: PageO
         page.prefilter_cpu_s = time.process_time() - t0
         if page.reason:
             return page
+    prepare(opt)  # the extractor's import and set-up are start-up, not this page's extraction
     t0 = time.process_time()
     text = (main_text(html, url, opt) or "").strip()
     page.extractor_cpu_s = time.process_time() - t0
@@ -86,6 +87,16 @@ def process(body: bytes, header_charset: str | None, url: str | None, opt: PageO
         return page
     page.text = text  # its language is identified by the caller (lid.176 on at most 4,000 characters)
     return page
+
+
+def prepare(opt: PageOptions) -> None:
+    """Import the configured extractor and install or remove ``trafilatura_fix`` (once a process)."""
+    if opt.extractor == "resiliparse":
+        import resiliparse.extract.html2text  # noqa: F401
+    else:
+        import trafilatura  # noqa: F401
+
+        trafilatura_fix.use(opt.trafilatura_fix)
 
 
 def main_text(html: str, url: str | None, opt: PageOptions) -> str | None:
