@@ -37,7 +37,12 @@ The pre-pass: of the pages the full path extracts as documents the filter's lang
 rules would keep, the share the pre-pass keeps (target >= 99.5%), per set; and on the mixed set
 the CPU per kept en/zh document against the plain loop (target >= 3x).
 
-    python benchmarks/bench_extract.py [--repeat 3] [--parts tune,speed,profile]
+Where the stage's CPU goes: `--parts profile` times each part alone in one process; `--parts perf`
+samples the stage itself (`perf record` over its worker and sandbox child, less a one-record run),
+by process and library, so what lid.176, gzip and the rest cost there is read off the stage's own
+run, caches and all (where `perf` is installed).
+
+    python benchmarks/bench_extract.py [--repeat 3] [--parts tune,speed,profile,perf]
 """
 
 from __future__ import annotations
@@ -249,7 +254,7 @@ def worker_stage(files: list[str], overrides: list[str], out: str) -> dict:
     for ex in extract._EXTRACTORS.values():
         cpu.update(ex.cpu_s)
         ex.close()  # reap the sandbox child, so its CPU is in the count
-    return {"totals": dict(totals), "inside": dict(cpu)}
+    return {"totals": dict(totals), "inside": dict(cpu), "pid": os.getpid()}
 
 
 def worker_plain(files: list[str], options: dict, out: str) -> dict:
@@ -677,13 +682,65 @@ def part_profile(sets: dict[str, list[str]]) -> None:
     print(f"  {'sum of the stage parts (pre-pass off)':<58} {total:6.2f} s")
 
 
+_PERF_LINE = re.compile(r"\s*(\d+)\s+(\d+)\s+[0-9a-f]+\s+(.*?)\s+\(([^()]*)\)\s*$")
+
+
+def part_perf(sets: dict[str, list[str]]) -> None:
+    """Where the stage's CPU goes on modern pages, in the stage itself: perf samples of the stage's
+    worker and its sandbox child, by process and library, less the same of a one-record run."""
+    import shutil
+
+    if not shutil.which("perf"):
+        print("\n(perf not found: the in-stage profile is left out)")
+        return
+    per: dict[str, tuple[Counter, Counter, dict]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-extract-perf-") as tmp:
+        for name in ("modern", "one-record"):
+            data, out = f"{tmp}/{name}.data", f"{tmp}/{name}"
+            os.mkdir(out)
+            spec = {"kind": "stage", "files": sets[name] * PASSES[name], "overrides": [], "out": out}
+            proc = subprocess.run(["perf", "record", "-q", "-F", "999", "-o", data, "--", sys.executable, __file__, "--worker", json.dumps(spec)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            if proc.returncode != 0:
+                print(f"\n(perf record failed, the in-stage profile is left out: {proc.stderr.strip()[-200:]})")
+                return
+            result = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))[7:])
+            script = subprocess.run(["perf", "script", "-i", data, "-F", "pid,period,ip,sym,dso"], stdout=subprocess.PIPE,
+                                    stderr=subprocess.DEVNULL, text=True, check=True).stdout
+            by_lib, by_sym = Counter(), Counter()
+            for line in script.splitlines():
+                m = _PERF_LINE.match(line)
+                if m:
+                    role = "worker" if int(m.group(1)) == result["pid"] else "sandbox child"
+                    lib = m.group(4).rsplit("/", 1)[-1].split(".cpython")[0]
+                    by_lib[role, lib] += int(m.group(2)) / 1e9
+                    by_sym[role, lib, m.group(3)[:60]] += int(m.group(2)) / 1e9
+            per[name] = (by_lib, by_sym, result)
+    pages = per["modern"][2]["totals"]["input"]
+    (lib, sym, result), (lib1, sym1, result1) = per["modern"], per["one-record"]
+    ms = lambda s: s / pages * 1e3  # noqa: E731
+    inside = result["inside"]["extractor"] - result1["inside"]["extractor"]
+    net = {role: sum(v for (r, _), v in lib.items() if r == role) - sum(v for (r, _), v in lib1.items() if r == role)
+           for role in ("worker", "sandbox child")}
+    total = sum(net.values())
+    print(f"\n== the stage on the modern pages ({pages} records), sampled by perf in both processes, less a one-record run ==")
+    print(f"  stage {total:.2f} s = {ms(total):.2f} ms/page; inside trafilatura.extract (the child's own count) {ms(inside):.2f} ms/page;"
+          f" outside {ms(total - inside):.2f} ms/page = {1 - inside / total:.1%}")
+    print(f"  sandbox child outside trafilatura.extract (decoding, title, the round trip's child side): {ms(net['sandbox child'] - inside):.2f} ms/page")
+    print(f"  worker process (everything else: WARC, HTTP, lid.176, the round trip's parent side, Parquet): {ms(net['worker']):.2f} ms/page, by library:")
+    diff = Counter({k: v - lib1.get(k, 0.0) for k, v in lib.items() if k[0] == "worker"})
+    for (_, name), v in diff.most_common(6):
+        tops = Counter({s: t - sym1.get((r, n, s), 0.0) for (r, n, s), t in sym.items() if r == "worker" and n == name})
+        print(f"    {ms(v):6.3f} ms/page  {name:<26} " + ", ".join(f"{s or '?'} {ms(t):.3f}" for s, t in tops.most_common(3)))
+
+
 def main() -> None:
     import signal
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a kill still removes the cgroups (finally blocks)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=2, help="rounds of every run, alternating; the fastest of each counts")
-    ap.add_argument("--parts", default="tune,speed,profile", help="comma-separated: tune, speed, profile")
+    ap.add_argument("--parts", default="tune,speed,profile,perf", help="comma-separated: tune, speed, profile, perf (needs perf)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -709,6 +766,8 @@ def main() -> None:
         report_speed(part_speed(sets, args.repeat))
     if "profile" in parts and "modern" in sets:
         part_profile(sets)
+    if "perf" in parts and "modern" in sets:
+        part_perf(sets)
 
 
 if __name__ == "__main__":
