@@ -353,9 +353,14 @@ class CPUMeter:
                     time.sleep(0.1)
 
 
+def worker_result(stdout: str) -> dict:
+    """What a worker process printed as its result (_worker_main)."""
+    return json.loads(next(line for line in stdout.splitlines() if line.startswith("RESULT "))[7:])
+
+
 def measure(meter: CPUMeter, spec: dict) -> tuple[float, dict]:
     cpu, out = meter.run([sys.executable, __file__, "--worker", json.dumps(spec)])
-    result = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
+    result = worker_result(out)
     return cpu - result.get("report_cpu", 0.0), result
 
 
@@ -693,7 +698,9 @@ def part_perf(sets: dict[str, list[str]]) -> None:
     if not shutil.which("perf"):
         print("\n(perf not found: the in-stage profile is left out)")
         return
-    per: dict[str, tuple[Counter, Counter, dict]] = {}
+    # CPU seconds by (process, library, symbol), for each run; and each run's worker result.
+    cpu: dict[str, Counter] = {}
+    results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="bench-extract-perf-") as tmp:
         for name in ("modern", "one-record"):
             data, out = f"{tmp}/{name}.data", f"{tmp}/{name}"
@@ -704,34 +711,35 @@ def part_perf(sets: dict[str, list[str]]) -> None:
             if proc.returncode != 0:
                 print(f"\n(perf record failed, the in-stage profile is left out: {proc.stderr.strip()[-200:]})")
                 return
-            result = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))[7:])
+            results[name] = worker_result(proc.stdout)
             script = subprocess.run(["perf", "script", "-i", data, "-F", "pid,period,ip,sym,dso"], stdout=subprocess.PIPE,
                                     stderr=subprocess.DEVNULL, text=True, check=True).stdout
-            by_lib, by_sym = Counter(), Counter()
+            cpu[name] = Counter()
             for line in script.splitlines():
                 m = _PERF_LINE.match(line)
                 if m:
-                    role = "worker" if int(m.group(1)) == result["pid"] else "sandbox child"
-                    lib = m.group(4).rsplit("/", 1)[-1].split(".cpython")[0]
-                    by_lib[role, lib] += int(m.group(2)) / 1e9
-                    by_sym[role, lib, m.group(3)[:60]] += int(m.group(2)) / 1e9
-            per[name] = (by_lib, by_sym, result)
-    pages = per["modern"][2]["totals"]["input"]
-    (lib, sym, result), (lib1, sym1, result1) = per["modern"], per["one-record"]
+                    role = "worker" if int(m.group(1)) == results[name]["pid"] else "sandbox child"
+                    cpu[name][role, m.group(4).rsplit("/", 1)[-1].split(".cpython")[0], m.group(3)[:60]] += int(m.group(2)) / 1e9
+    # The modern run less the one-record run (start-up), as the speed part's 'net'.
+    net = Counter(cpu["modern"])
+    net.subtract(cpu["one-record"])
+    pages = results["modern"]["totals"]["input"]
     ms = lambda s: s / pages * 1e3  # noqa: E731
-    inside = result["inside"]["extractor"] - result1["inside"]["extractor"]
-    net = {role: sum(v for (r, _), v in lib.items() if r == role) - sum(v for (r, _), v in lib1.items() if r == role)
-           for role in ("worker", "sandbox child")}
-    total = sum(net.values())
+    inside = results["modern"]["inside"]["extractor"] - results["one-record"]["inside"]["extractor"]
+    by_role, by_lib = Counter(), Counter()
+    for (role, lib, _), v in net.items():
+        by_role[role] += v
+        by_lib[role, lib] += v
+    total = sum(by_role.values())
     print(f"\n== the stage on the modern pages ({pages} records), sampled by perf in both processes, less a one-record run ==")
     print(f"  stage {total:.2f} s = {ms(total):.2f} ms/page; inside trafilatura.extract (the child's own count) {ms(inside):.2f} ms/page;"
           f" outside {ms(total - inside):.2f} ms/page = {1 - inside / total:.1%}")
-    print(f"  sandbox child outside trafilatura.extract (decoding, title, the round trip's child side): {ms(net['sandbox child'] - inside):.2f} ms/page")
-    print(f"  worker process (everything else: WARC, HTTP, lid.176, the round trip's parent side, Parquet): {ms(net['worker']):.2f} ms/page, by library:")
-    diff = Counter({k: v - lib1.get(k, 0.0) for k, v in lib.items() if k[0] == "worker"})
-    for (_, name), v in diff.most_common(6):
-        tops = Counter({s: t - sym1.get((r, n, s), 0.0) for (r, n, s), t in sym.items() if r == "worker" and n == name})
-        print(f"    {ms(v):6.3f} ms/page  {name:<26} " + ", ".join(f"{s or '?'} {ms(t):.3f}" for s, t in tops.most_common(3)))
+    print(f"  sandbox child outside trafilatura.extract (decoding, title, the round trip's child side): {ms(by_role['sandbox child'] - inside):.2f} ms/page")
+    print(f"  worker process (everything else: WARC, HTTP, lid.176, the round trip's parent side, Parquet): {ms(by_role['worker']):.2f} ms/page, by library:")
+    worker_libs = Counter({lib: v for (role, lib), v in by_lib.items() if role == "worker"})
+    for lib, v in worker_libs.most_common(6):
+        tops = Counter({sym: t for (role, name, sym), t in net.items() if role == "worker" and name == lib})
+        print(f"    {ms(v):6.3f} ms/page  {lib:<26} " + ", ".join(f"{sym or '?'} {ms(t):.3f}" for sym, t in tops.most_common(3)))
 
 
 def main() -> None:
