@@ -777,17 +777,17 @@ def part_perf(sets: dict[str, list[str]]) -> None:
         script = subprocess.run(["perf", "script", "-i", data, "-F", "pid,time,period,ip,sym,dso"], stdout=subprocess.PIPE,
                                 stderr=subprocess.DEVNULL, text=True, check=True).stdout
     # CPU seconds by (process, library, symbol) inside the steady window.
-    net: Counter = Counter()
+    samples: Counter = Counter()
     for line in script.splitlines():
         m = _PERF_LINE.match(line)
         if m and steady["t0"] <= float(m.group(2)) <= steady["t1"]:
             role = "worker" if int(m.group(1)) == result["pid"] else "sandbox child"
-            net[role, m.group(5).rsplit("/", 1)[-1].split(".cpython")[0], m.group(4)[:60]] += int(m.group(3)) / 1e9
+            samples[role, m.group(5).rsplit("/", 1)[-1].split(".cpython")[0], m.group(4)[:60]] += int(m.group(3)) / 1e9
     pages = steady["records"]
     ms = lambda s: s / pages * 1e3  # noqa: E731
     inside = steady["inside"]
     by_role, by_lib = Counter(), Counter()
-    for (role, lib, _), v in net.items():
+    for (role, lib, _), v in samples.items():
         by_role[role] += v
         by_lib[role, lib] += v
     total = sum(by_role.values())
@@ -799,7 +799,7 @@ def part_perf(sets: dict[str, list[str]]) -> None:
     print(f"  worker process (everything else: WARC, HTTP, lid.176, the round trip's parent side, Parquet): {ms(by_role['worker']):.2f} ms/page, by library:")
     worker_libs = Counter({lib: v for (role, lib), v in by_lib.items() if role == "worker"})
     for lib, v in worker_libs.most_common(7):
-        tops = Counter({sym: t for (role, name, sym), t in net.items() if role == "worker" and name == lib})
+        tops = Counter({sym: t for (role, name, sym), t in samples.items() if role == "worker" and name == lib})
         print(f"    {ms(v):6.3f} ms/page  {lib:<26} " + ", ".join(f"{sym or '?'} {ms(t):.3f}" for sym, t in tops.most_common(3)))
 
 
