@@ -335,6 +335,7 @@ import numpy as np
 sys.path.insert(0, {repo!r})
 from curation.dedup import candidates as cand, layout
 from pipelines import dedup as stage
+from pipelines import runtime
 from pipelines.runtime import init_ray, run_tasks
 docs, edges, work = {docs}, {edges}, {work!r}
 P = layout.partitions_for(2 * edges)
@@ -347,7 +348,7 @@ def make_edges(p):  # node ids as the stage makes them (1M-document shards), dup
     enc = lambda x: ((x // 1_000_000) << 28) | (x % 1_000_000)
     adj = cand.both_directions(enc(a[keep]), enc(b[keep]))
     layout.write_routed(adj, layout.node_partition(adj.column("k").to_numpy(), P), P, f"{{work}}/s000/part-{{p:04d}}.arrow")
-    return {{"rss_mb": stage._peak_rss_mb()}}
+    return {{"rss_mb": runtime.peak_rss_mb()}}
 
 init_ray()
 gen = run_tasks(make_edges, list(range(P)), desc="cc bench: edges")
@@ -372,7 +373,7 @@ for p in range(P):
     nodes, labels = star_labels(tb.column("k").to_numpy(), tb.column("o").to_numpy())
     roots += int((nodes == labels).sum())
 print(json.dumps({{"P": P, "steps": step, "seconds": secs, "cpu": cpu, "task_mb": rss, "components": roots,
-                  "driver_mb": stage._peak_rss_mb()}}))
+                  "driver_mb": runtime.peak_rss_mb()}}))
 """
 
 _CC_SINGLE = """

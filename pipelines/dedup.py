@@ -13,13 +13,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import resource
 import sys
 import time
 from typing import Any, Callable
 
 
-from curation.dedup import DedupConfig, SettingsError
+from curation.dedup import DedupConfig
 from curation.dedup import candidates as cand
 from curation.dedup import components as comp
 from curation.dedup import keep as kp
@@ -30,9 +29,11 @@ from curation.dedup import removals as rm
 from curation.dedup import signatures as sig
 from pipelines import config as config_mod
 from pipelines.cli import add_config_arguments
+from pipelines import runtime
 from pipelines.runtime import TaskFailure
 from pipelines.stage import Runner, UnitError, complete, stats_path
 from storage import io
+from storage.errors import SettingError
 
 # The settings an index's keys and decisions depend on: a later run against it must use the same.
 COMPAT = ("shingles", "minhash", "keep", "min_similarity", "verify")
@@ -78,17 +79,8 @@ def resolve(cfg: DedupConfig) -> DedupConfig:
     return cfg
 
 
-def _peak_rss_mb() -> float:
-    """Peak RSS of this process, over a reused Ray worker's tasks so far (ru_maxrss: a parent's too)."""
-    try:
-        with open("/proc/self/status") as f:
-            return round(next(int(x.split()[1]) for x in f if x.startswith("VmHWM:")) / 1024, 1)
-    except (OSError, StopIteration):
-        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if sys.platform != "darwin" else 2**20), 1)
-
-
 def _measured(fn: Callable, unit: dict, ctx: dict) -> dict:
-    return dict(fn(unit, ctx), rss_mb=_peak_rss_mb())
+    return dict(fn(unit, ctx), rss_mb=runtime.peak_rss_mb())
 
 
 # One named function per phase: Ray shows it as the worker's title (ray::_signatures ...).
@@ -130,7 +122,7 @@ def _phase(runner: Runner, fn: Callable, units: list[dict], ctx: dict, desc: str
 def run(args: argparse.Namespace) -> int:
     try:
         return dedup(args.input, args.output, config_from_args(args), index=args.index)
-    except (config_mod.ConfigError, SettingsError) as e:  # a user's mistake: one line naming it, no traceback
+    except (config_mod.ConfigError, SettingError) as e:  # a user's mistake: one line naming it, no traceback
         print(f"dedup: {e}", file=sys.stderr)
         return 2
 
@@ -233,7 +225,7 @@ def dedup(inputs: list[str], output: str, cfg: DedupConfig, index: str | None = 
     layout.add_generation(index, gens, {"gen": gen, "dumps": run_dumps, "docs": run_docs, "partitions": P, "output": output})
     stats.add("seconds", round(time.perf_counter() - runner.timer.start, 3))
     stats.add("cpu_seconds_driver", round(time.process_time() - driver_cpu0, 3))
-    stats.add("driver_peak_rss_mb", _peak_rss_mb())
+    stats.add("driver_peak_rss_mb", runtime.peak_rss_mb())
     summary = {"config": dataclasses.asdict(cfg), "index": index, "generation": gen, "partitions": P,
                "dumps": sorted(ranks, key=ranks.__getitem__), "per_dump": per_dump, **rm.decision_summary(dres, cfg)}
     rc = runner.finish({"candidate edges": stats.counters["candidate_edges"], "clusters": stats.counters["clusters"],

@@ -25,7 +25,7 @@ import sys
 import time
 from typing import Any, Callable
 
-from curation.dedup import SettingsError
+from storage.errors import SettingError
 from curation.stats import StageStats
 from pipelines import config as config_mod
 from pipelines import runtime
@@ -125,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
             except OSError as e:
                 print(f"run: {stage} failed: {_os_error(e)}", file=sys.stderr)
                 return 1
-            except (StageFailed, config_mod.ConfigError, SettingsError) as e:
+            except (StageFailed, config_mod.ConfigError, SettingError) as e:
                 print(f"run: {stage} failed: {e}", file=sys.stderr)
                 return 1
             seconds = time.perf_counter() - t0

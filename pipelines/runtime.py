@@ -54,6 +54,38 @@ def init_ray(num_cpus: int | None = None) -> None:
         ray_constants.ENABLE_RAY_CLUSTER = cluster
 
 
+def proc_status(key: str) -> int | None:
+    """A size from ``/proc/self/status`` in bytes (``VmRSS``, ``VmHWM``: Linux), or None."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def peak_rss_mb() -> float:
+    """Peak RSS of this process in MB (VmHWM; elsewhere ru_maxrss). A reused Ray worker's peak
+    covers every task it ran since it started (or since :func:`reset_peak_rss`)."""
+    peak = proc_status("VmHWM")
+    if peak is None:
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1024 if sys.platform != "darwin" else 1)
+    return round(peak / 2**20, 1)
+
+
+def reset_peak_rss() -> None:
+    """Start this process's VmHWM again from its current RSS (Linux >= 4.0; elsewhere nothing)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
 @dataclass
 class TaskFailure:
     """A task that raised after its retries; the stage names it and goes on with the rest."""

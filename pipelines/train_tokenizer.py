@@ -20,6 +20,7 @@ from typing import Any, Iterator
 
 from curation.stats import StageStats
 from storage import io
+from pipelines import runtime
 from pipelines.tokenize import iter_documents, text_shards
 from tokenizer import TokenizerConfig
 from tokenizer.bpe import tokenizer_files
@@ -31,26 +32,6 @@ HELP = "Train the byte-level BPE tokenizer (100,000 ordinary + 15 special tokens
 _FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
-# Peak memory of this process, measured from /proc (Linux): VmHWM after resetting it.
-def _proc_status(key: str) -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def _reset_peak_rss() -> None:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
-    except OSError:
-        pass
-
-
 def train_job(unit: dict, cfg: TokenizerConfig) -> dict[str, Any]:
     """The stage's one unit of work: read, select, train, write the tokenizer files into
     ``unit["output"]``; returns the stats, figures and vocabulary size."""
@@ -58,8 +39,8 @@ def train_job(unit: dict, cfg: TokenizerConfig) -> dict[str, Any]:
 
     files = unit["files"]
     stats = StageStats()
-    _reset_peak_rss()
-    rss_before = _proc_status("VmRSS") or 0
+    runtime.reset_peak_rss()
+    rss_before = runtime.proc_status("VmRSS") or 0
 
     def batches() -> Iterator[list[tuple[str, str | None]]]:
         for path in files:
@@ -74,7 +55,7 @@ def train_job(unit: dict, cfg: TokenizerConfig) -> dict[str, Any]:
     except UserError as e:  # the corpus is too small for the vocabulary: the driver says so in one line
         return {"user_error": str(e)}
     seconds = time.perf_counter() - start
-    peak = _proc_status("VmHWM")
+    peak = runtime.proc_status("VmHWM")
     mb = stats.counters.get("text_bytes", 0) / 1e6
     figures = {
         "train_seconds": round(seconds, 3),

@@ -16,3 +16,7 @@ class UserError(Exception):
 
 class MissingInput(UserError, FileNotFoundError):
     """An input that is not there or cannot be read (a tokenizer, token shards, a data file)."""
+
+
+class SettingError(UserError, ValueError):
+    """A setting that cannot work here (with this index, these dumps, this many ranks): named, with the fix."""

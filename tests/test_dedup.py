@@ -122,7 +122,7 @@ def test_threshold_picks_bands_and_rows():
 
 
 def test_dump_order_by_crawl_date_and_configured():
-    from curation.dedup import SettingsError
+    from storage.errors import SettingError
 
     assert kp.crawl_date("CC-MAIN-2019-04") < kp.crawl_date("CC-MAIN-2019-30") < kp.crawl_date("CC-MAIN-2020-05")
     assert kp.crawl_date("CC-MAIN-2012").year == 2012 and kp.crawl_date("CC-MAIN-2009-2010").year == 2009
@@ -133,7 +133,7 @@ def test_dump_order_by_crawl_date_and_configured():
     # Names that do not sort by age as strings: a configured order decides.
     r = kp.dump_ranks(["crawl-b", "crawl-a"], ["crawl-b", "crawl-a"])
     assert r == {"crawl-b": 0, "crawl-a": 1}
-    with pytest.raises(SettingsError, match="'crawl-c' is not in dump_order"):
+    with pytest.raises(SettingError, match="'crawl-c' is not in dump_order"):
         kp.dump_ranks(["crawl-c", "crawl-a"], ["crawl-a"])
 
 
@@ -520,15 +520,15 @@ def test_incremental_three_generations_equal_joint_run(ray_session, joint, corpu
 
 
 def test_index_refuses_other_settings(ray_session, corpus, tmp_path):
-    from curation.dedup import SettingsError
+    from storage.errors import SettingError
     from pipelines.dedup import dedup
 
     _, inputs = corpus
     idx = tmp_path / "index"
     assert dedup(inputs[:1], str(tmp_path / "A"), DedupConfig(partitions=2), index=str(idx)) == 0
-    with pytest.raises(SettingsError, match="was built with"):
+    with pytest.raises(SettingError, match="was built with"):
         dedup(inputs[1:], str(tmp_path / "B"), DedupConfig(minhash=mh.MinHashConfig(bands=12, rows=9)), index=str(idx))
-    with pytest.raises(SettingsError, match="dump_order"):
+    with pytest.raises(SettingError, match="dump_order"):
         dedup(inputs[1:], str(tmp_path / "C"), DedupConfig(dump_order=["CC-MAIN-2019-20"]), index=str(idx))
 
 

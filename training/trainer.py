@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from storage import io
-from storage.errors import UserError
+from storage.errors import SettingError, UserError
 from training import checkpoint as ckpt
 from training.config import TrainConfig
 from training.data import IGNORE_INDEX, TokenShardLoader, list_token_shards
@@ -33,10 +33,6 @@ from training.model import ModelConfig, Transformer, flops_per_token, model_conf
 from training.optim import Schedule, build_optimizer
 from training.parallelize import DistEnv, close_distributed, init_distributed, parallelize, start_cpu_threads
 from training.scaling import choose_hyperparameters
-
-
-class SettingError(UserError, ValueError):
-    """A setting that cannot be trained (named, with the fix): the command line shows it as one line."""
 
 
 LossFn = Callable[[nn.Module, dict[str, Any]], tuple]

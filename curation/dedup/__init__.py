@@ -26,10 +26,6 @@ from dataclasses import dataclass, field
 from curation.dedup.minhash import MinHashConfig, ShingleConfig
 
 
-class SettingsError(ValueError):
-    """A setting that cannot work with this index or these dumps (a user's mistake, one line)."""
-
-
 @dataclass
 class DedupConfig:
     shingles: ShingleConfig = field(default_factory=ShingleConfig)

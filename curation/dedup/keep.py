@@ -26,6 +26,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from storage.errors import SettingError
+
 KEEP_RULES = ("newest", "oldest")
 REASONS = {1: "exact_duplicate", 2: "near_duplicate"}
 
@@ -52,9 +54,7 @@ def dump_ranks(names: Iterable[str], order: Sequence[str] = ()) -> dict[str, int
     if order:
         missing = [n for n in names if n not in order]
         if missing:
-            from curation.dedup import SettingsError
-
-            raise SettingsError(f"dump {missing[0]!r} is not in dump_order; list every dump there, oldest first")
+            raise SettingError(f"dump {missing[0]!r} is not in dump_order; list every dump there, oldest first")
         pos = {n: i for i, n in enumerate(order)}
         ranked = sorted(names, key=pos.__getitem__)
     else:

@@ -47,6 +47,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from storage import io
+from storage.errors import SettingError
 
 # The published candidate graph (graph/edges-p=P.parquet): an edge u-v between node ids and the
 # dump rank of each end (0 = the oldest dump of the run's order).
@@ -249,9 +250,7 @@ def open_index(index: str, settings: dict, output: str) -> list[dict]:
     is left out, so the re-run redoes it as the same generation."""
     path = io.join(index, "config.json")
     if io.exists(path) and io.read_json(path) != settings:
-        from curation.dedup import SettingsError
-
-        raise SettingsError(f"index {index} was built with {io.read_json(path)}, this run uses {settings}")
+        raise SettingError(f"index {index} was built with {io.read_json(path)}, this run uses {settings}")
     io.write_json(settings, path)
     gens = io.read_json(io.join(index, "generations.json")) if io.exists(io.join(index, "generations.json")) else []
     return gens[:-1] if gens and gens[-1]["output"] == output else gens
