@@ -3,9 +3,13 @@ corpus (`make dedup-corpus`) with the true Jaccard of every pair of documents.
 
     python benchmarks/dedup_corpus.py sample --out build/dedup/sample-text
     python benchmarks/dedup_corpus.py corpus --out build/dedup/corpus [--docs 100000] [--dumps 4]
+    python benchmarks/dedup_corpus.py hostile --out build/dedup/hostile [--scale 1.0]
 
 Writes `<out>/<dump>/part-00000.parquet` (DOCUMENT_SCHEMA) per dump; `corpus` also writes
-`<out>/truth.parquet` (i, j, jaccard for every pair >= 0.5, indices into `<out>/order.parquet`).
+`<out>/truth.parquet` (i, j, jaccard for every pair >= 0.5, indices into `<out>/order.parquet`);
+`hostile` writes the shapes of `curation.dedup.corpus.HostileConfig` (a 1M-page template cluster,
+a 100k-page drifting chain, 200k exact copies, 50k documents of 0-3 words, a 10k-member cluster
+in every dump, the real pages), each document's shape in `metadata.title`.
 Never writes into data/ or ../shared.
 """
 
@@ -23,7 +27,7 @@ import pyarrow as pa
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from curation.dedup.corpus import CorpusConfig, generate_dumps, pairwise_jaccard  # noqa: E402
+from curation.dedup.corpus import CorpusConfig, HostileConfig, generate_dumps, hostile_documents, pairwise_jaccard  # noqa: E402
 from curation.schema import documents_to_table  # noqa: E402
 from curation.sources import read_dolma_jsonl  # noqa: E402
 from storage import io  # noqa: E402
@@ -83,6 +87,17 @@ def build_corpus(out: str, docs_target: int | None, dumps: int, seed: int, truth
     return counts
 
 
+def build_hostile(out: str, scale: float, seed: int) -> dict[str, int]:
+    """The hostile shapes, written chunk by chunk (a shard per chunk): never all in memory."""
+    counts: dict[str, int] = defaultdict(int)
+    parts: dict[str, int] = defaultdict(int)
+    for dump, docs in hostile_documents(real_documents(), HostileConfig(scale=scale, seed=seed), chunk=ROWS_PER_SHARD):
+        io.write_parquet(documents_to_table(docs), io.join(out, dump, f"part-{parts[dump]:05d}.parquet"))
+        parts[dump] += 1
+        counts[dump] += len(docs)
+    return dict(sorted(counts.items()))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="what", required=True)
@@ -95,9 +110,15 @@ def main() -> int:
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--no-truth", action="store_true", help="skip the all-pairs Jaccard (large corpora)")
     c.add_argument("--sentences", help="sentences per new page as MIN,MAX (default 8,40; the scale corpora use 4,12)")
+    h = sub.add_parser("hostile", help="the hostile shapes: template cluster, drifting chain, copies, tiny documents")
+    h.add_argument("--out", default="build/dedup/hostile")
+    h.add_argument("--scale", type=float, default=1.0, help="multiply every shape's size (default 1.0: 1.36M documents)")
+    h.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
     if a.what == "sample":
         counts = write_by_dump(real_documents(), a.out)
+    elif a.what == "hostile":
+        counts = build_hostile(a.out, a.scale, a.seed)
     else:
         counts = build_corpus(a.out, a.docs, a.dumps, a.seed, not a.no_truth,
                               tuple(int(x) for x in a.sentences.split(",")) if a.sentences else None)

@@ -1,11 +1,12 @@
 """``python -m pipelines dedup``: exact + MinHash-LSH near-duplicate removal across dumps.
 
-Ray wiring, paths and stats only. Each phase is one Ray task per unit - a shard or a partition -
-running a step of ``curation/dedup`` from files to files (signatures, candidates, contract,
-components rounds, finish, expand, gather, decide, labels, write, restore, duplicates; see the
+Ray wiring, paths and stats only. Each phase is one Ray task per unit - a shard, a partition or
+a group of node files - running a step of ``curation/dedup`` from files to files (see the
 package's docstring), on the stage runner (:mod:`pipelines.stage`): a re-run after a failure
-skips the units done, whose markers are removed with the hand-off files when the stage ends. The driver holds these per-unit summaries only: never
-documents, edges or the index (``curation/dedup/layout.py``).
+skips the units done, whose markers are removed with the hand-off files when the stage ends.
+The component and decision rounds are driven by ``components.label_components`` and
+``decide.decide_rounds``, which run their phases through :func:`_phase`. The driver holds per-unit
+summaries only: never documents, edges or the index (``curation/dedup/layout.py``).
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ import sys
 import time
 from typing import Any, Callable
 
-
 from curation.dedup import DedupConfig
 from curation.dedup import candidates as cand
 from curation.dedup import components as comp
+from curation.dedup import decide as dc
+from curation.dedup import edges as ed
 from curation.dedup import keep as kp
 from curation.dedup import layout
 from curation.dedup import lines as ln
@@ -28,20 +30,20 @@ from curation.dedup import minhash as mh
 from curation.dedup import removals as rm
 from curation.dedup import signatures as sig
 from pipelines import config as config_mod
-from pipelines.cli import add_config_arguments
 from pipelines import runtime
+from pipelines.cli import add_config_arguments
 from pipelines.runtime import TaskFailure
 from pipelines.stage import Runner, UnitError, complete, stats_path
 from storage import io
 from storage.errors import SettingError
 
 # The settings an index's keys and decisions depend on: a later run against it must use the same.
-COMPAT = ("shingles", "minhash", "keep", "min_similarity", "verify")
+COMPAT = ("shingles", "minhash", "keep", "min_similarity", "uncertain_band", "verify", "max_rounds")
 NAME = "dedup"
 HELP = "exact + MinHash-LSH near-duplicate removal across dumps (incremental against an index)"
 FLAGS = [("threshold", "threshold"), ("ngram", "shingles.ngram"), ("bands", "minhash.bands"), ("rows", "minhash.rows"),
          ("keep", "keep"), ("min_similarity", "min_similarity"), ("partitions", "partitions"), ("verify", "verify"),
-         ("line_repeat_min", "line_repeat_min")]
+         ("line_repeat_min", "line_repeat_min"), ("max_rounds", "max_rounds")]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -57,6 +59,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--partitions", type=int, help="partitions of keys, edges and components (default: from the data size)")
     p.add_argument("--verify", action="store_true", default=None, help="check removals by true Jaccard instead of the MinHash estimate")
     p.add_argument("--line-repeat-min", type=int, help="remove lines repeated in at least this many documents (0 = off)")
+    p.add_argument("--max-rounds", type=int, help="rounds of the chain check; members still open after them are kept (default 16)")
     add_config_arguments(p)
 
 
@@ -76,46 +79,46 @@ def resolve(cfg: DedupConfig) -> DedupConfig:
         raise config_mod.ConfigError(f"min_similarity: {cfg.min_similarity} is not between 0 and 1")
     if cfg.partitions is not None and not 1 <= cfg.partitions <= layout.MAX_PARTITIONS:
         raise config_mod.ConfigError(f"partitions: {cfg.partitions} is not between 1 and {layout.MAX_PARTITIONS}")
+    if cfg.max_rounds < 1:
+        raise config_mod.ConfigError(f"max_rounds: {cfg.max_rounds} is below 1; give at least one round of the chain check")
+    if cfg.uncertain_band < 0:
+        raise config_mod.ConfigError(f"uncertain_band: {cfg.uncertain_band} is negative; 0 lets the estimate alone decide")
+    if cfg.component_rows_in_memory < 1:
+        raise config_mod.ConfigError(f"component_rows_in_memory: {cfg.component_rows_in_memory} is below 1")
     return cfg
 
 
-def _measured(fn: Callable, unit: dict, ctx: dict) -> dict:
-    return dict(fn(unit, ctx), rss_mb=runtime.peak_rss_mb())
+def _measured(fn: Callable) -> Callable:
+    """``fn`` reporting its own task's peak RSS (the worker's peak restarted at the task's start)."""
+    def task(unit: dict, ctx: dict) -> dict:
+        runtime.reset_peak_rss()
+        return dict(fn(unit, ctx), rss_mb=runtime.peak_rss_mb())
+    task.__name__ = task.__qualname__ = fn.__name__.removesuffix("_unit")
+    return task
 
 
-# One named function per phase: Ray shows it as the worker's title (ray::_signatures ...).
-def _scan_dumps(u, ctx):
-    found = sig.scan_unit(u["path"])
+def _scan_dumps(unit: dict, ctx: Any) -> dict:
+    found = sig.scan_unit(unit["path"])
     if isinstance(found, str):
         raise UnitError(found)
     return found
 
 
-def _line_counts(u, ctx): return _measured(ln.count_unit, u, ctx)  # noqa: E704
-def _frequent_lines(u, ctx): return _measured(ln.frequent_unit, u, ctx)  # noqa: E704
-def _signatures(u, ctx): return _measured(sig.signature_unit, u, ctx)  # noqa: E704
-def _candidates(u, ctx): return _measured(cand.candidate_unit, u, ctx)  # noqa: E704
-def _contract(u, ctx): return _measured(comp.contract_unit, u, ctx)  # noqa: E704
-def _components(u, ctx): return _measured(comp.step_unit, u, ctx)  # noqa: E704
-def _finish(u, ctx): return _measured(comp.finish_unit, u, ctx)  # noqa: E704
-def _expand(u, ctx): return _measured(comp.expand_unit, u, ctx)  # noqa: E704
-def _gather(u, ctx): return _measured(rm.gather_unit, u, ctx)  # noqa: E704
-def _decide(u, ctx): return _measured(rm.decide_unit, u, ctx)  # noqa: E704
-def _labels(u, ctx): return _measured(rm.labels_unit, u, ctx)  # noqa: E704
-def _write(u, ctx): return _measured(rm.write_unit, u, ctx)  # noqa: E704
-def _restore(u, ctx): return _measured(rm.restore_unit, u, ctx)  # noqa: E704
-def _duplicates(u, ctx): return _measured(lambda u, c: {"rows": rm.merge_duplicates(c["dup_files"], u["out"])}, u, ctx)  # noqa: E704
-
-
-def _phase(runner: Runner, fn: Callable, units: list[dict], ctx: dict, desc: str, per_shard: bool = False, merge: bool = False) -> list:
-    """Run a phase on the runner; a failed partition stops the stage, a failed shard is named and left out."""
-    name = fn.__name__.strip("_")
-    res = runner.run(fn, units, ctx, phase=name.replace("_", "-"), desc=f"dedup: {desc}", merge=merge, required=not per_shard)
-    stats = runner.stats
+def _phase(runner: Runner, ctx: dict, fn: Callable, units: list[dict], desc: str, per_shard: bool = False,
+           merge: bool = False, **extra: Any) -> list:
+    """Run one phase on the runner (a failed partition stops the stage, a failed shard is named
+    and left out) and note its CPU, wall time and largest task's peak RSS."""
+    name = fn.__name__.removesuffix("_unit")
+    t0 = time.perf_counter()
+    res = runner.run(_measured(fn), units, {**ctx, **extra}, phase=name.replace("_", "-"), desc=f"dedup: {desc}", merge=merge,
+                     required=not per_shard)
+    c = runner.stats.counters
+    c[f"seconds_{name}"] += round(time.perf_counter() - t0, 3)
     for r in res:
-        if not isinstance(r, TaskFailure):
-            stats.counters["peak_worker_rss_mb"] = max(stats.counters["peak_worker_rss_mb"], r.get("rss_mb", 0.0))
-            stats.add(f"cpu_seconds_{name}", round(r.get("cpu_s", 0.0), 3))
+        if isinstance(r, dict):
+            c["peak_worker_rss_mb"] = max(c["peak_worker_rss_mb"], r.get("rss_mb", 0.0))
+            c[f"peak_rss_mb_{name}"] = max(c[f"peak_rss_mb_{name}"], r.get("rss_mb", 0.0))
+            c[f"cpu_seconds_{name}"] += round(r.get("cpu_s", 0.0), 3)
     return res
 
 
@@ -136,7 +139,7 @@ def dedup(inputs: list[str], output: str, cfg: DedupConfig, index: str | None = 
         return 0 if not io.read_json(stats_path(output)).get("failed_files") else 1
     runner, driver_cpu0 = Runner(NAME, output), time.process_time()
     stats = runner.stats
-    gens = layout.open_index(index, {"layout": 2, **{k: dataclasses.asdict(cfg)[k] for k in COMPAT}}, output)
+    gens = layout.open_index(index, {"layout": 3, **{k: dataclasses.asdict(cfg)[k] for k in COMPAT}}, output)
     gen, work = len(gens), io.join(output, "work")
     w = lambda *parts: io.join(work, *parts)  # noqa: E731
     shards: list[str] = []
@@ -155,70 +158,83 @@ def dedup(inputs: list[str], output: str, cfg: DedupConfig, index: str | None = 
     ranks = kp.dump_ranks(set(run_dumps).union(*[g["dumps"] for g in gens]), cfg.dump_order)
     run_docs = sum(scanned[i]["rows"] for i in good)
     P = layout.partitions_for((run_docs + sum(g["docs"] for g in gens)) * (cfg.minhash.bands + 1), cfg.partitions)
-    ctx: dict[str, Any] = {"cfg": cfg, "gen": gen, "index": index, "work": work, "output": output, "partitions": P,
-                           "old_gens": [{"gen": g["gen"], "partitions": g["partitions"]} for g in gens],
-                           "string_level": cfg.line_repeat_min > 0, "n_shards": len(shards)}
-    parts = lambda **fmt: [dict(name=f"p{p:04d}", p=p, q=p, g=p, r=p, **{k: w(*v.format(p=p).split("/")) for k, v in fmt.items()})  # noqa: E731
+    ctx: dict[str, Any] = {"cfg": cfg, "gen": gen, "index": index, "work": work, "output": output, "partitions": P, "ranks": ranks,
+                           "old_gens": [{"gen": g["gen"], "partitions": g["partitions"]} for g in gens], "check": dc.check_for(cfg),
+                           "string_level": cfg.line_repeat_min > 0}
+    parts = lambda **fmt: [dict(name=f"p{p:04d}", p=p, q=p, g=p, **{k: w(*v.format(p=p).split("/")) for k, v in fmt.items()})  # noqa: E731
                            for p in range(P)]
-    phase = lambda fn, units, desc, per_shard=False, merge=False, **extra: _phase(runner, fn, units, {**ctx, **extra}, desc, per_shard, merge)  # noqa: E731
+
+    def phase(fn: Callable, units: list[dict], desc: str, per_shard: bool = False, merge: bool = False, **extra: Any) -> list:
+        return _phase(runner, ctx, fn, units, desc, per_shard, merge, **extra)
+
+    def total(res: list, key: str) -> int:
+        stats.add(key, sum(r[key] for r in res if isinstance(r, dict)))
+        return stats.counters[key]
 
     if cfg.line_repeat_min > 0:  # string level: lines repeated in at least line_repeat_min documents
         units = [{"name": f"part-{i:05d}", "path": shards[i], "out": w("lines", f"part-{i:05d}.arrow")} for i in good]
-        good = [i for i, r in zip(good, phase(_line_counts, units, "line counts", True)) if not isinstance(r, TaskFailure)]
-        fu = parts(out="lines/frequent-p={p:04d}.parquet")
-        res = phase(_frequent_lines, fu, "frequent lines", count_files=[w("lines", f"part-{i:05d}.arrow") for i in good])
-        stats.add("frequent_lines", sum(r["frequent_lines"] for r in res))
+        good = [i for i, r in zip(good, phase(ln.count_unit, units, "line counts", True)) if not isinstance(r, TaskFailure)]
+        fu = parts(out="lines/frequent-{p:04d}.arrow")
+        total(phase(ln.frequent_unit, fu, "frequent lines", count_files=[w("lines", f"part-{i:05d}.arrow") for i in good],
+                    count_groups=[int(layout.group_of(layout.node_ids(gen, i, 1), P)[0]) for i in good]), "frequent_lines")
         ctx["frequent_files"] = [u["out"] for u in fu]
 
     units = [{"name": f"part-{i:05d}", "path": shards[i], "shard": i, "bands_out": w("bands", f"part-{i:05d}.arrow")} for i in good]
-    res = phase(_signatures, units, "signatures", True, dump_codes={d: c for c, d in enumerate(run_dumps)})
+    res = phase(sig.signature_unit, units, "signatures", True, dump_codes={d: c for c, d in enumerate(run_dumps)})
     ok = [u for u, r in zip(units, res) if not isinstance(r, TaskFailure)]
     for key in ("lines_removed", "documents_with_lines_removed", "characters_removed") if cfg.line_repeat_min > 0 else ():
-        stats.add(key, sum(r[key] for r in res if isinstance(r, dict)))
+        total(res, key)
 
     rank_of_code = {str(g["gen"]): [ranks[d] for d in g["dumps"]] or [0] for g in [*gens, {"gen": gen, "dumps": run_dumps}]}
-    cu = parts(adjacency_out="cc/s000/cand-{p:04d}.arrow", old_edges_out="contract/p={p:04d}.arrow")
-    res = phase(_candidates, cu, "candidates", band_files=[u["bands_out"] for u in ok], rank_of_code=rank_of_code)
-    stats.add("candidate_edges", sum(r["edges"] for r in res))
-    adjacency = [u["adjacency_out"] for u in cu]
+    cu = parts(candidates_out="candidates/pairs-{p:04d}.arrow", requests_out="candidates/heads-{p:04d}.arrow")
+    phase(cand.candidate_unit, cu, "candidates", band_files=[u["bands_out"] for u in ok], rank_of_code=rank_of_code)
+    hu = parts(out="edges/heads-{p:04d}.arrow")
+    phase(ed.head_signatures_unit, hu, "signatures of star heads", request_files=[u["requests_out"] for u in cu])
+    eu = parts(adjacency_out="cc/start-{p:04d}.arrow", old_edges_out="contract/p={p:04d}.arrow")
+    res = phase(ed.check_unit, eu, "edges checked", candidate_files=[u["candidates_out"] for u in cu], head_files=[u["out"] for u in hu])
+    rows = sum(r["adjacency_rows"] for r in res)
+    for key in ("candidate_pairs", "edges", "edges_rejected"):
+        total(res, key)
+    ctx["adjacency"] = [u["adjacency_out"] for u in eu]
     if gens:  # edges to earlier documents become edges to their components
-        lu = parts(out="cc/s000/look-{p:04d}.arrow")
-        res = phase(_contract, lu, "contract index", old_edge_files=[u["old_edges_out"] for u in cu])
-        stats.add("index_nodes_touched", sum(r["index_nodes_touched"] for r in res))
-        adjacency += [u["out"] for u in lu]
-
-    step, quiet = 0, 0  # large-star / small-star until a step of each kind in a row changes nothing
-    while stats.counters["candidate_edges"] and quiet < 2:
-        step += 1
-        kind = "large" if step % 2 else "small"
-        su = [dict(u, name=f"s{step:03d}-{u['name']}", kind=kind) for u in parts(out=f"cc/s{step:03d}/part-{{p:04d}}.arrow")]
-        res = phase(_components, su, f"components step {step} ({kind}-star)", inputs=adjacency)
-        quiet = quiet + 1 if sum(r["changed"] for r in res) == 0 else 0
-        for f in adjacency if step > 1 else ():
-            io.remove(f)
-        adjacency = [u["out"] for u in su]
-    stats.add("component_steps", step)
+        lu = parts(out="contract/look-{p:04d}.arrow")
+        res = phase(comp.contract_index_unit, lu, "contract index", old_edge_files=[u["old_edges_out"] for u in eu])
+        total(res, "index_nodes_touched")
+        rows += sum(r["adjacency_rows"] for r in res)
+        ctx["adjacency"] += [u["out"] for u in lu]
     fu = parts(new_out="finish/new-{p:04d}.arrow", old_out="finish/old-{p:04d}.arrow")
-    phase(_finish, fu, "labels", inputs=adjacency)
-    eu = parts(out="expand/p={p:04d}.arrow") if gens else []
-    phase(_expand, eu, "expand index components", old_label_files=[u["old_out"] for u in fu])
-    gu = parts(out="gather/p={p:04d}.arrow")
-    phase(_gather, gu, "members", new_label_files=[u["new_out"] for u in fu], expanded_files=[u["out"] for u in eu])
-    du = parts(labels_out="decide/labels-{p:04d}.arrow", decisions_out="decide/decisions-{p:04d}.arrow",
-               restored_out="decide/restored-{p:04d}.parquet", duplicates_out="decide/duplicates-{p:04d}.parquet")
-    dres = phase(_decide, du, "keep rule and chain check", member_files=[u["out"] for u in gu], ranks=ranks)
-    for key in ("clusters", "chain_split", "retracted_from_index"):
-        stats.add(key, sum(r[key] for r in dres))
-    phase(_labels, parts(), "index labels", label_files=[u["labels_out"] for u in du])
+    ctx["finish"] = fu
+    cc = comp.label_components(lambda fn, units, desc: phase(fn, units, desc), ctx, rows) if rows else {}
+    for key, value in cc.items():
+        stats.add(key, value)
+    eu = parts(out="expand/p={p:04d}.arrow") if gens and cc else []
+    phase(comp.expand_unit, eu, "expand index components", old_label_files=[u["old_out"] for u in fu])
+    gu = parts(out="decide/members-{p:04d}.arrow")
+    members = total(phase(dc.gather_unit, gu, "members", new_label_files=[u["new_out"] for u in fu] if cc else [],
+                          expanded_files=[u["out"] for u in eu]), "members")
+    ctx["members"] = members
+    rounds = dc.decide_rounds(lambda fn, units, desc: phase(fn, units, f"chain check {desc}"), ctx) if members else {}
+    trail = rounds.pop("open_after_round", [])
+    for key, value in rounds.items():
+        stats.add(key, value)
+    ctx["rounds"] = rounds.get("decision_rounds", 0)
+    phase(rm.settle_unit, parts(out="settle/size-{p:04d}.arrow"), "clusters")
+    clusters = phase(rm.clusters_unit, parts(out="settle/sizes-{p:04d}.arrow"), "cluster sizes")
+    total(clusters, "clusters")
+    du = parts(restored_out="settle/restored-{p:04d}.parquet", duplicates_out="settle/duplicates-{p:04d}.parquet")
+    finals = phase(rm.finalize_unit, [dict(u, out=u["duplicates_out"]) for u in du], "removals")
+    for key in ("chain_split", "retracted_from_index", "removals_true_jaccard", "components"):
+        total(finals, key)
+    phase(rm.index_unit, parts(), "index")
 
     wu = [{"name": f"part-{u['shard']:05d}", "path": u["path"], "shard": u["shard"],
            "out": io.join(output, "documents", f"part-{u['shard']:05d}.parquet")} for u in ok]
-    phase(_write, wu, "write", True, merge=True, decision_files=[u["decisions_out"] for u in du])
+    phase(rm.write_unit, wu, "write", True, merge=True)
     ru = [{"name": f"g{g:03d}-part-{s:05d}", "gen": g, "shard": s, "out": io.join(output, "documents", f"restored-g{g:03d}-part-{s:05d}.parquet")}
-          for g, s in map(layout.file_of, sorted(set().union(*[r["restored_files"] for r in dres])))]
+          for g, s in map(layout.file_of, sorted(set().union(*[r["restored_files"] for r in finals])))]
     stats.add("restored_from_index", 0)
-    phase(_restore, ru, "restore", merge=True, restored_files=[u["restored_out"] for u in du])
-    phase(_duplicates, [{"name": "all", "out": io.join(output, layout.DUPLICATES_FILE)}], "duplicates",
+    phase(rm.restore_unit, ru, "restore", merge=True, restored_files=[u["restored_out"] for u in du])
+    phase(rm.duplicates_unit, [{"name": "all", "out": io.join(output, layout.DUPLICATES_FILE)}], "duplicates",
           dup_files=[u["duplicates_out"] for u in du])
     stats.check()
     per_dump = rm.per_dump_table(stats.counters, ranks)
@@ -227,9 +243,11 @@ def dedup(inputs: list[str], output: str, cfg: DedupConfig, index: str | None = 
     stats.add("cpu_seconds_driver", round(time.process_time() - driver_cpu0, 3))
     stats.add("driver_peak_rss_mb", runtime.peak_rss_mb())
     summary = {"config": dataclasses.asdict(cfg), "index": index, "generation": gen, "partitions": P,
-               "dumps": sorted(ranks, key=ranks.__getitem__), "per_dump": per_dump, **rm.decision_summary(dres, cfg)}
-    rc = runner.finish({"candidate edges": stats.counters["candidate_edges"], "clusters": stats.counters["clusters"],
-                        "chains split": stats.counters["chain_split"], "partitions": P}, extra={"dedup": summary})
+               "dumps": sorted(ranks, key=ranks.__getitem__), "per_dump": per_dump, "open_after_round": trail,
+               **rm.decision_summary(finals, clusters, cfg)}
+    rc = runner.finish({"candidate pairs": stats.counters["candidate_pairs"], "edges rejected": stats.counters["edges_rejected"],
+                        "clusters": stats.counters["clusters"], "chains split": stats.counters["chain_split"],
+                        "left open": stats.counters["left_open"], "partitions": P}, extra={"dedup": summary})
     io.remove_tree(work)  # hand-off files; the index and graph/ stay
     runner.clear_markers()  # they stand for the hand-off files just removed
     return rc

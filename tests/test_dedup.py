@@ -19,7 +19,6 @@ from datasketch import MinHash
 
 from curation.dedup import DedupConfig
 from curation.dedup import candidates as cand
-from curation.dedup import components as comp
 from curation.dedup import keep as kp
 from curation.dedup import layout
 from curation.dedup import minhash as mh
@@ -29,6 +28,7 @@ from curation.sources import read_dolma_jsonl
 from curation.stats import StageStats
 from storage import io
 from tests.conftest import REPO, SAMPLE
+from tests.test_dedup_rounds import union_find
 
 
 @pytest.fixture(scope="module")
@@ -137,16 +137,13 @@ def test_dump_order_by_crawl_date_and_configured():
         kp.dump_ranks(["crawl-c", "crawl-a"], ["crawl-a"])
 
 
-def _sigs(texts: list[str]) -> np.ndarray:
-    norm = [mh.normalize(t) for t in texts]
-    h, c = mh.shingle_hashes(norm, 5)
-    return mh.minhash_signatures(h, c, 112, 1)
-
-
 def test_chain_check_splits_a_chain(real_docs):
     """A~B and B~C but not A~C: C (kept, newest) removes B; A matches only B, so it is split off
     and kept rather than removed for a copy it barely resembles. Plain components (threshold 0)
     would remove both."""
+    from curation.dedup import decide as dc
+    from curation.dedup.signatures import sign
+
     paras = [p for p in real_docs[10]["text"].split("\n") if p.strip()]
     while len(" ".join(paras).split()) < 300:
         paras += [p for p in real_docs[11 + len(paras) % 50]["text"].split("\n") if p.strip()]
@@ -156,19 +153,12 @@ def test_chain_check_splits_a_chain(real_docs):
     c = "\n".join(paras[int(n * 0.25) :])
     sets = mh.shingle_sets([mh.normalize(t) for t in (c, b, a)], 5)
     assert mh.jaccard(sets[0], sets[1]) > 0.6 and mh.jaccard(sets[1], sets[2]) > 0.6 and mh.jaccard(sets[0], sets[2]) < 0.5
-    labels = np.zeros(3, np.int64)  # one component, members in keep order: C, B, A
-    sim = kp.signature_similarity(_sigs([c, b, a]))
-    center, s = kp.greedy_centers(labels, sim, 0.6)
-    assert center.tolist() == [0, 0, 2] and s[1] > 0.6
-    assert kp.component_heads(labels).tolist() == [0, 0, 0]  # A is split from its component's kept C
-    assert kp.removal_reasons(center, np.array([1, 2, 3], np.uint64)).tolist() == [0, 2, 0]
-    center0, _ = kp.greedy_centers(labels, sim, 0.0)
-    assert center0.tolist() == [0, 0, 0]
-    # True Jaccard (--verify) decides the same way here.
-    assert kp.greedy_centers(labels, kp.set_similarity(sets), 0.6)[0].tolist() == [0, 0, 2]
-    # Exact copies of a kept document are exact duplicates; a copy of a removed one is too.
-    center = np.array([0, 0, 0, 0])
-    assert kp.removal_reasons(center, np.array([7, 7, 8, 8], np.uint64)).tolist() == [0, 1, 2, 1]
+    exact, sigs, _ = sign([c, b, a], DedupConfig())
+    members = (np.zeros(3, np.int64), np.array([-3, -2, -1]), ["c", "b", "a"], np.arange(3), sigs, exact)  # one component, C newest
+    for cfg, want in [(DedupConfig(), [0, 0, 2]), (DedupConfig(verify=True), [0, 0, 2]), (DedupConfig(min_similarity=0), [0, 0, 0])]:
+        got = dc.decide_reference(*members, dc.check_for(cfg), 14, 8, cfg.max_rounds, sets)
+        assert got["center"].tolist() == want
+    assert got["similarity"][1] > 0.6 and not got["left_open"].any()
 
 
 # ---- partitions, hand-offs, component rounds ------------------------------------------------
@@ -187,62 +177,6 @@ def test_partitions_of_different_counts_overlap_exactly(tmp_path):
     for d in range(4):
         got = layout.read_routed([str(tmp_path / "r.arrow")], d, t.schema)
         assert got.column("k").to_pylist() == np.flatnonzero(dest == d).tolist()
-
-
-def union_find(u, v) -> dict[int, int]:
-    """A plain union-find, the reference: node -> smallest node of its component."""
-    parent: dict[int, int] = {}
-
-    def find(x):
-        parent.setdefault(x, x)
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for a, b in zip(u.tolist(), v.tolist()):
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    return {x: find(x) for x in list(parent)}
-
-
-def rounds_in_process(u: np.ndarray, v: np.ndarray, P: int, folder) -> tuple[dict[int, int], int]:
-    """The component units run as the stage runs them (files, partitions), without Ray."""
-    inputs = []
-    for p in range(P):  # the edges, routed as the candidate tasks route them
-        sel = layout.partition(layout.mix64(u), P) == p
-        adj = cand.both_directions(u[sel], v[sel])
-        inputs.append(str(folder / f"s000-{p}.arrow"))
-        layout.write_routed(adj, layout.node_partition(adj.column("k").to_numpy(), P), P, inputs[-1])
-    step, quiet = 0, 0
-    while quiet < 2:
-        step += 1
-        outs = [str(folder / f"s{step:03d}-{p}.arrow") for p in range(P)]
-        changed = sum(comp.step_unit({"p": p, "kind": "large" if step % 2 else "small", "out": outs[p]},
-                                     {"partitions": P, "inputs": inputs})["changed"] for p in range(P))
-        quiet = quiet + 1 if changed == 0 else 0
-        inputs = outs
-    labels = {}
-    for p in range(P):
-        t = layout.read_routed(inputs, p, cand.ADJ_SCHEMA)
-        nodes, lab = comp.star_labels(t.column("k").to_numpy(), t.column("o").to_numpy())
-        assert np.all(layout.node_partition(nodes, P) == p)
-        labels.update(zip(nodes.tolist(), lab.tolist()))
-    return labels, step
-
-
-@pytest.mark.parametrize("P", [1, 3])
-def test_component_rounds_equal_union_find_on_random_graphs(tmp_path, P):
-    rng = np.random.default_rng(P)
-    # Long paths and random sparse edges (a critical random graph: every size of component).
-    path = rng.permutation(4000).astype(np.int64) * 7919
-    u = np.concatenate([path[:-1], rng.integers(0, 3000, 1500) * 7919])
-    v = np.concatenate([path[1:], rng.integers(0, 3000, 1500) * 7919])
-    keep = u != v
-    labels, steps = rounds_in_process(u[keep], v[keep], P, tmp_path)
-    assert labels == union_find(u[keep], v[keep])
-    assert steps >= 6  # several rounds ran
 
 
 # ---- the stage on real documents ------------------------------------------------------------
@@ -314,6 +248,15 @@ def test_stage_accounting_and_outputs(joint, corpus):
     assert all(d["removed_dump"] <= d["kept_dump"] for d in dups)
     # Every removal is checked against its kept document.
     assert all(d["similarity"] >= 0.6 for d in dups)
+    # Reasons: a copy of its kept document's normalised text is exact; of the rest removed for one
+    # kept document, the best-ranked of each normalised text is near and its copies exact.
+    norm = {d["id"]: mh.normalize(d["text"]) for d in docs}
+    near = {(d["kept_id"], norm[d["removed_id"]]) for d in dups if d["reason"] == "near_duplicate"}
+    assert len(near) == sum(d["reason"] == "near_duplicate" for d in dups)
+    for d in dups:
+        same = norm[d["removed_id"]] == norm[d["kept_id"]]
+        assert (d["reason"] == "exact_duplicate") == (same or (d["kept_id"], norm[d["removed_id"]]) in near and
+                                                    d["reason"] != "near_duplicate"), d
     # Every kept document carries its cluster: its own id and the number of copies (1 alone).
     meta = kept.column("metadata").to_pylist()
     ids = kept.column("id").to_pylist()
@@ -344,7 +287,7 @@ def test_dedup_stats_show_the_chain_check_and_sizes_of_every_generation(joint, t
     r = build_report(str(joint))
     stats = io.read_json(str(joint / "stats.json"))
     assert r["chain_check"]["chains_split"] == stats["counters"]["chain_split"]
-    assert sum(r["similarity"]["counts"]) == len(_removed(joint)) and r["similarity"]["measure"] == "MinHash estimate"
+    assert sum(r["similarity"]["counts"]) == len(_removed(joint)) and r["similarity"]["measure"].startswith("MinHash estimate")
     assert r["cluster_sizes"] == stats["dedup"]["cluster_sizes"]
     assert [p["removed"] for p in r["k_dump_curve"]] == sorted(p["removed"] for p in r["k_dump_curve"])
     write_report(r, str(tmp_path / "report"))
@@ -354,23 +297,49 @@ def test_dedup_stats_show_the_chain_check_and_sizes_of_every_generation(joint, t
 
 
 def test_stage_components_equal_union_find(joint, ray_session, tmp_path):
-    """The distributed rounds give exactly the components of a plain union-find over the same
-    candidate edges: on the labelled corpus, and on the bundled sample."""
+    """The components are exactly those of a plain union-find over the accepted edges: on the
+    labelled corpus (finished in one task's memory), and on the bundled sample by contraction
+    rounds (at most 20 rows held in memory)."""
     from pipelines.dedup import dedup
 
     sample = tmp_path / "sample"
     subprocess.run([sys.executable, str(REPO / "benchmarks" / "dedup_corpus.py"), "sample", "--out", str(tmp_path / "in")],
                    check=True, capture_output=True)
-    assert dedup([str(tmp_path / "in")], str(sample), DedupConfig(partitions=2, min_similarity=0.0)) == 0
-    for out, min_steps in ((joint, 3), (sample, 2)):
+    assert dedup([str(tmp_path / "in")], str(sample), DedupConfig(partitions=2, min_similarity=0.0, component_rows_in_memory=20)) == 0
+    for out, rounds in ((joint, 0), (sample, 1)):
         ref = union_find(*_graph(out))
         t = pq.read_table(os.path.join(out, "index", "components"))
         got = dict(zip(t.column("node").to_pylist(), t.column("label").to_pylist()))
         assert got == ref
-        assert io.read_json(str(out / "stats.json"))["counters"]["component_steps"] >= min_steps
+        assert io.read_json(str(out / "stats.json"))["counters"]["component_rounds"] >= rounds
     # With the chain check off every member of a component but one is removed (plain components).
     stats = io.read_json(str(sample / "stats.json"))
     assert sum(stats["dropped"].values()) == len(ref) - len(set(ref.values()))
+
+
+def test_candidate_pairs_below_the_threshold_are_not_edges(joint):
+    """Checked edges: of the candidate pairs (a star per shared band key, rebuilt here from the
+    index's signatures), those whose estimate is below min_similarity are rejected and counted,
+    the rest are the published graph."""
+    from curation.dedup.signatures import signature_matrix
+
+    nodes = pq.read_table(os.path.join(joint, "index", "nodes"))
+    node = nodes.column("node").to_numpy()
+    sigs = signature_matrix(nodes.column("signature"), 112)
+    ranks = kp.dump_ranks(set(nodes.column("dump").to_pylist()))
+    rank = np.array([ranks[d] for d in nodes.column("dump").to_pylist()])
+    has = nodes.column("n_shingles").to_numpy() > 0
+    keys = np.concatenate([mh.lsh_band_keys(sigs[has], 14, 8).ravel(), mh.exact_band_key(nodes.column("exact_hash").to_numpy())])
+    at = np.concatenate([np.repeat(np.flatnonzero(has), 14), np.arange(len(node))])
+    u, v = cand.unique_edges(*cand.star_edges(keys, rank[at], node[at]))
+    pos = {n: i for i, n in enumerate(node.tolist())}
+    est = mh.estimated_jaccard(sigs[[pos[x] for x in u.tolist()]], sigs[[pos[x] for x in v.tolist()]])
+    gu, gv = _graph(joint)
+    accepted = set(zip(gu.tolist(), gv.tolist()))
+    assert accepted == {(a, b) for a, b, e in zip(u.tolist(), v.tolist(), est) if e >= 0.6}
+    rejected = len(u) - len(accepted)
+    stats = io.read_json(str(joint / "stats.json"))["counters"]
+    assert rejected == stats["edges_rejected"] > 0 and stats["candidate_pairs"] == len(u)
 
 
 def _scores(docs, out):
@@ -587,22 +556,18 @@ def test_unreadable_shard_is_named_and_the_rest_processed(ray_session, corpus, t
 def test_write_resume_does_not_reread_its_input(ray_session, corpus, tmp_path):
     """A finished unit returns its summary from its marker: the write step of a resumed run
     does not read its input shard again (here: it is gone)."""
-    from pipelines import dedup as stage
+    from curation.dedup.removals import write_unit
     from pipelines.stage import Runner
 
     docs, inputs = corpus
     shard = tmp_path / "in.parquet"
     io.write_parquet(pq.read_table(os.path.join(inputs[0], "part-00000.parquet")), str(shard))
-    ctx = {"work": str(tmp_path / "work"), "index": str(tmp_path / "index"), "gen": 0, "string_level": False,
-           "decision_files": [str(tmp_path / "decisions.arrow")]}
-    from curation.dedup.removals import DECISION_SCHEMA
-
-    layout.write_routed(DECISION_SCHEMA.empty_table(), np.zeros(0, np.int64), 1, ctx["decision_files"][0])
+    ctx = {"work": str(tmp_path / "work"), "index": str(tmp_path / "index"), "gen": 0, "string_level": False}
     unit = {"name": "part-00000", "path": str(shard), "shard": 0, "out": str(tmp_path / "docs.parquet")}
-    [first] = Runner("dedup", str(tmp_path / "out")).run(stage._write, [unit], ctx, phase="write", merge=False)
+    [first] = Runner("dedup", str(tmp_path / "out")).run(write_unit, [unit], ctx, phase="write", merge=False)
     shard.unlink()
     again = Runner("dedup", str(tmp_path / "out"))
-    assert again.run(stage._write, [unit], ctx, phase="write", merge=False) == [first] and again.skipped == 1
+    assert again.run(write_unit, [unit], ctx, phase="write", merge=False) == [first] and again.skipped == 1
     assert first["output"] == first["input"] == pq.read_table(tmp_path / "docs.parquet").num_rows
 
 
@@ -638,7 +603,7 @@ def test_driver_under_a_memory_cap_gives_the_same_removals(ray_session, real_doc
     need = sum(os.path.getsize(f) for f in glob.glob(str(tmp_path / "free" / "index" / "**" / "*.parquet"), recursive=True))
     need += sum(os.path.getsize(f) for f in glob.glob(str(tmp_path / "free" / "graph" / "*.parquet")))
     margin = 24 << 20
-    cg = f"{root}/test-12-dedup-{os.getpid()}"
+    cg = f"{root}/dedup-capped-driver-{os.getpid()}"
     os.mkdir(cg)
     try:
         env = dict(os.environ, RAY_ADDRESS=ray.get_runtime_context().gcs_address, PYTHONPATH=str(REPO))

@@ -8,13 +8,16 @@ from files to files, testable without Ray:
 - ``minhash``     normalisation, shingles, signatures, band keys, the one Jaccard function
 - ``lines``       lines repeated across many documents (string level)
 - ``signatures``  per input shard: node table, band keys routed to partitions
-- ``candidates``  per band partition: candidate edges (star per key), and old nodes mapped to
-                  their components of earlier generations
-- ``components``  connected components in rounds of large-star / small-star (Kiveris et al.)
-- ``keep``        dump order, the keep rule and the chain check (``chain_split``)
-- ``removals``    member rows, per-component decisions, the index update, kept documents and
-                  the rows of ``duplicates.parquet``
-- ``layout``      node ids, range partitions, hand-off files and the index layout
+- ``candidates``  per band partition: candidate pairs (a star per key)
+- ``edges``       per group of node files: candidate pairs checked (estimate >= min_similarity)
+- ``components``  connected components by local contraction, the rest in one task's memory;
+                  old nodes mapped to their components of earlier generations
+- ``decide``      the chain check in rounds: each member against its component's kept document
+                  and its buckets' pivots, by groups of node files, never a whole component
+- ``keep``        dump order and the keep rule
+- ``removals``    cluster sizes and reasons, the index update, kept documents and the rows of
+                  ``duplicates.parquet``
+- ``layout``      node ids, range partitions, groups, hand-off files and the index layout
 
 The Ray stage that runs them over a corpus is ``pipelines/dedup.py``.
 """
@@ -37,14 +40,27 @@ class DedupConfig:
     # or "oldest"; ties broken by the smallest document id.
     keep: str = "newest"
     # The chain check: a document is removed only if its similarity to the document kept for it
-    # is at least this (MinHash estimate, or true Jaccard with `verify`). Members of a connected
-    # component below it are split off (`chain_split`) and join the first kept document they do
-    # match, or are kept. 0.6 sits below the 14 x 8 band curve's midpoint (0.72), so pairs LSH
-    # is meant to find pass, and 2.5 standard errors of a 112-value estimate above 0.5, the
-    # similarity below which a removal is counted wrong. 0 turns the check off (plain components).
+    # is at least this (MinHash estimate, or true Jaccard - see `uncertain_band`, `verify`); a
+    # candidate pair becomes an edge only if its estimate is. Members of a connected component
+    # below it are split off (`chain_split`) and join a kept document they do match, or are kept.
+    # 0.6 sits below the 14 x 8 band curve's midpoint (0.72), so pairs LSH is meant to find pass,
+    # and 2 standard errors of a 112-value estimate above 0.5, the similarity below which a removal
+    # is counted wrong. 0 turns the check off (plain components).
     min_similarity: float = 0.6
-    # Check with the true Jaccard of the shingle sets (read from the texts) instead of the estimate.
+    # Estimates within this many standard errors of min_similarity (sqrt(s(1-s)/num_perm) at
+    # s = min_similarity) do not settle a removal: the true Jaccard of the two shingle sets does.
+    # 3 makes the band 0.461-0.739 for 0.6 and 112 values: a pair of true Jaccard 0.5 reaches its
+    # top with probability about 2e-7. 0: the estimate alone.
+    uncertain_band: float = 3.0
+    # Check every removal and every edge with the true Jaccard instead of the estimate.
     verify: bool = False
+    # Rounds of the chain check. Round 1 compares every member with its component's kept
+    # document; later rounds add each bucket's local pivot, and a drifting chain of 100k pages
+    # needs about 10. Members still open after the last are kept (counted as `left_open`).
+    max_rounds: int = 16
+    # Rows of the candidate graph one task holds to finish the components in memory (16 bytes a
+    # row, about 10x that while the union-find runs); above it, rounds of local contraction.
+    component_rows_in_memory: int = 3_000_000
     # Partitions of band keys, edges and components (one Ray task each). None: one per
     # `layout.BAND_ROWS_PER_PARTITION` band rows of this run and the index.
     partitions: int | None = None

@@ -159,3 +159,103 @@ def pairwise_jaccard(texts: list[str], ngram: int = 5, min_jaccard: float = 0.5,
     j = mh.jaccard_from_counts(inter.data, size[inter.row], size[inter.col])
     keep = j >= min_jaccard
     return inter.row[keep].astype(np.int64), inter.col[keep].astype(np.int64), j[keep]
+
+
+# ---- the hostile web: the shapes that break dedup on real crawls ------------------------------------
+
+
+@dataclass
+class HostileConfig:
+    """Sizes of the hostile shapes (``scale`` multiplies every count; 1.0 is the benchmark's).
+
+    - template: pages of one template (a parked domain, a shop or forum skin), each with its own
+      host name and about ``template_change`` of its words changed;
+    - chain: a page re-crawled ``chain`` times, each version the previous one with about
+      ``chain_change`` of its words changed, so its ends share nothing;
+    - copies: exact copies of one page under different URLs;
+    - tiny: documents of 0-3 words;
+    - every_dump: one page in every dump, ``every_dump`` copies in all, lightly edited;
+    - the real documents as they are.
+    """
+
+    template: int = 1_000_000
+    template_change: float = 0.02
+    chain: int = 100_000
+    chain_change: float = 0.01
+    copies: int = 200_000
+    tiny: int = 50_000
+    every_dump: int = 10_000
+    every_dump_change: float = 0.005
+    dumps: int = 4
+    scale: float = 1.0
+    seed: int = 0
+
+    def count(self, name: str) -> int:
+        return max(1, int(round(getattr(self, name) * self.scale)))
+
+
+def _changed(words: list[str], share: float, rng: random.Random, vocab: list[str]) -> list[str]:
+    """``words`` with about ``share`` of them (at least one) replaced by words of ``vocab``."""
+    out = list(words)
+    for _ in range(max(1, round(len(out) * share))):
+        out[rng.randrange(len(out))] = rng.choice(vocab)
+    return out
+
+
+def _doc(dump: str, url: str, text: str, lineage: str) -> dict[str, Any]:
+    return {"id": document_id(dump, url), "text": text, "url": url, "dump": dump, "crawl_date": None, "language": "en",
+            "language_score": None,
+            "metadata": {"warc_record_id": None, "warc_digest": None, "title": lineage, "source_file": "dedup_corpus",
+                         "content_type": "text/plain", "charset": None}}
+
+
+def hostile_documents(real: list[dict[str, Any]], cfg: HostileConfig = HostileConfig(),
+                      chunk: int = 20_000) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """(dump, documents) in chunks of at most ``chunk``: every hostile shape of ``cfg`` built from the
+    real documents, deterministic in ``cfg.seed``. ``metadata.title`` names each document's shape
+    and position (``template:17``, ``chain:4031``, ``copy:9``, ``tiny:3``, ``every_dump:88``,
+    ``real:5``); chain versions go to the dumps in order (the newest dump holds the latest)."""
+    rng = random.Random(cfg.seed)
+    dumps = [f"CC-MAIN-{2019 + d // 4:04d}-{10 + 10 * (d % 4):02d}" for d in range(cfg.dumps)]
+    vocab = sorted({w for d in real for w in d["text"].split()})
+    by_words = sorted(real, key=lambda d: (len(d["text"].split()), d["id"]))
+    # Pages of a few hundred words: the size of a typical template or article page.
+    mid = [d for d in by_words if 300 <= len(d["text"].split()) <= 600] or by_words[len(by_words) // 2 :]
+    template, chained, copied, everywhere = (mid[i * len(mid) // 4]["text"] for i in range(4))
+
+    def chunks(n: int, make) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+        per = -(-n // cfg.dumps)
+        for d, dump in enumerate(dumps):
+            lo, hi = d * per, min(n, (d + 1) * per)
+            for c in range(lo, hi, chunk):
+                yield dump, [make(i, dump) for i in range(c, min(hi, c + chunk))]
+
+    yield dumps[0], [_doc(dumps[0], d.get("url") or f"https://real.example.org/{i}", d["text"], f"real:{i}")
+                     for i, d in enumerate(real)]
+    words = template.split()
+
+    def template_page(i: int, dump: str) -> dict[str, Any]:
+        host = f"site-{i}.example.com"
+        text = f"Welcome to {host}\n" + " ".join(_changed(words, cfg.template_change, rng, vocab))
+        return _doc(dump, f"https://{host}/", text, f"template:{i}")
+
+    yield from chunks(cfg.count("template"), template_page)
+    chain = [chained.split()]
+
+    def chain_page(i: int, dump: str) -> dict[str, Any]:
+        chain[0] = _changed(chain[0], cfg.chain_change, rng, vocab)
+        return _doc(dump, f"https://drift.example.org/page?v={i}", " ".join(chain[0]), f"chain:{i}")
+
+    yield from chunks(cfg.count("chain"), chain_page)
+    yield from chunks(cfg.count("copies"),
+                      lambda i, dump: _doc(dump, f"https://mirror-{i}.example.net/article", copied, f"copy:{i}"))
+    tiny_vocab = vocab[:1000]
+    yield from chunks(cfg.count("tiny"), lambda i, dump: _doc(
+        dump, f"https://tiny.example.org/{i}", " ".join(rng.choice(tiny_vocab) for _ in range(i % 4)), f"tiny:{i}"))
+    every = everywhere.split()
+    n_every = cfg.count("every_dump")
+    for d, dump in enumerate(dumps):  # the same page in every dump: spread evenly, dump by dump
+        rows = range(d, n_every, cfg.dumps)
+        for c in range(0, len(rows), chunk):
+            yield dump, [_doc(dump, f"https://everywhere.example.org/{i}", " ".join(_changed(every, cfg.every_dump_change, rng, vocab)),
+                              f"every_dump:{i}") for i in rows[c : c + chunk]]

@@ -129,6 +129,17 @@ def node_partition(nodes: np.ndarray, P: int) -> np.ndarray:
     return partition(mix64(nodes), P)
 
 
+def group_of(nodes: np.ndarray, P: int) -> np.ndarray:
+    """The group of node files (0 .. P-1) each node's file belongs to: the tasks that decide
+    members hold whole groups, so a document's decision never leaves its file's group."""
+    return node_partition(file_key(np.asarray(nodes, dtype=np.int64)), P)
+
+
+def key_partition(label: np.ndarray, key: np.ndarray, P: int) -> np.ndarray:
+    """Partition of a (component, band key) pair: a bucket inside one component."""
+    return partition(mix64(label) ^ np.asarray(key).astype(np.uint64), P)
+
+
 def overlapping(p: int, P: int, Q: int) -> range:
     """The partitions of ``Q`` whose hash range meets partition ``p`` of ``P``."""
     lo = -(-(p << 32) // P)  # first top-32-bit value in p: ceil(p * 2^32 / P)
@@ -156,17 +167,23 @@ def write_routed(table: pa.Table, dest: np.ndarray, n_dest: int, path: str) -> N
     io.write_bytes(sink.getvalue(), path)  # a pyarrow Buffer: no copy into Python bytes
 
 
-def read_routed(paths: Iterable[str], dest: int, schema: pa.Schema) -> pa.Table:
-    """Batch ``dest`` of every routed file in ``paths`` (missing files are an error)."""
+def read_routed(paths: Iterable[str], dest: int, schema: pa.Schema, source: str | None = None) -> pa.Table:
+    """Batch ``dest`` of every routed file in ``paths`` (missing files are an error); with
+    ``source``, a column of that name (int32) holds each row's file's position in ``paths``."""
     batches = []
-    for path in paths:
+    for i, path in enumerate(paths):
         fs, p = io.filesystem(path)
         with fs.open_input_file(p) as f:
             reader = pa.ipc.open_file(f)
             b = reader.get_batch(dest)
             if b.num_rows:
-                batches.append(b.select(schema.names))
-    return pa.Table.from_batches(batches, schema=schema) if batches else schema.empty_table()
+                b = b.select(schema.names)
+                if source:
+                    b = pa.RecordBatch.from_arrays([*b.columns, pa.array(np.full(b.num_rows, i, np.int32))],
+                                                   names=[*schema.names, source])
+                batches.append(b)
+    out = schema.append(pa.field(source, pa.int32())) if source else schema
+    return pa.Table.from_batches(batches, schema=out) if batches else out.empty_table()
 
 
 # ---- the index -----------------------------------------------------------------------------

@@ -4,8 +4,9 @@ Cookie banners, navigation and share buttons that survive extraction repeat verb
 site or the whole crawl. DeepSeek's pipeline dedups at string level as well as document level;
 here a line whose normalised form occurs in at least ``min_docs`` documents is removed from
 every document that carries it. Counting is two-pass and distributed: each shard counts its
-lines once per document (``line_hashes``), the counts are summed per hash partition, and the
-frequent hashes come back to every shard (``remove_repeated_lines``).
+lines once per document (``line_hashes``), the counts are summed per hash partition, and each
+frequent hash goes back only to the groups of shards that carry it (``remove_repeated_lines``):
+a signature task loads the frequent lines of its own group, never the whole run's.
 """
 
 from __future__ import annotations
@@ -63,15 +64,21 @@ def count_unit(unit: dict, ctx: dict) -> dict:
 
 
 def frequent_unit(unit: dict, ctx: dict) -> dict:
-    """One hash partition: the lines in at least ``line_repeat_min`` documents of the run."""
+    """One hash partition: the lines in at least ``line_repeat_min`` documents of the run, routed
+    to the groups of the shards that carry them (``layout.group_of``)."""
     import pyarrow as pa
 
     from curation.dedup import layout
     from storage import io
 
-    t = layout.read_routed(ctx["count_files"], unit["p"], pa.schema([("hash", pa.uint64()), ("docs", pa.int64())]))
+    P = ctx["partitions"]
+    t = layout.read_routed(ctx["count_files"], unit["p"], pa.schema([("hash", pa.uint64()), ("docs", pa.int64())]), source="file")
     h, inv = np.unique(t.column("hash").to_numpy(), return_inverse=True)
     total = np.bincount(inv, weights=t.column("docs").to_numpy()) if len(h) else np.zeros(0)
-    frequent = h[total >= ctx["cfg"].line_repeat_min]
-    io.write_parquet(pa.table({"hash": frequent}), unit["out"])
-    return {"frequent_lines": int(len(frequent))}
+    frequent = total >= ctx["cfg"].line_repeat_min
+    group = np.asarray(ctx["count_groups"], np.int64)[t.column("file").to_numpy()] if t.num_rows else np.zeros(0, np.int64)
+    sel = frequent[inv]
+    hg = np.unique(np.stack([t.column("hash").to_numpy()[sel].view(np.int64), group[sel]], axis=1), axis=0)
+    out = pa.table({"hash": hg[:, 0].view(np.uint64), "group": hg[:, 1]})
+    layout.write_routed(out, out.column("group").to_numpy(), P, unit["out"])
+    return {"frequent_lines": int(frequent.sum())}

@@ -1,19 +1,26 @@
-"""Step 4: from component labels to removals, all per partition or per shard.
+"""Step 6: from decisions to removals - cluster sizes, reasons, the index update, the kept
+documents and the rows of ``duplicates.parquet``; per group of node files, per reduce
+partition or per shard, never per component.
 
-- ``gather_unit`` (per group of node files): what the keep rule and the chain check need of
-  every member - id, dump, URL, exact hash, signature (and shingle sets of the stripped text
-  with ``--verify``) - read from the index's node tables and routed to its component's task.
-- ``decide_unit`` (per component partition): the keep rule and the chain check over whole
-  components (every generation's members), the exact/near reasons, cluster sizes; writes the
-  generation's update of the index, the decisions for each input shard, the rows of
-  ``duplicates.parquet`` and the earlier documents this run restores.
-- ``labels_unit`` (per node partition): the index's node -> component table for this generation.
+- ``settle_unit`` (per group): each member's decision (``decide``); for the cluster sizes and
+  the exact/near reasons, one row per (kept document) and per (kept document, exact hash) it
+  holds, to their reduce partitions;
+- ``clusters_unit`` (per reduce partition): cluster sizes (every generation counted) and the
+  best-ranked member of each (kept document, exact hash) group, back to the groups;
+- ``finalize_unit`` (per group): the reasons; the decisions of each input shard of this run (one
+  file per shard), the generation's update of the index (routed to its partitions), the rows of
+  ``duplicates.parquet`` and the earlier documents this run restores;
+- ``index_unit`` (per partition): the index's node -> component and component -> members tables
+  of this generation, copied batch by batch;
 - ``write_unit`` (per input shard): the kept documents, with ``dedup_cluster_id`` and
-  ``dedup_cluster_size`` (every generation counted) in ``metadata``.
-- ``restore_unit`` (per earlier shard): documents an earlier run removed that are kept now.
-- ``merge_duplicates``: the per-partition rows as one file ordered by removed id, in bounded
-  memory (a k-way merge), with fixed row groups, so its bytes do not depend on the partitions.
+  ``dedup_cluster_size`` (every generation counted) in ``metadata``;
+- ``restore_unit`` (per earlier shard): documents an earlier run removed that are kept now;
+- ``merge_duplicates``: the per-group rows as one file ordered by removed id, in bounded memory
+  (a k-way merge), with fixed row groups, so its bytes do not depend on the partitions.
 
+Reasons: a removed member whose normalised text is its kept document's is an exact duplicate;
+among the others removed for one kept document, the best-ranked of each exact group is the
+near duplicate and the rest are its exact copies (what exact dedup alone would have removed).
 A kept document of an earlier generation whose cluster grows is not rewritten; its new size is
 in this run's ``duplicates.parquet`` (``cluster_size`` of the rows removed for it).
 """
@@ -29,19 +36,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from curation.dedup import decide as dc
 from curation.dedup import keep as kp
 from curation.dedup import layout
 from curation.dedup import minhash as mh
-from curation.dedup.components import EXPANDED_SCHEMA, LABEL_SCHEMA
-from curation.dedup.signatures import signature_matrix
+from curation.dedup.components import LABEL_SCHEMA
+from curation.dedup.signatures import stripped_texts
 from curation.schema import validate
 from curation.stats import StageStats
 from storage import io
 
-MEMBER_SCHEMA = pa.schema([
-    ("label", pa.int64()), ("node", pa.int64()), ("prev", pa.int8()), ("id", pa.string()), ("dump", pa.string()),
-    ("url", pa.string()), ("exact_hash", pa.uint64()), ("signature", pa.binary()), ("shingles", pa.list_(pa.uint32())),
-])
 COMPONENT_SCHEMA = pa.schema([("label", pa.int64()), ("node", pa.int64()), ("reason", pa.int8()), ("center", pa.int64())])
 DECISION_SCHEMA = pa.schema([("row", pa.int32()), ("reason", pa.int8()), ("cluster_id", pa.string()), ("cluster_size", pa.int32())])
 RESTORED_SCHEMA = pa.schema([("node", pa.int64()), ("cluster_id", pa.string()), ("cluster_size", pa.int32())])
@@ -49,135 +53,138 @@ DUPLICATES_SCHEMA = pa.schema([
     ("removed_id", pa.string()), ("kept_id", pa.string()), ("cluster_id", pa.string()),
     ("removed_dump", pa.string()), ("kept_dump", pa.string()), ("removed_url", pa.string()), ("kept_url", pa.string()),
     ("reason", pa.string()),
-    # Removed-to-kept similarity: MinHash estimate, or the true Jaccard with --verify.
+    # Removed-to-kept similarity the check used: the MinHash estimate, or the true Jaccard where
+    # the estimate was near min_similarity (and always with --verify).
     ("similarity", pa.float32()),
     # Documents in the cluster of the kept document, every generation of the index counted.
     ("cluster_size", pa.int32()),
     # True for a document of an earlier run (the index) that this run's newer copy replaces.
     ("retracted", pa.bool_()),
 ])
+SIZE_SCHEMA = pa.schema([("center", pa.int64()), ("n", pa.int64())])
+EXACT_SCHEMA = pa.schema([("center", pa.int64()), ("exact_hash", pa.uint64()), ("node", pa.int64()), ("prio", pa.int64()),
+                          ("id", pa.string())])
 HIST_BINS = 20
 
 
-def stripped_texts(index: str, gen: int, shard: int, texts: list[str]) -> list[str]:
-    """``texts`` of a shard with the rows the string level changed replaced (signatures step)."""
-    path = layout.shard_file(index, "stripped", gen, shard)
-    if io.exists(path):
-        t = io.read_parquet(path)
-        for row, text in zip(t.column("row").to_pylist(), t.column("text").to_pylist()):
-            texts[row] = text
-    return texts
+def decisions_path(ctx: dict[str, Any], shard: int) -> str:
+    """This run's decisions for its input shard ``shard`` (written by the shard's group)."""
+    return io.join(ctx["work"], "decisions", f"part-{shard:05d}.parquet")
 
 
-def gather_unit(unit: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
-    """Node-file group ``g``: member rows for the component tasks."""
+def _file(ctx: dict, kind: str, i: int) -> str:
+    return io.join(ctx["work"], "settle", f"{kind}-{i:04d}.arrow")
+
+
+def settle_unit(unit: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
+    """Group ``g``: per kept document the members it holds, per (kept document, exact hash) its
+    best-ranked removed member, to the reduce partitions."""
     cpu0 = time.process_time()
-    g, P, index, cfg = unit["g"], ctx["partitions"], ctx["index"], ctx["cfg"]
-    new = layout.read_routed(ctx["new_label_files"], g, LABEL_SCHEMA)
-    old = layout.read_routed(ctx["expanded_files"], g, EXPANDED_SCHEMA) if ctx["expanded_files"] else EXPANDED_SCHEMA.empty_table()
-    node = np.concatenate([new.column("node").to_numpy(), old.column("node").to_numpy()])
-    label = np.concatenate([new.column("label").to_numpy(), old.column("label").to_numpy()])
-    prev = np.concatenate([np.full(new.num_rows, -1, np.int8), old.column("prev").to_numpy().astype(np.int8)])
-    s = np.argsort(node, kind="stable")
-    node, label, prev = node[s], label[s], prev[s]
-    files = layout.file_key(node)
-    parts = []
-    for fk in np.unique(files).tolist():
-        sel = files == fk
-        gen, shard = fk >> (layout.GEN_SHIFT - layout.SHARD_SHIFT), fk & layout.SHARD_MASK
-        rows = layout.row_of(node[sel])
-        nt = io.read_parquet(layout.shard_file(index, "nodes", gen, shard), columns=["id", "dump", "url", "exact_hash", "signature"])
-        nt = nt.take(pa.array(rows))
-        if cfg.verify:
-            path = io.read_json(io.join(index, layout.gen_dir(gen), "shards.json"))[shard]
-            texts = [t or "" for t in io.read_parquet(path, columns=["text"]).column("text").to_pylist()]
-            texts = stripped_texts(index, gen, shard, texts)
-            norm = [mh.normalize(texts[r], cfg.shingles) for r in rows.tolist()]
-            sets = pa.array([x.astype(np.uint32) for x in mh.shingle_sets(norm, cfg.shingles.ngram)], pa.list_(pa.uint32()))
-        else:
-            sets = pa.nulls(len(rows), pa.list_(pa.uint32()))
-        parts.append(pa.table([pa.array(label[sel]), pa.array(node[sel]), pa.array(prev[sel]), nt.column("id"),
-                               pc.fill_null(nt.column("dump"), ""), nt.column("url"), nt.column("exact_hash"),
-                               nt.column("signature"), sets], schema=MEMBER_SCHEMA))
-    members = pa.concat_tables(parts) if parts else MEMBER_SCHEMA.empty_table()
-    layout.write_routed(members, layout.node_partition(members.column("label").to_numpy(), P), P, unit["out"])
-    return {"members": members.num_rows, "cpu_s": time.process_time() - cpu0}
+    g, P = unit["g"], ctx["partitions"]
+    t, _ = dc.read_decided(ctx, g, ctx["rounds"])
+    center = t.column("center").to_numpy()
+    c, n = np.unique(center, return_counts=True)
+    layout.write_routed(pa.table([pa.array(c), pa.array(n.astype(np.int64))], schema=SIZE_SCHEMA).append_column(
+        "src", pa.array(np.full(len(c), g, np.int32))), layout.node_partition(c, P), P, _file(ctx, "size", g))
+    removed = t.filter(pa.array(center != t.column("node").to_numpy()))
+    e = pa.table([removed.column("center"), removed.column("exact_hash"), removed.column("node"), removed.column("prio"),
+                  removed.column("id")], schema=EXACT_SCHEMA)
+    e = dc.best_per_key(e, ["center", "exact_hash"])
+    e = e.append_column("src", pa.array(np.full(e.num_rows, g, np.int32)))
+    layout.write_routed(e, layout.key_partition(e.column("center").to_numpy(), e.column("exact_hash").to_numpy(), P), P,
+                        _file(ctx, "exact", g))
+    return {"cpu_s": time.process_time() - cpu0}
 
 
-def decide(members: pa.Table, ranks: dict[str, int], cfg) -> dict[str, np.ndarray | pa.Table]:
-    """The keep rule and the chain check over whole components (a table of MEMBER_SCHEMA rows):
-    members in keep-rule order with, for each, the index of its kept document (``center``), the
-    similarity to it, the reason (0 kept, 1 exact, 2 near) and its cluster's size."""
-    dump = members.column("dump").to_pylist()
-    rank = np.array([ranks[d] for d in dump], dtype=np.int64)
-    o = kp.priority_order(members.column("label").to_numpy(), rank, members.column("id"), cfg.keep)
-    m = members.take(pa.array(o))
-    label = m.column("label").to_numpy()
-    if cfg.verify:
-        sets = [np.asarray(x, dtype=np.uint32) for x in m.column("shingles").to_pylist()]
-        similarity = kp.set_similarity(sets)
-    else:
-        similarity = kp.signature_similarity(signature_matrix(m.column("signature"), cfg.minhash.num_perm))
-    center, sim = kp.greedy_centers(label, similarity, cfg.min_similarity)
-    reason = kp.removal_reasons(center, m.column("exact_hash").to_numpy())
-    size = np.bincount(center, minlength=len(center))[center] if len(center) else np.zeros(0, np.int64)
-    head = kp.component_heads(label)
-    return {"members": m, "center": center, "similarity": sim, "reason": reason, "size": size,
-            "split": center != head, "rank": rank[o]}
-
-
-def decide_unit(unit: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
-    """Component partition ``r``: decisions, the index update, the removal rows."""
+def clusters_unit(unit: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
+    """Reduce partition ``q``: the size of each cluster and the best-ranked removed member of
+    each (kept document, exact hash) group, back to the groups that hold them."""
     cpu0 = time.process_time()
-    r, P, gen, cfg = unit["r"], ctx["partitions"], ctx["gen"], ctx["cfg"]
-    d = decide(layout.read_routed(ctx["member_files"], r, MEMBER_SCHEMA), ctx["ranks"], cfg)
-    m, center, reason, size = d["members"], d["center"], d["reason"], d["size"]
+    q, P = unit["q"], ctx["partitions"]
+    files = [_file(ctx, "size", g) for g in range(P)]
+    s = layout.read_routed(files, q, SIZE_SCHEMA.append(pa.field("src", pa.int32())))
+    total = s.group_by("center").aggregate([("n", "sum")]).rename_columns(["center", "size"])
+    out = s.select(["center", "src"]).join(total, "center")
+    layout.write_routed(out.select(["center", "size"]), out.column("src").to_numpy(), P, _file(ctx, "sizes", q))
+    e = layout.read_routed([_file(ctx, "exact", g) for g in range(P)], q, EXACT_SCHEMA.append(pa.field("src", pa.int32())))
+    best = dc.best_per_key(e.drop(["src"]), ["center", "exact_hash"]).select(["center", "exact_hash", "node"])
+    out = e.select(["center", "exact_hash", "src"]).join(best, ["center", "exact_hash"])
+    layout.write_routed(out.select(["center", "exact_hash", "node"]), out.column("src").to_numpy(), P, _file(ctx, "near", q))
+    sizes = total.column("size").to_numpy()
+    return {"clusters": int((sizes > 1).sum()),
+            "cluster_sizes": {str(k): v for k, v in sorted(Counter(sizes.tolist()).items())},
+            "cpu_s": time.process_time() - cpu0}
+
+
+def finalize_unit(unit: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
+    """Group ``g``: reasons and sizes; the decisions of this run's shards, the index update, the
+    rows of ``duplicates.parquet`` and the documents this run restores."""
+    cpu0 = time.process_time()
+    g, P, gen = unit["g"], ctx["partitions"], ctx["gen"]
+    m, left_open = dc.read_decided(ctx, g, ctx["rounds"])
+    m = m.take(pc.sort_indices(m, sort_keys=[("node", "ascending")]))
     node, label, prev = (m.column(c).to_numpy() for c in ("node", "label", "prev"))
-    io.write_parquet(pa.table([pa.array(label), pa.array(node), pa.array(reason), pa.array(node[center])], schema=COMPONENT_SCHEMA),
-                     layout.index_file(ctx["index"], "components", gen, r))
-    layout.write_routed(pa.table([pa.array(node), pa.array(label)], schema=LABEL_SCHEMA), layout.node_partition(node, P), P, unit["labels_out"])
-    ids = m.column("id").combine_chunks() if m.num_rows else pa.array([], pa.string())
-    kept_id = pc.take(ids, pa.array(center, pa.int64()))
-    size32 = size.astype(np.int32)
+    center = m.column("center").to_numpy()
+    sizes = layout.read_routed([_file(ctx, "sizes", q) for q in range(P)], g, pa.schema([("center", pa.int64()), ("size", pa.int64())]))
+    sc, sv = sizes.column("center").to_numpy(), sizes.column("size").to_numpy()
+    o = np.argsort(sc)
+    size = sv[o][np.searchsorted(sc[o], center)] if len(center) else np.zeros(0, np.int64)
+    near = layout.read_routed([_file(ctx, "near", q) for q in range(P)], g, pa.schema([("center", pa.int64()), ("exact_hash", pa.uint64()),
+                                                                                        ("node", pa.int64())]))
+    is_near = np.isin(node, near.column("node").to_numpy())
+    exact_of_kept = m.column("exact_hash").to_numpy() == m.column("center_exact").to_numpy()
+    reason = np.where(center == node, 0, np.where(is_near & ~exact_of_kept, 2, 1)).astype(np.int8)
+    comp = pa.table([pa.array(label), pa.array(node), pa.array(reason), pa.array(center)], schema=COMPONENT_SCHEMA)
+    layout.write_routed(comp, layout.node_partition(label, P), P, _file(ctx, "components", g))
+    layout.write_routed(pa.table([pa.array(node), pa.array(label)], schema=LABEL_SCHEMA), layout.node_partition(node, P), P,
+                        _file(ctx, "labels", g))
+    kept_id, size32 = m.column("center_id"), size.astype(np.int32)
     new = prev == -1
-    idx = np.flatnonzero(new)
-    layout.write_routed(pa.table([pa.array(layout.row_of(node[idx]).astype(np.int32)), pa.array(reason[idx]),
-                                  pc.take(kept_id, pa.array(idx, pa.int64())), pa.array(size32[idx])], schema=DECISION_SCHEMA),
-                        layout.shard_of(node[idx]), ctx["n_shards"], unit["decisions_out"])
+    for shard in np.unique(layout.shard_of(node[new])).tolist():  # this run's members: one file per shard
+        idx = np.flatnonzero(new & (layout.shard_of(node) == shard))
+        io.write_parquet(pa.table([pa.array(layout.row_of(node[idx]).astype(np.int32)), pa.array(reason[idx]),
+                                   pc.take(kept_id, pa.array(idx)), pa.array(size32[idx])], schema=DECISION_SCHEMA),
+                         decisions_path(ctx, shard))
     restored = (prev > 0) & (reason == 0)
-    ridx = np.flatnonzero(restored)
-    io.write_parquet(pa.table([pa.array(node[ridx]), pc.take(kept_id, pa.array(ridx, pa.int64())), pa.array(size32[ridx])],
+    ridx = pa.array(np.flatnonzero(restored))
+    io.write_parquet(pa.table([pc.take(m.column("node"), ridx), pc.take(kept_id, ridx), pa.array(size32[restored])],
                               schema=RESTORED_SCHEMA), unit["restored_out"])
     retracted = (prev == 0) & (reason > 0)
-    listed = np.flatnonzero((new | retracted) & (reason > 0))
-    li, ci = pa.array(listed, pa.int64()), pa.array(center[listed], pa.int64())
-    col = lambda name, at: pc.take(m.column(name), at)  # noqa: E731
-    dups = pa.table([col("id", li), col("id", ci), col("id", ci), col("dump", li), col("dump", ci), col("url", li), col("url", ci),
-                     pa.array([kp.REASONS[int(x)] for x in reason[listed]], pa.string()),
-                     pa.array(d["similarity"][listed]), pa.array(size32[listed]), pa.array(retracted[listed])],
+    listed = pa.array(np.flatnonzero((new | retracted) & (reason > 0)))
+    col = lambda name: pc.take(m.column(name), listed)  # noqa: E731
+    dups = pa.table([col("id"), col("center_id"), col("center_id"), col("dump"), col("center_dump"), col("url"), col("center_url"),
+                     pa.array([kp.REASONS[int(x)] for x in pc.take(pa.array(reason), listed).to_pylist()], pa.string()),
+                     col("similarity"), pc.take(pa.array(size32), listed), pc.take(pa.array(retracted), listed)],
                     schema=DUPLICATES_SCHEMA)
     dups = dups.take(pc.sort_indices(dups, sort_keys=[("removed_id", "ascending")]))
     io.write_parquet(dups, unit["duplicates_out"])
-    is_center = center == np.arange(len(center))
-    hist = np.histogram(d["similarity"][listed], bins=HIST_BINS, range=(0.0, 1.0))[0]
+    sim = dups.column("similarity").to_numpy()
+    is_center = center == node
     return {
-        "members": int(len(node)), "components": int(len(np.unique(label))),
-        "clusters": int((is_center & (size > 1)).sum()),
-        "chain_split": int(d["split"].sum()), "retracted_from_index": int(retracted.sum()),
-        "restored_from_index": int(restored.sum()),
-        "restored_files": sorted(set(layout.file_key(node[ridx]).tolist())),
-        "similarity_counts": hist.tolist(),
-        "cluster_sizes": {str(k): v for k, v in sorted(Counter(size[is_center].tolist()).items())},
+        "members": int(len(node)), "components": int((node == label).sum()),
+        "chain_split": int((center != m.column("first").to_numpy()).sum()), "left_open": int(left_open),
+        "retracted_from_index": int(retracted.sum()), "restored_from_index": int(restored.sum()),
+        "removals_true_jaccard": int(pc.sum(pc.take(m.column("checked"), listed)).as_py() or 0),
+        "restored_files": sorted(set(layout.file_key(node[restored]).tolist())),
+        "similarity_counts": np.histogram(sim, bins=HIST_BINS, range=(0.0, 1.0))[0].tolist(),
+        "kept_in_clusters": int((is_center & (size > 1)).sum()),
         "cpu_s": time.process_time() - cpu0,
     }
 
 
-def labels_unit(unit: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
-    """Node partition ``q`` of this generation's node -> component table."""
-    t = layout.read_routed(ctx["label_files"], unit["q"], LABEL_SCHEMA)
-    t = t.take(pc.sort_indices(t, sort_keys=[("node", "ascending")]))
-    io.write_parquet(t, layout.index_file(ctx["index"], "labels", ctx["gen"], unit["q"]))
-    return {"labelled_nodes": t.num_rows}
+def index_unit(unit: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
+    """Partition ``q`` of this generation's index tables (node -> component, component ->
+    members), copied from the groups' routed files one batch at a time."""
+    q, P, gen, index = unit["q"], ctx["partitions"], ctx["gen"], ctx["index"]
+    rows = 0
+    for table, kind, schema in (("labels", "labels", LABEL_SCHEMA), ("components", "components", COMPONENT_SCHEMA)):
+        with io.ShardWriter(layout.index_file(index, table, gen, q), schema) as w:
+            for g in range(P):
+                t = layout.read_routed([_file(ctx, kind, g)], q, schema)
+                if t.num_rows:
+                    w.write_table(t)
+                    rows += t.num_rows
+    return {"index_rows": rows}
 
 
 def with_cluster_fields(table: pa.Table, cluster_id: list, cluster_size: list) -> pa.Table:
@@ -206,7 +213,8 @@ def write_unit(unit: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
     n = table.num_rows
     stats.seen(n)
     dumps = pc.fill_null(table.column("dump"), "").to_pylist()
-    dec = layout.read_routed(ctx["decision_files"], unit["shard"], DECISION_SCHEMA)
+    found = decisions_path(ctx, unit["shard"])
+    dec = io.read_parquet(found) if io.exists(found) else DECISION_SCHEMA.empty_table()  # none: no member has duplicates
     reason = np.zeros(n, dtype=np.int8)
     rows = dec.column("row").to_numpy().astype(np.int64)
     reason[rows] = dec.column("reason").to_numpy()
@@ -272,18 +280,25 @@ def per_dump_table(counters: dict, ranks: dict[str, int]) -> dict[str, dict[str,
     return {d: {c: out[d][c] for c in cols} for d in sorted(out, key=lambda d: ranks.get(d, -1))}
 
 
-def decision_summary(results: list[dict], cfg) -> dict[str, Any]:
-    """The decide step's per-partition summaries merged: the removed-to-kept similarity
-    histogram and the sizes of the clusters this run touched (every generation counted)."""
-    counts = np.sum([r["similarity_counts"] for r in results], axis=0) if results else np.zeros(HIST_BINS)
-    sizes = sum((Counter(r["cluster_sizes"]) for r in results), Counter())
+def decision_summary(finals: list[dict], clusters: list[dict], cfg) -> dict[str, Any]:
+    """The decisions merged: the removed-to-kept similarity histogram and the sizes of the
+    clusters this run touched (every generation counted)."""
+    counts = np.sum([r["similarity_counts"] for r in finals], axis=0) if finals else np.zeros(HIST_BINS)
+    sizes = sum((Counter(r["cluster_sizes"]) for r in clusters), Counter())
+    measure = "true Jaccard" if cfg.verify else ("MinHash estimate, true Jaccard within the band around min_similarity"
+                                                  if cfg.uncertain_band > 0 else "MinHash estimate")
     return {
         "similarity_histogram": {"bins": np.linspace(0.0, 1.0, HIST_BINS + 1).round(3).tolist(), "counts": counts.astype(int).tolist(),
-                                 "measure": "true Jaccard" if cfg.verify else "MinHash estimate", "min_similarity": cfg.min_similarity},
+                                 "measure": measure, "min_similarity": cfg.min_similarity},
         "cluster_sizes": {k: sizes[k] for k in sorted(sizes, key=int)},
         "lsh_curve": {f"{s:.2f}": round(float(mh.candidate_probability(s, cfg.minhash.bands, cfg.minhash.rows)), 4)
                       for s in np.arange(0.5, 1.0001, 0.05)},
     }
+
+
+def duplicates_unit(unit: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
+    """``duplicates.parquet``: every group's rows in one file, ordered by removed id."""
+    return {"rows": merge_duplicates(ctx["dup_files"], unit["out"])}
 
 
 def merge_duplicates(files: list[str], out: str, batch_rows: int = 20_000, row_group: int = io.ROW_GROUP_SIZE) -> int:

@@ -69,12 +69,11 @@ def scan_unit(path: str) -> dict[str, Any] | str:
         return f"{type(e).__name__}: {e}"
 
 
-def load_frequent(files: list[str]) -> frozenset[int]:
-    """The frequent-line hashes of this run (string level), from the line step's files."""
-    out: set[int] = set()
-    for f in files:
-        out.update(io.read_parquet(f, columns=["hash"]).column("hash").to_pylist())
-    return frozenset(out)
+def load_frequent(files: list[str], group: int) -> frozenset[int]:
+    """The frequent-line hashes that shards of ``group`` carry (string level), from the line
+    step's files: never the whole run's set."""
+    t = layout.read_routed(files, group, pa.schema([("hash", pa.uint64()), ("group", pa.int64())]))
+    return frozenset(t.column("hash").to_pylist())
 
 
 def signature_unit(unit: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
@@ -90,7 +89,8 @@ def signature_unit(unit: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
     dump_code = np.array([ctx["dump_codes"][d] for d in dumps], dtype=np.uint16)
     texts = [t or "" for t in table.column("text").to_pylist()]
     out: dict[str, Any] = {"docs": n, "lines_removed": 0, "documents_with_lines_removed": 0, "characters_removed": 0}
-    frequent = load_frequent(ctx["frequent_files"]) if ctx.get("frequent_files") else frozenset()
+    frequent = (load_frequent(ctx["frequent_files"], int(layout.group_of(nodes[:1], ctx["partitions"])[0]))
+                if ctx.get("frequent_files") and n else frozenset())
     if frequent:
         rows, stripped = [], []
         for i, t in enumerate(texts):
@@ -117,6 +117,36 @@ def signature_unit(unit: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
                            pa.array(exact), pa.array(nsh), sig_col], schema=NODE_SCHEMA)
     io.write_parquet(node_table, layout.shard_file(ctx["index"], "nodes", gen, shard))
     out.update(band_rows=len(keys), boilerplate_only=int((~alive).sum()), cpu_s=time.process_time() - cpu0)
+    return out
+
+
+def stripped_texts(index: str, gen: int, shard: int, texts: list[str]) -> list[str]:
+    """``texts`` of a shard with the rows the string level changed replaced (this step's output)."""
+    path = layout.shard_file(index, "stripped", gen, shard)
+    if io.exists(path):
+        t = io.read_parquet(path)
+        for row, text in zip(t.column("row").to_pylist(), t.column("text").to_pylist()):
+            texts[row] = text
+    return texts
+
+
+def shingle_sets_of(index: str, nodes: np.ndarray, cfg) -> list[np.ndarray]:
+    """The shingle sets (:func:`minhash.shingle_sets`) of the documents ``nodes``, in that order,
+    from the text the signatures were made of (repeated lines stripped): the true Jaccard's input.
+    Reads the text column of each input shard that holds one of them."""
+    nodes = np.asarray(nodes, dtype=np.int64)
+    out: list[np.ndarray] = [np.zeros(0, np.uint32)] * len(nodes)
+    files = layout.file_key(nodes)
+    for fk in np.unique(files).tolist():
+        at = np.flatnonzero(files == fk)
+        gen, shard = layout.file_of(fk)
+        path = io.read_json(io.join(index, layout.gen_dir(gen), "shards.json"))[shard]
+        texts = [t or "" for t in io.read_parquet(path, columns=["text"]).column("text").to_pylist()]
+        texts = stripped_texts(index, gen, shard, texts)
+        rows = layout.row_of(nodes[at]).tolist()
+        sets = mh.shingle_sets([mh.normalize(texts[r], cfg.shingles) for r in rows], cfg.shingles.ngram)
+        for i, s in zip(at.tolist(), sets):
+            out[i] = s.astype(np.uint32)
     return out
 
 

@@ -1,0 +1,586 @@
+"""Step 5: which member of each component is kept, and which are removed for it - in rounds, by
+tasks that each hold a group of node files, never a whole component.
+
+The rule. Members of a component are ranked by the keep rule (``prio``: newest or oldest dump
+first, then the smaller id, then the smaller node). Every member still *open* is compared, in
+round r, with the round's *pivots* of its component and removed for the best-ranked one it
+matches; pivots are kept. Round 1 has one pivot per component: its best member (the chain check
+against the component's kept document). From round 2 on, a component's remaining members are
+often a chain that one pivot per round would need thousands of rounds to cross, so the pivots are
+also its *local heads*: a member that is the best open member of each of its LSH buckets (the
+candidate step's band keys and exact key, among the component's open members) and is not a sure
+match of the component's best open member (estimate below the band's top; a sure match is
+removed for it instead). Every local head is thus decided in its round, so no member can block
+the members of its buckets for more than one round.
+A member is compared with the best open member of its component and with the pivots among the
+best members of its buckets. Two local heads never share a bucket, so near-copies (J >= 0.85 share
+a bucket with probability >= 0.99) rarely both survive; a chain is crossed in a handful of
+rounds (each round keeps the local heads and removes their bucket neighbours). After
+``max_rounds`` the members still open are kept and counted (``left_open``): a removal is never
+made without its check.
+
+A match (:class:`Check`): the MinHash estimate of the pair when it is clearly above or below
+``min_similarity``; inside the band of ``uncertain_band`` standard errors of a ``num_perm``-value
+estimate around it, the true Jaccard of the two shingle sets decides (with ``verify``, always).
+The band's top (0.739 for 0.6 and 112 values) is 5 standard errors above 0.5: a pair whose true
+Jaccard is below 0.5 passes the estimate with probability about 2e-7.
+
+Distributed (one task per group of node files, :func:`layout.group_of`, and one per reduce
+partition): a round is
+
+1. ``heads`` (per reduce partition): each group sent the best open member it holds of each
+   component (with the signature) and, from round 2, of each (component, bucket); the best of
+   each goes back to the groups that sent one;
+2. ``pivots`` (per group, round 2 on): local heads and their estimate with the component's best;
+   each pivot's row goes to its buckets' partitions;
+3. ``pivot routes`` (per reduce partition): each bucket's pivot to the groups that hold members of it;
+4. ``compare`` (per group): every open member against its candidates, best first, by estimate;
+5. ``sets`` and ``resolve`` (only when a pair fell in the band): the shingle sets of the pivots
+   concerned, from their own groups, then the true Jaccards and the rest of the decisions.
+
+A reduce partition holds at most one row per (component or bucket, group), so no task's memory
+grows with the largest component; each round reads and writes only the members still open.
+:func:`decide_reference` is the same rule in one process (the tests hold the tasks to it).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from curation.dedup import keep as kp
+from curation.dedup import layout
+from curation.dedup import minhash as mh
+from curation.dedup.components import EXPANDED_SCHEMA, LABEL_SCHEMA
+from curation.dedup.signatures import shingle_sets_of, signature_matrix
+from storage import io
+
+PAYLOAD = [("node", pa.int64()), ("prio", pa.int64()), ("id", pa.string()), ("dump", pa.string()), ("url", pa.string()),
+           ("exact_hash", pa.uint64()), ("signature", pa.binary())]
+# An open member: its component, its state in the index before this run (-1 new, 0 kept, 1/2
+# removed), its keep-rule priority and what the checks need; ``first`` is its component's best
+# member (round 1's pivot), -1 before round 1.
+MEMBER_SCHEMA = pa.schema([("label", pa.int64()), ("prev", pa.int8()), *PAYLOAD, ("first", pa.int64())])
+HEAD_SCHEMA = pa.schema([("label", pa.int64()), *PAYLOAD])
+BUCKET_SCHEMA = pa.schema([("label", pa.int64()), ("bkey", pa.uint64()), ("node", pa.int64()), ("prio", pa.int64()), ("id", pa.string())])
+BEST_SCHEMA = pa.schema([("label", pa.int64()), ("bkey", pa.uint64()), ("node", pa.int64())])
+SRC_SCHEMA = pa.schema([("label", pa.int64()), ("bkey", pa.uint64()), ("src", pa.int32())])
+PIVOT_SCHEMA = pa.schema([("label", pa.int64()), ("bkey", pa.uint64()), *PAYLOAD])
+# A decided member: its row and the kept document it was removed for (itself when kept).
+DECIDED_SCHEMA = pa.schema([*MEMBER_SCHEMA, ("center", pa.int64()), ("center_id", pa.string()), ("center_dump", pa.string()),
+                            ("center_url", pa.string()), ("center_exact", pa.uint64()), ("similarity", pa.float32()),
+                            ("checked", pa.bool_()), ("round", pa.int16())])
+# A member whose candidates include a pair in the band: its candidates, best first, up to its
+# first sure match (status 1 match, 2 undecided, 0 no match).
+PENDING_SCHEMA = pa.schema([("node", pa.int64()), ("k", pa.int32()), ("status", pa.int8()), ("estimate", pa.float64()),
+                            *[(f"c_{n}", t) for n, t in PAYLOAD if n != "signature"]])
+REQUEST_SCHEMA = pa.schema([("node", pa.int64()), ("dest", pa.int32())])
+SET_SCHEMA = pa.schema([("node", pa.int64()), ("shingles", pa.list_(pa.uint32()))])
+ORDER = [("prio", "ascending"), ("id", "ascending"), ("node", "ascending")]
+
+
+# ---- the check ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Check:
+    """How a pair is judged: ``threshold`` (min_similarity); an estimate >= ``hi`` matches, one
+    below ``lo`` does not, one between is decided by the true Jaccard (every pair with ``verify``).
+    ``pivot_below``: a local head is a pivot unless its estimate with its component's best open
+    member reaches this, the band's top (even with ``verify``): a sure match is removed for it."""
+
+    threshold: float
+    lo: float
+    hi: float
+    verify: bool
+    pivot_below: float
+
+
+def check_for(cfg) -> Check:
+    t, k, w = cfg.min_similarity, cfg.minhash.num_perm, cfg.uncertain_band
+    half = w * math.sqrt(t * (1 - t) / k)
+    lo, hi = max(0.0, t - half), min(1.0, t + half)
+    if cfg.verify:
+        return Check(t, -math.inf, math.inf, True, hi)
+    return Check(t, lo, hi, False, hi)
+
+
+def estimate(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """MinHash estimates of row pairs of two (n x num_perm) signature matrices (float64)."""
+    if len(a) == 0:
+        return np.zeros(0, np.float64)
+    return np.count_nonzero(a == b, axis=1) / a.shape[1]
+
+
+def settle(est: np.ndarray, check: Check) -> np.ndarray:
+    """Status of each pair from its estimate: 1 match, 0 no match, 2 undecided (true Jaccard)."""
+    est = np.asarray(est, dtype=np.float64)
+    status = np.where(est >= check.hi, 1, np.where(est >= check.lo, 2, 0)).astype(np.int8)
+    return status
+
+
+def bucket_keys(sigs: np.ndarray, exact: np.ndarray, bands: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """(member, key) pairs of each member's buckets, as the candidate step makes them: its
+    ``bands`` LSH keys when it has shingles (a signature of all ``MAX_HASH`` has none) and its
+    exact key."""
+    n = len(sigs)
+    if n == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.uint64)
+    has = np.flatnonzero(~(sigs == mh.MAX_HASH).all(axis=1))
+    band = mh.lsh_band_keys(sigs[has], bands, rows)
+    row = np.concatenate([np.repeat(has, bands), np.arange(n)])
+    key = np.concatenate([band.ravel(), mh.exact_band_key(exact)])
+    return row.astype(np.int64), key
+
+
+# ---- the rule in one process --------------------------------------------------------------------
+
+
+def decide_reference(labels: np.ndarray, prio: np.ndarray, ids: list[str], nodes: np.ndarray, sigs: np.ndarray,
+                     exact: np.ndarray, check: Check, bands: int, rows: int, max_rounds: int,
+                     sets: list[np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """The rule of this module over members held in memory (the tests' reference): for each
+    member (in the order given) the index of the member it is removed for (itself when kept), the
+    similarity the check used, whether the true Jaccard decided, the round, and whether it was
+    left open (kept after ``max_rounds``)."""
+    n = len(labels)
+    order = sorted(range(n), key=lambda i: (int(labels[i]), int(prio[i]), ids[i], int(nodes[i])))
+    pos = np.empty(n, np.int64)
+    pos[order] = np.arange(n)
+    krow, kval = bucket_keys(sigs, exact, bands, rows)
+    o = np.argsort(krow, kind="stable")
+    keys = np.split(kval[o], np.cumsum(np.bincount(krow, minlength=n))[:-1]) if n else []
+    center, sim = np.arange(n), np.ones(n)
+    checked, rnd, is_open = np.zeros(n, bool), np.zeros(n, np.int16), np.ones(n, bool)
+    est = lambda i, j: float(np.count_nonzero(sigs[i] == sigs[j]) / sigs.shape[1])  # noqa: E731
+
+    def match(i: int, j: int) -> tuple[bool, float, bool]:
+        e = est(i, j)
+        if check.verify or check.lo <= e < check.hi:
+            jac = mh.jaccard(sets[i], sets[j])
+            return jac >= check.threshold, jac, True
+        return e >= check.hi, e, False
+
+    for r in range(1, max_rounds + 1):
+        live = [i for i in order if is_open[i]]
+        if not live:
+            break
+        head: dict[int, int] = {}
+        for i in live:
+            head.setdefault(int(labels[i]), i)
+        pivots = set(head.values())
+        best: dict[tuple[int, int], int] = {}
+        if r >= 2:
+            for i in live:
+                for k in keys[i].tolist():
+                    best.setdefault((int(labels[i]), k), i)
+            for i in live:
+                h = head[int(labels[i])]
+                if i != h and all(best[(int(labels[i]), k)] == i for k in keys[i].tolist()) and est(i, h) < check.pivot_below:
+                    pivots.add(i)
+        decided = {}
+        for i in live:
+            if i in pivots:
+                decided[i] = (i, 1.0, False)
+                continue
+            lab = int(labels[i])
+            cands = {head[lab]} | ({best[(lab, k)] for k in keys[i].tolist() if best[(lab, k)] in pivots} if r >= 2 else set())
+            for j in sorted(cands, key=lambda j: pos[j]):
+                ok, s, c = match(i, j)
+                if ok:
+                    decided[i] = (j, s, c)
+                    break
+        for i, (j, s, c) in decided.items():
+            center[i], sim[i], checked[i], rnd[i], is_open[i] = j, s, c, r, False
+    left = is_open.copy()
+    rnd[left] = max_rounds
+    return {"center": center, "similarity": sim, "checked": checked, "round": rnd, "left_open": left}
+
+
+# ---- helpers of the tasks -----------------------------------------------------------------------
+
+
+def best_per_key(t: pa.Table, keys: list[str]) -> pa.Table:
+    """The best row (smallest prio, id, node) of each distinct ``keys``, one row per key."""
+    if t.num_rows == 0:
+        return t
+    t = t.take(pc.sort_indices(t, sort_keys=[(k, "ascending") for k in keys] + ORDER))
+    start = np.zeros(t.num_rows, dtype=bool)
+    start[0] = True
+    for k in keys:
+        c = t.column(k).to_numpy()
+        start[1:] |= c[1:] != c[:-1]
+    return t.filter(pa.array(start))
+
+
+def _path(ctx: dict, kind: str, r: int, i: int) -> str:
+    return io.join(ctx["work"], "decide", f"r{r:03d}", f"{kind}-{i:04d}.arrow")
+
+
+def _paths(ctx: dict, kind: str, r: int) -> list[str]:
+    return [_path(ctx, kind, r, i) for i in range(ctx["partitions"])]
+
+
+def _write(table: pa.Table, path: str) -> None:
+    """A local hand-off file (one batch, read back whole by the task that wrote it)."""
+    layout.write_routed(table, np.zeros(table.num_rows, np.int64), 1, path)
+
+
+def _read(path: str, schema: pa.Schema) -> pa.Table:
+    return layout.read_routed([path], 0, schema) if io.exists(path) else schema.empty_table()
+
+
+def _sigs(t: pa.Table, ctx: dict) -> np.ndarray:
+    return signature_matrix(t.column("signature"), ctx["cfg"].minhash.num_perm)
+
+
+def _member_keys(open_: pa.Table, ctx: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(member row, bucket key) pairs of the open members."""
+    cfg = ctx["cfg"]
+    return bucket_keys(_sigs(open_, ctx), open_.column("exact_hash").to_numpy(), cfg.minhash.bands, cfg.minhash.rows)
+
+
+def _emit(open_: pa.Table, r: int, g: int, ctx: dict) -> None:
+    """Round ``r``'s candidates of group ``g``: its best open member of each component (with the
+    payload) and, from round 2, of each (component, bucket), routed to their reduce partitions."""
+    P = ctx["partitions"]
+    heads = best_per_key(open_.select(HEAD_SCHEMA.names), ["label"])
+    layout.write_routed(heads.append_column("src", pa.array(np.full(heads.num_rows, g, np.int32))),
+                        layout.node_partition(heads.column("label").to_numpy(), P), P, _path(ctx, "lcand", r, g))
+    if r >= 2:
+        row, key = _member_keys(open_, ctx)
+        at = pa.array(row)
+        b = pa.table([pc.take(open_.column("label"), at), pa.array(key, pa.uint64()), pc.take(open_.column("node"), at),
+                      pc.take(open_.column("prio"), at), pc.take(open_.column("id"), at)], schema=BUCKET_SCHEMA)
+        b = best_per_key(b, ["label", "bkey"])
+        b = b.append_column("src", pa.array(np.full(b.num_rows, g, np.int32)))
+        layout.write_routed(b, layout.key_partition(b.column("label").to_numpy(), b.column("bkey").to_numpy(), P), P,
+                            _path(ctx, "bcand", r, g))
+
+
+def _next_round(open_: pa.Table, r: int, g: int, ctx: dict) -> int:
+    """Members still open after round ``r``: kept for round r+1 (and its candidates sent), or,
+    after the last round, left open (in node order)."""
+    open_ = open_.take(pc.sort_indices(open_, sort_keys=[("node", "ascending")]))
+    _write(open_, _path(ctx, "open", r + 1, g))
+    if r < ctx["cfg"].max_rounds:
+        _emit(open_, r + 1, g, ctx)
+    return open_.num_rows
+
+
+def _decided(members: pa.Table, center: pa.Table, sim: np.ndarray, checked: np.ndarray, r: int) -> pa.Table:
+    """Decided rows: ``members`` with the payload of each one's kept document (rows of ``center``)."""
+    n = members.num_rows
+    return pa.table([*members.columns, center.column("node"), center.column("id"), center.column("dump"), center.column("url"),
+                     center.column("exact_hash"), pa.array(np.asarray(sim, np.float32)), pa.array(np.asarray(checked, bool)),
+                     pa.array(np.full(n, r, np.int16))], schema=DECIDED_SCHEMA)
+
+
+# ---- the tasks ----------------------------------------------------------------------------------
+
+
+def gather_unit(unit: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
+    """Group ``g`` of node files: its members (this run's labelled documents and the members of
+    the index's components this run touched), read from the node tables - the open members of
+    round 1 - and their round-1 candidates."""
+    cpu0 = time.process_time()
+    g, index, ranks, keep = unit["g"], ctx["index"], ctx["ranks"], ctx["cfg"].keep
+    new = layout.read_routed(ctx["new_label_files"], g, LABEL_SCHEMA)
+    old = layout.read_routed(ctx["expanded_files"], g, EXPANDED_SCHEMA) if ctx["expanded_files"] else EXPANDED_SCHEMA.empty_table()
+    node = np.concatenate([new.column("node").to_numpy(), old.column("node").to_numpy()])
+    label = np.concatenate([new.column("label").to_numpy(), old.column("label").to_numpy()])
+    prev = np.concatenate([np.full(new.num_rows, -1, np.int8), old.column("prev").to_numpy().astype(np.int8)])
+    s = np.argsort(node, kind="stable")
+    node, label, prev = node[s], label[s], prev[s]
+    files = layout.file_key(node)
+    parts = []
+    for fk in np.unique(files).tolist():
+        sel = files == fk
+        gen, shard = layout.file_of(fk)
+        nt = io.read_parquet(layout.shard_file(index, "nodes", gen, shard), columns=["id", "dump", "url", "exact_hash", "signature"])
+        nt = nt.take(pa.array(layout.row_of(node[sel])))
+        dump = pc.fill_null(nt.column("dump"), "")
+        prio = kp.priority(np.array([ranks[d] for d in dump.to_pylist()], dtype=np.int64), keep)
+        parts.append(pa.table([pa.array(label[sel]), pa.array(prev[sel]), pa.array(node[sel]), pa.array(prio), nt.column("id"), dump, nt.column("url"),
+                               nt.column("exact_hash"), nt.column("signature"), pa.array(np.full(int(sel.sum()), -1, np.int64))],
+                              schema=MEMBER_SCHEMA))
+    members = pa.concat_tables(parts) if parts else MEMBER_SCHEMA.empty_table()
+    _write(members, _path(ctx, "open", 1, g))
+    _emit(members, 1, g, ctx)
+    return {"members": members.num_rows, "cpu_s": time.process_time() - cpu0}
+
+
+def heads_unit(unit: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
+    """Reduce partition ``q`` of round ``r``: the best open member of each component (and of each
+    bucket from round 2), back to every group that holds an open member of it."""
+    cpu0 = time.process_time()
+    q, r, P = unit["q"], unit["r"], ctx["partitions"]
+    c = layout.read_routed(_paths(ctx, "lcand", r), q, HEAD_SCHEMA.append(pa.field("src", pa.int32())))
+    heads = best_per_key(c.drop(["src"]), ["label"])
+    sent = pa.table({"label": c.column("label"), "src": c.column("src")})
+    out = sent.join(heads, "label")
+    layout.write_routed(out.select(HEAD_SCHEMA.names), out.column("src").to_numpy(), P, _path(ctx, "heads", r, q))
+    rows = c.num_rows
+    if r >= 2:
+        b = layout.read_routed(_paths(ctx, "bcand", r), q, BUCKET_SCHEMA.append(pa.field("src", pa.int32())))
+        best = best_per_key(b.drop(["src"]), ["label", "bkey"]).select(BEST_SCHEMA.names)
+        src = b.select(SRC_SCHEMA.names)
+        _write(src, _path(ctx, "bsrc", r, q))
+        out = src.join(best, ["label", "bkey"])
+        layout.write_routed(out.select(BEST_SCHEMA.names), out.column("src").to_numpy(), P, _path(ctx, "bests", r, q))
+        rows += b.num_rows
+    return {"rows": rows, "cpu_s": time.process_time() - cpu0}
+
+
+def _heads_of(open_: pa.Table, r: int, g: int, ctx: dict) -> pa.Table:
+    """The best open member of each open member's component, row for row."""
+    heads = layout.read_routed(_paths(ctx, "heads", r), g, HEAD_SCHEMA)
+    at = pc.index_in(open_.column("label"), heads.column("label"))
+    return heads.take(at)
+
+
+def pivots_unit(unit: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
+    """Group ``g`` from round 2: its local heads (best open member of each of their buckets), the
+    pivots among them (estimate with their component's best below the band), sent to their
+    buckets' partitions."""
+    cpu0 = time.process_time()
+    g, r, P = unit["g"], unit["r"], ctx["partitions"]
+    open_ = _read(_path(ctx, "open", r, g), MEMBER_SCHEMA)
+    head = _heads_of(open_, r, g, ctx)
+    bests = layout.read_routed(_paths(ctx, "bests", r), g, BEST_SCHEMA)
+    row, key = _member_keys(open_, ctx)
+    lab = open_.column("label").to_numpy()[row]
+    mine = pa.table({"label": lab, "bkey": pa.array(key, pa.uint64()), "row": row})
+    j = mine.join(bests, ["label", "bkey"])
+    node = open_.column("node").to_numpy()
+    not_best = np.zeros(open_.num_rows, dtype=bool)
+    jr = j.column("row").to_numpy()
+    not_best[jr[j.column("node").to_numpy() != node[jr]]] = True
+    check = ctx["check"]
+    est = estimate(_sigs(open_, ctx), _sigs(head, ctx))
+    pivot = ~not_best & (node != head.column("node").to_numpy()) & (est < check.pivot_below)
+    sel = np.flatnonzero(pivot[row])
+    p_rows = pa.array(row[sel])
+    t = pa.table([pa.array(lab[sel]), pa.array(key[sel], pa.uint64()),
+                  *[pc.take(open_.column(n), p_rows) for n, _ in PAYLOAD]], schema=PIVOT_SCHEMA)
+    layout.write_routed(t, layout.key_partition(t.column("label").to_numpy(), t.column("bkey").to_numpy(), P), P,
+                        _path(ctx, "pivots", r, g))
+    _write(pa.table({"node": pa.array(node[pivot])}), _path(ctx, "pflags", r, g))
+    return {"pivots": int(pivot.sum()), "cpu_s": time.process_time() - cpu0}
+
+
+def pivot_routes_unit(unit: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
+    """Reduce partition ``q`` from round 2: each bucket's pivot to the groups holding its members."""
+    cpu0 = time.process_time()
+    q, r, P = unit["q"], unit["r"], ctx["partitions"]
+    piv = layout.read_routed(_paths(ctx, "pivots", r), q, PIVOT_SCHEMA)
+    src = _read(_path(ctx, "bsrc", r, q), SRC_SCHEMA)
+    out = src.join(piv, ["label", "bkey"], join_type="inner")
+    layout.write_routed(out.select(PIVOT_SCHEMA.names), out.column("src").to_numpy(), P, _path(ctx, "pivotpay", r, q))
+    return {"rows": out.num_rows, "cpu_s": time.process_time() - cpu0}
+
+
+def _candidates(open_: pa.Table, head: pa.Table, r: int, g: int, ctx: dict) -> tuple[np.ndarray, pa.Table]:
+    """(member row, candidate payload) pairs: each open member's component best and, from round
+    2, the pivots among its buckets' bests; one row per distinct (member, candidate)."""
+    n = open_.num_rows
+    rows, cands = [np.arange(n)], [head.select([c for c, _ in PAYLOAD])]
+    if r >= 2:
+        pay = layout.read_routed(_paths(ctx, "pivotpay", r), g, PIVOT_SCHEMA)
+        row, key = _member_keys(open_, ctx)
+        mine = pa.table({"label": open_.column("label").to_numpy()[row], "bkey": pa.array(key, pa.uint64()), "row": row})
+        j = mine.join(pay, ["label", "bkey"], join_type="inner")
+        rows.append(j.column("row").to_numpy())
+        cands.append(j.select([c for c, _ in PAYLOAD]))
+    row = np.concatenate(rows)
+    cand = pa.concat_tables(cands)
+    t = cand.append_column("row", pa.array(row))
+    t = t.take(pc.sort_indices(t, sort_keys=[("row", "ascending")] + ORDER))
+    rr, nn = t.column("row").to_numpy(), t.column("node").to_numpy()
+    first = np.ones(t.num_rows, dtype=bool)
+    first[1:] = (rr[1:] != rr[:-1]) | (nn[1:] != nn[:-1])
+    t = t.filter(pa.array(first))
+    return t.column("row").to_numpy(), t.drop(["row"])
+
+
+def _first_match(row: np.ndarray, status: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs sorted by member then candidate rank: each member's first matching pair (-1 none)
+    and whether an undecided pair comes before it (then the member waits for true Jaccards)."""
+    idx = np.arange(len(row))
+    big = len(row)
+    first_match = np.full(n, big)
+    np.minimum.at(first_match, row[status == 1], idx[status == 1])
+    first_undecided = np.full(n, big)
+    np.minimum.at(first_undecided, row[status == 2], idx[status == 2])
+    pending = first_undecided < first_match
+    return np.where(first_match < big, first_match, -1), pending
+
+
+def compare_unit(unit: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
+    """Group ``g``, round ``r``: pivots are kept; every other open member is compared with its
+    candidates, best first, by estimate. Members whose first sure match is preceded by a pair in
+    the band wait for :func:`resolve_unit`; the pivots those pairs need are requested."""
+    cpu0 = time.process_time()
+    g, r, P, check = unit["g"], unit["r"], ctx["partitions"], ctx["check"]
+    open_ = _read(_path(ctx, "open", r, g), MEMBER_SCHEMA)
+    head = _heads_of(open_, r, g, ctx)
+    node = open_.column("node").to_numpy()
+    if r == 1:
+        open_ = open_.set_column(open_.column_names.index("first"), "first", head.column("node"))
+    is_pivot = node == head.column("node").to_numpy()
+    if r >= 2:
+        is_pivot |= np.isin(node, _read(_path(ctx, "pflags", r, g), pa.schema([("node", pa.int64())])).column("node").to_numpy())
+    row, cand = _candidates(open_, head, r, g, ctx)
+    keep_pair = ~is_pivot[row]
+    row, cand = row[keep_pair], cand.filter(pa.array(keep_pair))
+    est = estimate(_sigs(open_, ctx)[row], _sigs(cand, ctx))
+    status = settle(est, check)
+    first, pending = _first_match(row, status, open_.num_rows)
+    done = is_pivot | ((first >= 0) & ~pending)
+    decided = []
+    kept = np.flatnonzero(is_pivot)
+    if len(kept):
+        m = open_.take(pa.array(kept))
+        decided.append(_decided(m, m.select([c for c, _ in PAYLOAD]), np.ones(len(kept)), np.zeros(len(kept), bool), r))
+    hit = np.flatnonzero((first >= 0) & ~pending & ~is_pivot)
+    if len(hit):
+        pairs = first[hit]
+        decided.append(_decided(open_.take(pa.array(hit)), cand.take(pa.array(pairs)), est[pairs], np.zeros(len(hit), bool), r))
+    _write(pa.concat_tables(decided) if decided else DECIDED_SCHEMA.empty_table(), _path(ctx, "decided", r, g))
+    waiting = np.flatnonzero(pending)
+    result = {"decided": int(done.sum()), "pending": int(len(waiting)), "kept": int(is_pivot.sum())}
+    rest = open_.filter(pa.array(~done & ~pending))
+    if len(waiting):
+        # The pairs of each waiting member up to its first sure match (or all, if none).
+        cut = np.where(first >= 0, first, len(row))[row]
+        take = pending[row] & (np.arange(len(row)) <= cut)
+        pidx = np.flatnonzero(take)
+        ranks = np.arange(len(row)) - np.searchsorted(row, row)
+        pt = pa.table([pa.array(node[row[pidx]]), pa.array(ranks[pidx].astype(np.int32)), pa.array(status[pidx]),
+                       pa.array(est[pidx]), *[pc.take(cand.column(c), pa.array(pidx)) for c, _ in PAYLOAD if c != "signature"]],
+                      schema=PENDING_SCHEMA)
+        _write(pt, _path(ctx, "pending", r, g))
+        _write(open_.take(pa.array(waiting)), _path(ctx, "waiting", r, g))
+        _write(rest, _path(ctx, "rest", r, g))
+        und = pt.filter(pc.equal(pt.column("status"), 2))
+        req = np.unique(und.column("c_node").to_numpy())
+        layout.write_routed(pa.table({"node": req, "dest": np.full(len(req), g, np.int32)}, schema=REQUEST_SCHEMA),
+                            layout.group_of(req, P), P, _path(ctx, "requests", r, g))
+        result["checks"] = und.num_rows
+    else:
+        layout.write_routed(REQUEST_SCHEMA.empty_table(), np.zeros(0, np.int64), P, _path(ctx, "requests", r, g))
+        result["open"] = _next_round(rest, r, g, ctx)
+        result["checks"] = 0
+    result["cpu_s"] = time.process_time() - cpu0
+    return result
+
+
+def sets_unit(unit: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
+    """Group ``g``, round ``r``: the shingle sets of its pivots that pairs in the band need, to the
+    groups that asked."""
+    cpu0 = time.process_time()
+    g, r, P = unit["g"], unit["r"], ctx["partitions"]
+    req = layout.read_routed(_paths(ctx, "requests", r), g, REQUEST_SCHEMA)
+    nodes, inv = np.unique(req.column("node").to_numpy(), return_inverse=True)
+    sets = shingle_sets_of(ctx["index"], nodes, ctx["cfg"]) if len(nodes) else []
+    col = pa.array(sets, pa.list_(pa.uint32())) if sets else pa.array([], pa.list_(pa.uint32()))
+    t = pa.table([pa.array(nodes[inv]), pc.take(col, pa.array(inv))], schema=SET_SCHEMA) if len(inv) else SET_SCHEMA.empty_table()
+    layout.write_routed(t, req.column("dest").to_numpy(), P, _path(ctx, "sets", r, g))
+    return {"sets": int(len(nodes)), "cpu_s": time.process_time() - cpu0}
+
+
+def resolve_unit(unit: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
+    """Group ``g``, round ``r``: the true Jaccards of its waiting members' pairs in the band, then
+    their decisions (the first match, best candidate first), and round r+1's open members."""
+    cpu0 = time.process_time()
+    g, r, check, cfg = unit["g"], unit["r"], ctx["check"], ctx["cfg"]
+    pend = _read(_path(ctx, "pending", r, g), PENDING_SCHEMA)
+    waiting = _read(_path(ctx, "waiting", r, g), MEMBER_SCHEMA)
+    rest = _read(_path(ctx, "rest", r, g), MEMBER_SCHEMA)
+    got = layout.read_routed(_paths(ctx, "sets", r), g, SET_SCHEMA)
+    gn, gi = np.unique(got.column("node").to_numpy(), return_index=True)
+    wn = waiting.column("node").to_numpy()
+    mine = shingle_sets_of(ctx["index"], wn, cfg)
+    theirs = got.column("shingles")
+    pn, cn = pend.column("node").to_numpy(), pend.column("c_node").to_numpy()
+    status, sim = pend.column("status").to_numpy().copy(), pend.column("estimate").to_numpy().copy()
+    checked = status == 2
+    w_at = np.searchsorted(wn, pn)
+    other: dict[int, np.ndarray] = {}
+    for i in np.flatnonzero(checked).tolist():
+        c = int(cn[i])
+        if c not in other:
+            other[c] = np.asarray(theirs[int(gi[np.searchsorted(gn, c)])].values, dtype=np.uint32)
+        sim[i] = mh.jaccard(mine[w_at[i]], other[c])
+        status[i] = 1 if sim[i] >= check.threshold else 0
+    order = np.lexsort((pend.column("k").to_numpy(), w_at))
+    first = np.full(len(wn), -1)
+    for i in order.tolist():
+        if status[i] == 1 and first[w_at[i]] < 0:
+            first[w_at[i]] = i
+    hit = np.flatnonzero(first >= 0)
+    pairs = first[hit]
+    cand = pa.table({c: pend.column(f"c_{c}") for c, _ in PAYLOAD if c != "signature"})
+    decided = _decided(waiting.take(pa.array(hit)), cand.take(pa.array(pairs)), sim[pairs], checked[pairs], r)
+    _write(decided, _path(ctx, "resolved", r, g))
+    still = waiting.filter(pa.array(first < 0))
+    n_open = _next_round(pa.concat_tables([rest, still]), r, g, ctx)
+    return {"decided": int(len(hit)), "open": n_open, "cpu_s": time.process_time() - cpu0}
+
+
+Run = Callable[..., list]
+
+
+def decide_rounds(run: Run, ctx: dict[str, Any]) -> dict[str, Any]:
+    """The rounds after ``gather_unit``: ``run(fn, units, desc, **ctx_extra)`` runs one phase
+    (every unit, results in order; the stage runs them as Ray tasks, the tests in process).
+    Returns the figures: rounds, members still open after the last one, pairs decided by their
+    true Jaccard, local pivots, and the members still open after each round."""
+    G = ctx["partitions"]
+    units = lambda r, name: [{"name": f"r{r:03d}-{name}-{i:04d}", "g": i, "q": i, "r": r,  # noqa: E731
+                              "out": _path(ctx, "open" if name in ("compare", "resolve") else name, r + (name in ("compare", "resolve")), i)}
+                             for i in range(G)]
+    open_now, r, checks, pivots, trail = ctx["members"], 0, 0, 0, []
+    while open_now and r < ctx["cfg"].max_rounds:
+        r += 1
+        run(heads_unit, units(r, "heads"), f"round {r}: best members")
+        if r >= 2:
+            pivots += sum(x["pivots"] for x in run(pivots_unit, units(r, "pflags"), f"round {r}: pivots"))
+            run(pivot_routes_unit, units(r, "pivotpay"), f"round {r}: pivots to their buckets")
+        res = run(compare_unit, units(r, "compare"), f"round {r}: compare")
+        checks += sum(x["checks"] for x in res)
+        if any(x["pending"] for x in res):
+            run(sets_unit, units(r, "sets"), f"round {r}: shingle sets near the threshold")
+            waiting = [u for u, x in zip(units(r, "resolve"), res) if x["pending"]]
+            for u, x in zip(waiting, run(resolve_unit, waiting, f"round {r}: true Jaccard")):
+                res[u["g"]] = x
+        open_now = sum(x["open"] for x in res)
+        trail.append(open_now)
+    return {"decision_rounds": r, "left_open": open_now, "pairs_true_jaccard": checks, "local_pivots": pivots, "open_after_round": trail}
+
+
+def decided_files(ctx: dict[str, Any], g: int, rounds: int) -> list[str]:
+    """Group ``g``'s decided rows of every round, and its members left open after the last."""
+    return [p for r in range(1, rounds + 1) for p in (_path(ctx, "decided", r, g), _path(ctx, "resolved", r, g))]
+
+
+def left_open_file(ctx: dict[str, Any], g: int, rounds: int) -> str:
+    return _path(ctx, "open", rounds + 1, g)
+
+
+def read_decided(ctx: dict[str, Any], g: int, rounds: int) -> tuple[pa.Table, int]:
+    """Every member of group ``g`` with its decision, and how many were left open (kept, as
+    their own kept document)."""
+    parts = [_read(p, DECIDED_SCHEMA) for p in decided_files(ctx, g, rounds)]
+    left = _read(left_open_file(ctx, g, rounds), MEMBER_SCHEMA) if rounds else _read(_path(ctx, "open", 1, g), MEMBER_SCHEMA)
+    if left.num_rows:
+        parts.append(_decided(left, left.select([c for c, _ in PAYLOAD]), np.ones(left.num_rows), np.zeros(left.num_rows, bool),
+                              max(rounds, 1)))
+    t = pa.concat_tables(parts) if parts else DECIDED_SCHEMA.empty_table()
+    return t, left.num_rows
