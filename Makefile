@@ -51,7 +51,7 @@ bench-commoncrawl: install
 clean:
 	rm -rf $(OUT)
 
-## ---- dedup (issue 3) ----
+## ---- dedup ----
 .PHONY: dedup stats dedup-corpus bench-dedup
 # The bundled documents (data/sample/text, three dumps) as shards, plus `make extract`'s output
 # when it exists, deduplicated together across dumps; `make stats` reports what it did.
@@ -68,8 +68,9 @@ DEDUP_CORPUS := build/dedup/corpus-40k
 dedup-corpus: install
 	@test -f $(DEDUP_CORPUS)/truth.parquet || $(PY) benchmarks/dedup_corpus.py corpus --out $(DEDUP_CORPUS) --docs 40000
 
-# Everything (hours on 2 cores: the 1.6M-document and 200M-node runs); one part at a time with
-# e.g. make bench-dedup DEDUP_BENCH="--parts accuracy"  or  DEDUP_BENCH="--parts scale --code ../main"
+# Everything (hours on 2 cores: the 1.6M-document, hostile and 200M-node runs); one part at a time with
+# e.g. make bench-dedup DEDUP_BENCH="--parts accuracy" (beside datatrove), "--parts hostile" (builds
+# build/dedup/hostile, 1.36M documents, once), "--parts cc", or "--parts scale --code ../main" (another checkout beside)
 DEDUP_BENCH ?=
 bench-dedup: install dedup-corpus
 	nice $(PY) benchmarks/bench_dedup.py --corpus $(DEDUP_CORPUS) $(DEDUP_BENCH)

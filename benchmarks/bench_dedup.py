@@ -331,7 +331,7 @@ from datatrove.executor import LocalPipelineExecutor
 from datatrove.pipeline.dedup import MinhashDedupBuckets, MinhashDedupCluster, MinhashDedupFilter, MinhashDedupSignature
 from datatrove.pipeline.dedup.minhash import MinhashConfig
 from datatrove.pipeline.readers import ParquetReader
-from datatrove.pipeline.writers import JsonlWriter
+from datatrove.pipeline.writers import ParquetWriter
 from datatrove.utils.hashing import HashConfig
 
 corpus, work, tasks = {corpus!r}, {work!r}, {tasks}
@@ -342,15 +342,15 @@ run = lambda pipeline, n, logs: LocalPipelineExecutor(pipeline=pipeline, tasks=n
 run([read(), MinhashDedupSignature(output_folder=f"{{work}}/signatures", config=cfg)], tasks, "signatures")
 run([MinhashDedupBuckets(input_folder=f"{{work}}/signatures", output_folder=f"{{work}}/buckets", config=cfg)], cfg.num_buckets, "buckets")
 run([MinhashDedupCluster(input_folder=f"{{work}}/buckets", output_folder=f"{{work}}/remove", config=cfg, save_cluster_id=True)], 1, "clusters")
-run([read(), MinhashDedupFilter(input_folder=f"{{work}}/remove", exclusion_writer=JsonlWriter(f"{{work}}/removed"), load_cluster_ids=True),
-     JsonlWriter(f"{{work}}/kept")], tasks, "filter")
+run([read(), MinhashDedupFilter(input_folder=f"{{work}}/remove", exclusion_writer=ParquetWriter(f"{{work}}/removed"), load_cluster_ids=True),
+     ParquetWriter(f"{{work}}/kept")], tasks, "filter")
 """
 
 
 def datatrove_peer(corpus: Path) -> tuple[list[tuple[str, str]], float, float, str]:
     """datatrove's four MinHash steps on the corpus, every process in a cgroup: the (removed,
     kept) pairs by cluster id, CPU and wall seconds, how CPU was counted."""
-    import gzip
+    import pyarrow.parquet as pq
 
     work = BUILD / "bench-datatrove"
     shutil.rmtree(work, ignore_errors=True)
@@ -360,9 +360,9 @@ def datatrove_peer(corpus: Path) -> tuple[list[tuple[str, str]], float, float, s
 
     def rows(folder: str) -> list[tuple[str, int]]:
         out = []
-        for f in sorted(globmod.glob(str(work / folder / "*.jsonl.gz"))):
-            with gzip.open(f, "rt") as fh:
-                out += [(d["id"], d["metadata"].get("minhash_cluster_id", -1)) for d in map(json.loads, fh)]
+        for f in sorted(globmod.glob(str(work / folder / "*.parquet"))):
+            t = pq.read_table(f, columns=["id", "metadata"])
+            out += [(i, m.get("minhash_cluster_id", -1)) for i, m in zip(t.column("id").to_pylist(), t.column("metadata").to_pylist())]
         return out
 
     kept_of = {c: i for i, c in rows("kept") if c != -1}

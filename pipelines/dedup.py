@@ -18,7 +18,7 @@ import sys
 import time
 from typing import Any, Callable
 
-from curation.dedup import DedupConfig
+from curation.dedup import DedupConfig, resolve
 from curation.dedup import candidates as cand
 from curation.dedup import components as comp
 from curation.dedup import decide as dc
@@ -26,7 +26,6 @@ from curation.dedup import edges as ed
 from curation.dedup import keep as kp
 from curation.dedup import layout
 from curation.dedup import lines as ln
-from curation.dedup import minhash as mh
 from curation.dedup import removals as rm
 from curation.dedup import signatures as sig
 from pipelines import config as config_mod
@@ -67,25 +66,6 @@ def config_from_args(args: argparse.Namespace) -> DedupConfig:
     overrides = list(getattr(args, "overrides", []) or [])
     overrides += [f"{key}={getattr(args, flag)}" for flag, key in FLAGS if getattr(args, flag, None) is not None]
     return resolve(config_mod.load(DedupConfig, getattr(args, "config", None), overrides))
-
-
-def resolve(cfg: DedupConfig) -> DedupConfig:
-    """Apply ``threshold`` (bands x rows for it, same permutations) and check the settings."""
-    if cfg.threshold is not None:
-        cfg.minhash.bands, cfg.minhash.rows = mh.bands_rows_for_threshold(cfg.threshold, cfg.minhash.num_perm)
-    if cfg.keep not in kp.KEEP_RULES:
-        raise config_mod.ConfigError(f"keep: {cfg.keep!r} is not 'newest' or 'oldest'")
-    if not 0.0 <= cfg.min_similarity <= 1.0:
-        raise config_mod.ConfigError(f"min_similarity: {cfg.min_similarity} is not between 0 and 1")
-    if cfg.partitions is not None and not 1 <= cfg.partitions <= layout.MAX_PARTITIONS:
-        raise config_mod.ConfigError(f"partitions: {cfg.partitions} is not between 1 and {layout.MAX_PARTITIONS}")
-    if cfg.max_rounds < 1:
-        raise config_mod.ConfigError(f"max_rounds: {cfg.max_rounds} is below 1; give at least one round of the chain check")
-    if cfg.uncertain_band < 0:
-        raise config_mod.ConfigError(f"uncertain_band: {cfg.uncertain_band} is negative; 0 lets the estimate alone decide")
-    if cfg.component_rows_in_memory < 1:
-        raise config_mod.ConfigError(f"component_rows_in_memory: {cfg.component_rows_in_memory} is below 1")
-    return cfg
 
 
 def _measured(fn: Callable) -> Callable:

@@ -431,9 +431,9 @@ def test_cli_threshold_and_overrides(capsys):
     args = p.parse_args(["--input", "x", "--output", "y", "--bands", "20", "--rows", "5"])
     cfg = stage.config_from_args(args)
     assert (cfg.minhash.bands, cfg.minhash.rows, cfg.minhash.num_perm) == (20, 5, 100)
-    from pipelines.config import ConfigError
+    from storage.errors import SettingError
 
-    with pytest.raises(ConfigError, match="partitions"):
+    with pytest.raises(SettingError, match="partitions"):
         stage.config_from_args(p.parse_args(["--input", "x", "--output", "y", "--partitions", "0"]))
     from pipelines.cli import main
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from curation.dedup.minhash import MinHashConfig, ShingleConfig
+from storage.errors import SettingError
 
 
 @dataclass
@@ -73,3 +74,25 @@ class DedupConfig:
     line_repeat_min: int = 0
     # Lines shorter than this (characters, after stripping) are never treated as boilerplate.
     line_min_chars: int = 20
+
+
+def resolve(cfg: DedupConfig) -> DedupConfig:
+    """Apply ``threshold`` (bands x rows for it, same permutations) and check the settings; a bad
+    one is a :class:`SettingError` naming it."""
+    from curation.dedup import keep, layout, minhash
+
+    if cfg.threshold is not None:
+        cfg.minhash.bands, cfg.minhash.rows = minhash.bands_rows_for_threshold(cfg.threshold, cfg.minhash.num_perm)
+    checks = [
+        (cfg.keep in keep.KEEP_RULES, f"keep: {cfg.keep!r} is not 'newest' or 'oldest'"),
+        (0.0 <= cfg.min_similarity <= 1.0, f"min_similarity: {cfg.min_similarity} is not between 0 and 1"),
+        (cfg.partitions is None or 1 <= cfg.partitions <= layout.MAX_PARTITIONS,
+         f"partitions: {cfg.partitions} is not between 1 and {layout.MAX_PARTITIONS}"),
+        (cfg.max_rounds >= 1, f"max_rounds: {cfg.max_rounds} is below 1; give at least one round of the chain check"),
+        (cfg.uncertain_band >= 0, f"uncertain_band: {cfg.uncertain_band} is negative; 0 lets the estimate alone decide"),
+        (cfg.component_rows_in_memory >= 1, f"component_rows_in_memory: {cfg.component_rows_in_memory} is below 1"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise SettingError(message)
+    return cfg

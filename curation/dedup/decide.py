@@ -111,11 +111,16 @@ def check_for(cfg) -> Check:
     return Check(t, lo, hi, False, hi)
 
 
-def estimate(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """MinHash estimates of row pairs of two (n x num_perm) signature matrices (float64)."""
-    if len(a) == 0:
-        return np.zeros(0, np.float64)
-    return np.count_nonzero(a == b, axis=1) / a.shape[1]
+def estimate(a: np.ndarray, b: np.ndarray, ai: np.ndarray | None = None, bi: np.ndarray | None = None,
+             chunk: int = 1 << 15) -> np.ndarray:
+    """MinHash estimates (float64) of pairs of rows of two (n x num_perm) signature matrices:
+    rows ``ai`` of ``a`` against rows ``bi`` of ``b`` (default: row for row), a chunk at a time."""
+    ai = np.arange(len(a)) if ai is None else ai
+    bi = np.arange(len(b)) if bi is None else bi
+    out = np.empty(len(ai), np.float64)
+    for lo in range(0, len(ai), chunk):
+        out[lo : lo + chunk] = np.count_nonzero(a[ai[lo : lo + chunk]] == b[bi[lo : lo + chunk]], axis=1) / a.shape[1]
+    return out
 
 
 def settle(est: np.ndarray, check: Check) -> np.ndarray:
@@ -338,11 +343,10 @@ def heads_unit(unit: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
     return {"rows": rows, "cpu_s": time.process_time() - cpu0}
 
 
-def _heads_of(open_: pa.Table, r: int, g: int, ctx: dict) -> pa.Table:
-    """The best open member of each open member's component, row for row."""
+def _heads_of(open_: pa.Table, r: int, g: int, ctx: dict) -> tuple[pa.Table, np.ndarray]:
+    """The best open member of each component this group holds, and each open member's row in it."""
     heads = layout.read_routed(_paths(ctx, "heads", r), g, HEAD_SCHEMA)
-    at = pc.index_in(open_.column("label"), heads.column("label"))
-    return heads.take(at)
+    return heads, pc.index_in(open_.column("label"), heads.column("label")).to_numpy()
 
 
 def pivots_unit(unit: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
@@ -352,7 +356,7 @@ def pivots_unit(unit: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
     cpu0 = time.process_time()
     g, r, P = unit["g"], unit["r"], ctx["partitions"]
     open_ = _read(_path(ctx, "open", r, g), MEMBER_SCHEMA)
-    head = _heads_of(open_, r, g, ctx)
+    heads, at = _heads_of(open_, r, g, ctx)
     bests = layout.read_routed(_paths(ctx, "bests", r), g, BEST_SCHEMA)
     row, key = _member_keys(open_, ctx)
     lab = open_.column("label").to_numpy()[row]
@@ -363,8 +367,8 @@ def pivots_unit(unit: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
     jr = j.column("row").to_numpy()
     not_best[jr[j.column("node").to_numpy() != node[jr]]] = True
     check = ctx["check"]
-    est = estimate(_sigs(open_, ctx), _sigs(head, ctx))
-    pivot = ~not_best & (node != head.column("node").to_numpy()) & (est < check.pivot_below)
+    est = estimate(_sigs(open_, ctx), _sigs(heads, ctx), bi=at)
+    pivot = ~not_best & (node != heads.column("node").to_numpy()[at]) & (est < check.pivot_below)
     sel = np.flatnonzero(pivot[row])
     p_rows = pa.array(row[sel])
     t = pa.table([pa.array(lab[sel]), pa.array(key[sel], pa.uint64()),
@@ -386,27 +390,33 @@ def pivot_routes_unit(unit: dict[str, Any], ctx: dict[str, Any]) -> dict[str, An
     return {"rows": out.num_rows, "cpu_s": time.process_time() - cpu0}
 
 
-def _candidates(open_: pa.Table, head: pa.Table, r: int, g: int, ctx: dict) -> tuple[np.ndarray, pa.Table]:
-    """(member row, candidate payload) pairs: each open member's component best and, from round
-    2, the pivots among its buckets' bests; one row per distinct (member, candidate)."""
-    n = open_.num_rows
-    rows, cands = [np.arange(n)], [head.select([c for c, _ in PAYLOAD])]
+def _candidates(open_: pa.Table, heads: pa.Table, at: np.ndarray, r: int, g: int, ctx: dict) -> tuple[np.ndarray, np.ndarray, pa.Table]:
+    """Each open member's candidates: its component's best (``heads``, row ``at``) and, from
+    round 2, the pivots among its buckets' bests. Returns (member row, candidate row) pairs, each
+    member's best candidate first, and the candidates (payload, one row per node)."""
+    cols = [c for c, _ in PAYLOAD]
+    rows, nodes, tables = [np.arange(open_.num_rows)], [heads.column("node").to_numpy()[at]], [heads.select(cols)]
     if r >= 2:
         pay = layout.read_routed(_paths(ctx, "pivotpay", r), g, PIVOT_SCHEMA)
         row, key = _member_keys(open_, ctx)
         mine = pa.table({"label": open_.column("label").to_numpy()[row], "bkey": pa.array(key, pa.uint64()), "row": row})
-        j = mine.join(pay, ["label", "bkey"], join_type="inner")
+        j = mine.join(pay.select(["label", "bkey", "node"]), ["label", "bkey"], join_type="inner")
         rows.append(j.column("row").to_numpy())
-        cands.append(j.select([c for c, _ in PAYLOAD]))
-    row = np.concatenate(rows)
-    cand = pa.concat_tables(cands)
-    t = cand.append_column("row", pa.array(row))
+        nodes.append(j.column("node").to_numpy())
+        tables.append(pay.select(cols))
+    cands = pa.concat_tables(tables)
+    cn = cands.column("node").to_numpy()
+    _, first = np.unique(cn, return_index=True)
+    cands = cands.take(pa.array(first))  # one row per candidate, by node
+    row, node = np.concatenate(rows), np.concatenate(nodes)
+    ci = np.searchsorted(cands.column("node").to_numpy(), node)
+    t = pa.table({"row": row, "prio": pc.take(cands.column("prio"), pa.array(ci)), "id": pc.take(cands.column("id"), pa.array(ci)),
+                  "node": node, "ci": ci})
     t = t.take(pc.sort_indices(t, sort_keys=[("row", "ascending")] + ORDER))
     rr, nn = t.column("row").to_numpy(), t.column("node").to_numpy()
-    first = np.ones(t.num_rows, dtype=bool)
-    first[1:] = (rr[1:] != rr[:-1]) | (nn[1:] != nn[:-1])
-    t = t.filter(pa.array(first))
-    return t.column("row").to_numpy(), t.drop(["row"])
+    keep = np.ones(t.num_rows, dtype=bool)
+    keep[1:] = (rr[1:] != rr[:-1]) | (nn[1:] != nn[:-1])
+    return rr[keep], t.column("ci").to_numpy()[keep], cands
 
 
 def _first_match(row: np.ndarray, status: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -429,17 +439,19 @@ def compare_unit(unit: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
     cpu0 = time.process_time()
     g, r, P, check = unit["g"], unit["r"], ctx["partitions"], ctx["check"]
     open_ = _read(_path(ctx, "open", r, g), MEMBER_SCHEMA)
-    head = _heads_of(open_, r, g, ctx)
+    heads, at = _heads_of(open_, r, g, ctx)
     node = open_.column("node").to_numpy()
+    head_node = heads.column("node").to_numpy()[at]
     if r == 1:
-        open_ = open_.set_column(open_.column_names.index("first"), "first", head.column("node"))
-    is_pivot = node == head.column("node").to_numpy()
+        open_ = open_.set_column(open_.column_names.index("first"), "first", pa.array(head_node))
+    is_pivot = node == head_node
     if r >= 2:
         is_pivot |= np.isin(node, _read(_path(ctx, "pflags", r, g), pa.schema([("node", pa.int64())])).column("node").to_numpy())
-    row, cand = _candidates(open_, head, r, g, ctx)
+    row, ci, cands = _candidates(open_, heads, at, r, g, ctx)
     keep_pair = ~is_pivot[row]
-    row, cand = row[keep_pair], cand.filter(pa.array(keep_pair))
-    est = estimate(_sigs(open_, ctx)[row], _sigs(cand, ctx))
+    row, ci = row[keep_pair], ci[keep_pair]
+    est = estimate(_sigs(open_, ctx), _sigs(cands, ctx), row, ci)
+    cand = cands.select([c for c, _ in PAYLOAD if c != "signature"])
     status = settle(est, check)
     first, pending = _first_match(row, status, open_.num_rows)
     done = is_pivot | ((first >= 0) & ~pending)
@@ -451,7 +463,7 @@ def compare_unit(unit: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
     hit = np.flatnonzero((first >= 0) & ~pending & ~is_pivot)
     if len(hit):
         pairs = first[hit]
-        decided.append(_decided(open_.take(pa.array(hit)), cand.take(pa.array(pairs)), est[pairs], np.zeros(len(hit), bool), r))
+        decided.append(_decided(open_.take(pa.array(hit)), cand.take(pa.array(ci[pairs])), est[pairs], np.zeros(len(hit), bool), r))
     _write(pa.concat_tables(decided) if decided else DECIDED_SCHEMA.empty_table(), _path(ctx, "decided", r, g))
     waiting = np.flatnonzero(pending)
     result = {"decided": int(done.sum()), "pending": int(len(waiting)), "kept": int(is_pivot.sum())}
@@ -463,7 +475,7 @@ def compare_unit(unit: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
         pidx = np.flatnonzero(take)
         ranks = np.arange(len(row)) - np.searchsorted(row, row)
         pt = pa.table([pa.array(node[row[pidx]]), pa.array(ranks[pidx].astype(np.int32)), pa.array(status[pidx]),
-                       pa.array(est[pidx]), *[pc.take(cand.column(c), pa.array(pidx)) for c, _ in PAYLOAD if c != "signature"]],
+                       pa.array(est[pidx]), *[pc.take(cand.column(c), pa.array(ci[pidx])) for c, _ in PAYLOAD if c != "signature"]],
                       schema=PENDING_SCHEMA)
         _write(pt, _path(ctx, "pending", r, g))
         _write(open_.take(pa.array(waiting)), _path(ctx, "waiting", r, g))

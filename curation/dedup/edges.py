@@ -83,7 +83,8 @@ def check_unit(unit: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
         sim = np.array([mh.jaccard(np.asarray(hs[int(i)].values, np.uint32), vs[j]) for i, j in zip(at.tolist(), vi.tolist())],
                        np.float64)
     else:
-        sim = estimate(signature_matrix(heads.column("signature"), K)[at], signatures_of(ctx["index"], v, K))
+        vn, vi = np.unique(v, return_inverse=True)
+        sim = estimate(signature_matrix(heads.column("signature"), K), signatures_of(ctx["index"], vn, K), at, vi)
     ok = sim >= cfg.min_similarity
     acc = cand.filter(pa.array(ok))
     io.write_parquet(acc.rename_columns(layout.GRAPH_EDGE_SCHEMA.names).cast(layout.GRAPH_EDGE_SCHEMA),
