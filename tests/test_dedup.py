@@ -24,21 +24,10 @@ from curation.dedup import layout
 from curation.dedup import minhash as mh
 from curation.dedup.corpus import CorpusConfig, generate, pairwise_jaccard
 from curation.schema import documents_to_table
-from curation.sources import read_dolma_jsonl
 from curation.stats import StageStats
 from storage import io
-from tests.conftest import REPO, SAMPLE
-from tests.test_dedup_rounds import union_find
-
-
-@pytest.fixture(scope="module")
-def real_docs():
-    docs = []
-    for f in sorted(glob.glob(str(SAMPLE / "text" / "*.jsonl.gz"))):
-        with open(f, "rb") as fh:
-            docs.extend(read_dolma_jsonl(fh, os.path.basename(f)))
-    assert len(docs) > 600
-    return docs
+from tests.conftest import REPO
+from tests.test_dedup_rounds import real_docs, union_find  # noqa: F401 - real_docs is a fixture
 
 
 # ---- signatures and similarity --------------------------------------------------------------

@@ -30,10 +30,12 @@ from tests.conftest import SAMPLE
 
 @pytest.fixture(scope="module")
 def real_docs():
+    """The bundled sample's real documents (690)."""
     docs = []
     for f in sorted(glob.glob(str(SAMPLE / "text" / "*.jsonl.gz"))):
         with open(f, "rb") as fh:
             docs.extend(read_dolma_jsonl(fh, os.path.basename(f)))
+    assert len(docs) > 600
     return docs
 
 

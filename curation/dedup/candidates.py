@@ -1,10 +1,10 @@
-"""Step 2, per band partition: documents that share a band key become candidate edges.
+"""Step 2, per band partition: documents that share a band key become candidate pairs.
 
 A task takes this run's band rows of its key range (a batch from every shard's routed file),
 sorts them and stores them as this generation's partition of the index; it reads the index's
 earlier generations for the same key range (files checked sorted) and keeps only their rows
 whose key occurs in this run, so the work grows with the new dump while the index is scanned.
-Each group of equal keys gives a star of edges from its oldest member (:func:`star_edges`).
+Each group of equal keys gives a star of pairs from its oldest member (:func:`star_edges`).
 
 Candidates are not edges yet: each goes to the group of its member's node file, and each star's
 head is asked for by the groups that need its signature (``edges``, which checks them).

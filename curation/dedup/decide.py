@@ -2,22 +2,19 @@
 tasks that each hold a group of node files, never a whole component.
 
 The rule. Members of a component are ranked by the keep rule (``prio``: newest or oldest dump
-first, then the smaller id, then the smaller node). Every member still *open* is compared, in
-round r, with the round's *pivots* of its component and removed for the best-ranked one it
-matches; pivots are kept. Round 1 has one pivot per component: its best member (the chain check
-against the component's kept document). From round 2 on, a component's remaining members are
-often a chain that one pivot per round would need thousands of rounds to cross, so the pivots are
-also its *local heads*: a member that is the best open member of each of its LSH buckets (the
-candidate step's band keys and exact key, among the component's open members) and is not a sure
-match of the component's best open member (estimate below the band's top; a sure match is
-removed for it instead). Every local head is thus decided in its round, so no member can block
-the members of its buckets for more than one round.
-A member is compared with the best open member of its component and with the pivots among the
-best members of its buckets. Two local heads never share a bucket, so near-copies (J >= 0.85 share
-a bucket with probability >= 0.99) rarely both survive; a chain is crossed in a handful of
-rounds (each round keeps the local heads and removes their bucket neighbours). After
-``max_rounds`` the members still open are kept and counted (``left_open``): a removal is never
-made without its check.
+first, then the smaller id, then the smaller node). In round r every member still *open* is
+compared with its component's *pivots* of the round, best-ranked first, and removed for the first
+it matches; pivots are kept. Round 1 has one pivot per component, its best member: the chain
+check against the component's kept document. The members left then are often a chain that one
+pivot per round would take thousands of rounds to cross, so from round 2 on the pivots are the
+component's best open member and its *local heads*: members that are the best open member of
+each of their LSH buckets (the candidate step's band keys and exact key, among the component's
+open members) and not a sure match of the component's best (estimate below the band's top; a
+sure match is removed for it instead). A member is compared with its component's best and with
+the pivots among its buckets' best members. Two local heads never share a bucket, so near-copies
+(J >= 0.85 share a bucket with probability >= 0.99) rarely both survive; every local head is
+decided in its round, so a chain is crossed in a handful of rounds. After ``max_rounds`` the
+members still open are kept and counted (``left_open``): a removal is never made without its check.
 
 A match (:class:`Check`): the MinHash estimate of the pair when it is clearly above or below
 ``min_similarity``; inside the band of ``uncertain_band`` standard errors of a ``num_perm``-value

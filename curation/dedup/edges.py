@@ -1,4 +1,4 @@
-"""Step 2b, per group of node files: candidate pairs checked before they become edges.
+"""Step 3, per group of node files: candidate pairs checked before they become edges.
 
 Every shared band used to be an edge, and a band shared by chance, or by boilerplate, let
 components grow through pages that resemble nothing in them (marin-community/marin#6854: 859,091
