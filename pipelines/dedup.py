@@ -189,7 +189,7 @@ def dedup(inputs: list[str], output: str, cfg: DedupConfig, index: str | None = 
         stats.add(key, value)
     eu = parts(out="expand/p={p:04d}.arrow") if gens and cc else []
     phase(comp.expand_unit, eu, "expand index components", old_label_files=[u["old_out"] for u in fu])
-    gu = parts(out="decide/members-{p:04d}.arrow")
+    gu = [dict(u, out=dc.members_file(ctx, u["g"])) for u in parts()]
     members = total(phase(dc.gather_unit, gu, "members", new_label_files=[u["new_out"] for u in fu] if cc else [],
                           expanded_files=[u["out"] for u in eu]), "members")
     ctx["members"] = members

@@ -579,6 +579,11 @@ def decided_files(ctx: dict[str, Any], g: int, rounds: int) -> list[str]:
     return [p for r in range(1, rounds + 1) for p in (_path(ctx, "decided", r, g), _path(ctx, "resolved", r, g))]
 
 
+def members_file(ctx: dict[str, Any], g: int) -> str:
+    """Group ``g``'s members as ``gather_unit`` writes them (the open members of round 1)."""
+    return _path(ctx, "open", 1, g)
+
+
 def left_open_file(ctx: dict[str, Any], g: int, rounds: int) -> str:
     return _path(ctx, "open", rounds + 1, g)
 

@@ -159,7 +159,6 @@ def finalize_unit(unit: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
     dups = dups.take(pc.sort_indices(dups, sort_keys=[("removed_id", "ascending")]))
     io.write_parquet(dups, unit["duplicates_out"])
     sim = dups.column("similarity").to_numpy()
-    is_center = center == node
     return {
         "members": int(len(node)), "components": int((node == label).sum()),
         "chain_split": int((center != m.column("first").to_numpy()).sum()), "left_open": int(left_open),
@@ -167,7 +166,6 @@ def finalize_unit(unit: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
         "removals_true_jaccard": int(pc.sum(pc.take(m.column("checked"), listed)).as_py() or 0),
         "restored_files": sorted(set(layout.file_key(node[restored]).tolist())),
         "similarity_counts": np.histogram(sim, bins=HIST_BINS, range=(0.0, 1.0))[0].tolist(),
-        "kept_in_clusters": int((is_center & (size > 1)).sum()),
         "cpu_s": time.process_time() - cpu0,
     }
 

@@ -130,10 +130,25 @@ def stripped_texts(index: str, gen: int, shard: int, texts: list[str]) -> list[s
     return texts
 
 
+def texts_of_rows(path: str, rows: np.ndarray) -> list[str]:
+    """The ``text`` of rows ``rows`` of a Parquet shard, reading only the row groups that hold them."""
+    fs, p = io.filesystem(path)
+    with fs.open_input_file(p) as f:
+        pf = pq.ParquetFile(f)
+        sizes = [pf.metadata.row_group(i).num_rows for i in range(pf.num_row_groups)]
+        starts = np.concatenate(([0], np.cumsum(sizes)))
+        groups = np.unique(np.searchsorted(starts, rows, side="right") - 1)
+        col = pf.read_row_groups(groups.tolist(), columns=["text"]).column("text")
+    offset = np.concatenate(([0], np.cumsum(np.asarray(sizes)[groups])))  # where each read group starts
+    at = offset[np.searchsorted(groups, np.searchsorted(starts, rows, side="right") - 1)] + rows - starts[
+        np.searchsorted(starts, rows, side="right") - 1]
+    return [t or "" for t in pc.take(col, pa.array(at, pa.int64())).to_pylist()]
+
+
 def shingle_sets_of(index: str, nodes: np.ndarray, cfg) -> list[np.ndarray]:
     """The shingle sets (:func:`minhash.shingle_sets`) of the documents ``nodes``, in that order,
     from the text the signatures were made of (repeated lines stripped): the true Jaccard's input.
-    Reads the text column of each input shard that holds one of them."""
+    Reads, of each input shard that holds one of them, the row groups that do."""
     nodes = np.asarray(nodes, dtype=np.int64)
     out: list[np.ndarray] = [np.zeros(0, np.uint32)] * len(nodes)
     files = layout.file_key(nodes)
@@ -141,10 +156,14 @@ def shingle_sets_of(index: str, nodes: np.ndarray, cfg) -> list[np.ndarray]:
         at = np.flatnonzero(files == fk)
         gen, shard = layout.file_of(fk)
         path = io.read_json(io.join(index, layout.gen_dir(gen), "shards.json"))[shard]
-        texts = [t or "" for t in io.read_parquet(path, columns=["text"]).column("text").to_pylist()]
-        texts = stripped_texts(index, gen, shard, texts)
-        rows = layout.row_of(nodes[at]).tolist()
-        sets = mh.shingle_sets([mh.normalize(texts[r], cfg.shingles) for r in rows], cfg.shingles.ngram)
+        rows = layout.row_of(nodes[at])
+        texts = texts_of_rows(path, rows)
+        stripped = layout.shard_file(index, "stripped", gen, shard)
+        if io.exists(stripped):  # the string level changed some rows: their stripped text
+            t = io.read_parquet(stripped)
+            new = dict(zip(t.column("row").to_pylist(), t.column("text").to_pylist()))
+            texts = [new.get(r, x) for r, x in zip(rows.tolist(), texts)]
+        sets = mh.shingle_sets([mh.normalize(x, cfg.shingles) for x in texts], cfg.shingles.ngram)
         for i, s in zip(at.tolist(), sets):
             out[i] = s.astype(np.uint32)
     return out
