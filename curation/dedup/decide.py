@@ -55,7 +55,7 @@ from curation.dedup import keep as kp
 from curation.dedup import layout
 from curation.dedup import minhash as mh
 from curation.dedup.components import EXPANDED_SCHEMA, LABEL_SCHEMA
-from curation.dedup.signatures import shingle_sets_of, signature_matrix
+from curation.dedup.signatures import iter_shingle_sets, shingle_sets_of, signature_matrix
 from storage import io
 
 PAYLOAD = [("node", pa.int64()), ("prio", pa.int64()), ("id", pa.string()), ("dump", pa.string()), ("url", pa.string()),
@@ -515,19 +515,24 @@ def resolve_unit(unit: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
     got = layout.read_routed(_paths(ctx, "sets", r), g, SET_SCHEMA)
     gn, gi = np.unique(got.column("node").to_numpy(), return_index=True)
     wn = waiting.column("node").to_numpy()
-    mine = shingle_sets_of(ctx["index"], wn, cfg)
     theirs = got.column("shingles")
     pn, cn = pend.column("node").to_numpy(), pend.column("c_node").to_numpy()
     status, sim = pend.column("status").to_numpy().copy(), pend.column("estimate").to_numpy().copy()
     checked = status == 2
     w_at = np.searchsorted(wn, pn)
     other: dict[int, np.ndarray] = {}
-    for i in np.flatnonzero(checked).tolist():
-        c = int(cn[i])
-        if c not in other:
-            other[c] = np.asarray(theirs[int(gi[np.searchsorted(gn, c)])].values, dtype=np.uint32)
-        sim[i] = mh.jaccard(mine[w_at[i]], other[c])
-        status[i] = 1 if sim[i] >= check.threshold else 0
+    by_member = np.argsort(w_at, kind="stable")
+    for at, sets in iter_shingle_sets(ctx["index"], wn, cfg):  # one input shard's waiting members at a time
+        mine = dict(zip(at.tolist(), sets))
+        lo, hi = np.searchsorted(w_at[by_member], [at.min(), at.max() + 1])
+        for i in by_member[lo:hi].tolist():
+            if not checked[i] or w_at[i] not in mine:
+                continue
+            c = int(cn[i])
+            if c not in other:
+                other[c] = np.asarray(theirs[int(gi[np.searchsorted(gn, c)])].values, dtype=np.uint32)
+            sim[i] = mh.jaccard(mine[w_at[i]], other[c])
+            status[i] = 1 if sim[i] >= check.threshold else 0
     order = np.lexsort((pend.column("k").to_numpy(), w_at))
     first = np.full(len(wn), -1)
     for i in order.tolist():

@@ -28,7 +28,7 @@ from curation.dedup import minhash as mh
 from curation.dedup.candidates import CANDIDATE_SCHEMA, HEAD_REQUEST_SCHEMA, OLD_EDGE_SCHEMA, both_directions, unique_rows
 from curation.dedup.components import union_find_stars
 from curation.dedup.decide import estimate
-from curation.dedup.signatures import shingle_sets_of, signature_matrix
+from curation.dedup.signatures import iter_shingle_sets, shingle_sets_of, signature_matrix
 from storage import io
 
 HEAD_SIGNATURE_SCHEMA = pa.schema([("node", pa.int64()), ("signature", pa.binary()), ("shingles", pa.list_(pa.uint32()))])
@@ -76,14 +76,18 @@ def check_unit(unit: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
     ho = np.argsort(hn)
     at = ho[np.searchsorted(hn[ho], u)] if len(u) else np.zeros(0, np.int64)
     K = cfg.minhash.num_perm
+    vn, vi = np.unique(v, return_inverse=True)
     if cfg.verify:
-        vn, vi = np.unique(v, return_inverse=True)
-        vs = shingle_sets_of(ctx["index"], vn, cfg)
         hs = heads.column("shingles")
-        sim = np.array([mh.jaccard(np.asarray(hs[int(i)].values, np.uint32), vs[j]) for i, j in zip(at.tolist(), vi.tolist())],
-                       np.float64)
+        sim = np.zeros(len(v), np.float64)
+        by_v = np.argsort(vi, kind="stable")
+        for pos, sets in iter_shingle_sets(ctx["index"], vn, cfg):  # one input shard's members at a time
+            mine = dict(zip(pos.tolist(), sets))
+            lo, hi = np.searchsorted(vi[by_v], [pos.min(), pos.max() + 1])
+            for i in by_v[lo:hi].tolist():
+                if vi[i] in mine:
+                    sim[i] = mh.jaccard(np.asarray(hs[int(at[i])].values, np.uint32), mine[vi[i]])
     else:
-        vn, vi = np.unique(v, return_inverse=True)
         sim = estimate(signature_matrix(heads.column("signature"), K), signatures_of(ctx["index"], vn, K), at, vi)
     ok = sim >= cfg.min_similarity
     acc = cand.filter(pa.array(ok))

@@ -9,7 +9,7 @@ stripping again.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -145,12 +145,12 @@ def texts_of_rows(path: str, rows: np.ndarray) -> list[str]:
     return [t or "" for t in pc.take(col, pa.array(at, pa.int64())).to_pylist()]
 
 
-def shingle_sets_of(index: str, nodes: np.ndarray, cfg) -> list[np.ndarray]:
-    """The shingle sets (:func:`minhash.shingle_sets`) of the documents ``nodes``, in that order,
-    from the text the signatures were made of (repeated lines stripped): the true Jaccard's input.
-    Reads, of each input shard that holds one of them, the row groups that do."""
+def iter_shingle_sets(index: str, nodes: np.ndarray, cfg) -> Iterator[tuple[np.ndarray, list[np.ndarray]]]:
+    """The shingle sets (:func:`minhash.shingle_sets`) of the documents ``nodes``, one input shard
+    at a time - (positions in ``nodes``, their sets) - from the text the signatures were made of
+    (repeated lines stripped): the true Jaccard's input. Reads, of each input shard that holds
+    one of them, the row groups that do; a task holds one shard's sets at a time."""
     nodes = np.asarray(nodes, dtype=np.int64)
-    out: list[np.ndarray] = [np.zeros(0, np.uint32)] * len(nodes)
     files = layout.file_key(nodes)
     for fk in np.unique(files).tolist():
         at = np.flatnonzero(files == fk)
@@ -164,8 +164,15 @@ def shingle_sets_of(index: str, nodes: np.ndarray, cfg) -> list[np.ndarray]:
             new = dict(zip(t.column("row").to_pylist(), t.column("text").to_pylist()))
             texts = [new.get(r, x) for r, x in zip(rows.tolist(), texts)]
         sets = mh.shingle_sets([mh.normalize(x, cfg.shingles) for x in texts], cfg.shingles.ngram)
-        for i, s in zip(at.tolist(), sets):
-            out[i] = s.astype(np.uint32)
+        yield at, [x.astype(np.uint32) for x in sets]
+
+
+def shingle_sets_of(index: str, nodes: np.ndarray, cfg) -> list[np.ndarray]:
+    """:func:`iter_shingle_sets` of a few documents, as one list in the order of ``nodes``."""
+    out: list[np.ndarray] = [np.zeros(0, np.uint32)] * len(nodes)
+    for at, sets in iter_shingle_sets(index, nodes, cfg):
+        for i, x in zip(at.tolist(), sets):
+            out[i] = x
     return out
 
 
