@@ -521,18 +521,15 @@ def resolve_unit(unit: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
     checked = status == 2
     w_at = np.searchsorted(wn, pn)
     other: dict[int, np.ndarray] = {}
-    by_member = np.argsort(w_at, kind="stable")
     for at, sets in iter_shingle_sets(ctx["index"], wn, cfg):  # one input shard's waiting members at a time
         mine = dict(zip(at.tolist(), sets))
-        lo, hi = np.searchsorted(w_at[by_member], [at.min(), at.max() + 1])
-        for i in by_member[lo:hi].tolist():
-            if not checked[i] or w_at[i] not in mine:
-                continue
-            c = int(cn[i])
+        todo = np.flatnonzero(checked & np.isin(w_at, at))
+        for c in np.unique(cn[todo]).tolist():  # each pivot's set against all its members here at once
             if c not in other:
                 other[c] = np.asarray(theirs[int(gi[np.searchsorted(gn, c)])].values, dtype=np.uint32)
-            sim[i] = mh.jaccard(mine[w_at[i]], other[c])
-            status[i] = 1 if sim[i] >= check.threshold else 0
+            pairs = todo[cn[todo] == c]
+            sim[pairs] = mh.jaccard_many([mine[w] for w in w_at[pairs].tolist()], other[c])
+    status[checked] = np.where(sim[checked] >= check.threshold, 1, 0)
     order = np.lexsort((pend.column("k").to_numpy(), w_at))
     first = np.full(len(wn), -1)
     for i in order.tolist():

@@ -80,13 +80,12 @@ def check_unit(unit: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
     if cfg.verify:
         hs = heads.column("shingles")
         sim = np.zeros(len(v), np.float64)
-        by_v = np.argsort(vi, kind="stable")
         for pos, sets in iter_shingle_sets(ctx["index"], vn, cfg):  # one input shard's members at a time
             mine = dict(zip(pos.tolist(), sets))
-            lo, hi = np.searchsorted(vi[by_v], [pos.min(), pos.max() + 1])
-            for i in by_v[lo:hi].tolist():
-                if vi[i] in mine:
-                    sim[i] = mh.jaccard(np.asarray(hs[int(at[i])].values, np.uint32), mine[vi[i]])
+            todo = np.flatnonzero(np.isin(vi, pos))
+            for h in np.unique(at[todo]).tolist():  # each head's set against all its members here at once
+                pairs = todo[at[todo] == h]
+                sim[pairs] = mh.jaccard_many([mine[x] for x in vi[pairs].tolist()], np.asarray(hs[h].values, np.uint32))
     else:
         sim = estimate(signature_matrix(heads.column("signature"), K), signatures_of(ctx["index"], vn, K), at, vi)
     ok = sim >= cfg.min_similarity

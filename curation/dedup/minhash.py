@@ -310,6 +310,18 @@ def jaccard(a: np.ndarray, b: np.ndarray) -> float:
     return float(jaccard_from_counts(inter, len(a), len(b)))
 
 
+def jaccard_many(sets: Sequence[np.ndarray], other: np.ndarray) -> np.ndarray:
+    """:func:`jaccard` of each of ``sets`` with ``other`` (all sorted distinct hashes), at once."""
+    sizes = np.fromiter((len(x) for x in sets), dtype=np.int64, count=len(sets))
+    if len(sets) == 0:
+        return np.zeros(0, np.float64)
+    flat = np.concatenate(sets) if sizes.sum() else np.zeros(0, np.uint32)
+    at = np.minimum(np.searchsorted(other, flat), max(len(other) - 1, 0))
+    hit = other[at] == flat if len(other) else np.zeros(len(flat), bool)
+    inter = np.bincount(np.repeat(np.arange(len(sets)), sizes), weights=hit, minlength=len(sets))
+    return jaccard_from_counts(inter, sizes, len(other))
+
+
 def candidate_probability(jaccard: np.ndarray | float, bands: int, rows: int) -> np.ndarray:
     """The LSH S-curve: probability that two documents of Jaccard s share at least one band."""
     s = np.asarray(jaccard, dtype=float)
