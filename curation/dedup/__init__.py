@@ -56,9 +56,10 @@ class DedupConfig:
     # Check every removal and every edge with the true Jaccard instead of the estimate.
     verify: bool = False
     # Rounds of the chain check. Round 1 compares every member with its component's kept
-    # document; later rounds add each bucket's local pivot, and a drifting chain of 100k pages
-    # needs about 10. Members still open after the last are kept (counted as `left_open`).
-    max_rounds: int = 16
+    # document; later rounds add each bucket's local pivot: a drifting chain of 100k pages takes
+    # about 10, the leftovers of a million-page template cluster about 15. Members still open
+    # after the last are kept (counted as `left_open`).
+    max_rounds: int = 32
     # Rows of the candidate graph one task holds to finish the components in memory (16 bytes a
     # row, about 10x that while the union-find runs); above it, rounds of local contraction.
     component_rows_in_memory: int = 3_000_000

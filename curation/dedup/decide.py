@@ -69,8 +69,9 @@ BUCKET_SCHEMA = pa.schema([("label", pa.int64()), ("bkey", pa.uint64()), ("node"
 BEST_SCHEMA = pa.schema([("label", pa.int64()), ("bkey", pa.uint64()), ("node", pa.int64())])
 SRC_SCHEMA = pa.schema([("label", pa.int64()), ("bkey", pa.uint64()), ("src", pa.int32())])
 PIVOT_SCHEMA = pa.schema([("label", pa.int64()), ("bkey", pa.uint64()), *PAYLOAD])
-# A decided member: its row and the kept document it was removed for (itself when kept).
-DECIDED_SCHEMA = pa.schema([*MEMBER_SCHEMA, ("center", pa.int64()), ("center_id", pa.string()), ("center_dump", pa.string()),
+# A decided member: its row (no signature: it is not compared again) and the kept document it
+# was removed for (itself when kept).
+DECIDED_SCHEMA = pa.schema([*(f for f in MEMBER_SCHEMA if f.name != "signature"), ("center", pa.int64()), ("center_id", pa.string()), ("center_dump", pa.string()),
                             ("center_url", pa.string()), ("center_exact", pa.uint64()), ("similarity", pa.float32()),
                             ("checked", pa.bool_()), ("round", pa.int16())])
 # A member whose candidates include a pair in the band: its candidates, best first, up to its
@@ -279,7 +280,7 @@ def _next_round(open_: pa.Table, r: int, g: int, ctx: dict) -> int:
 def _decided(members: pa.Table, center: pa.Table, sim: np.ndarray, checked: np.ndarray, r: int) -> pa.Table:
     """Decided rows: ``members`` with the payload of each one's kept document (rows of ``center``)."""
     n = members.num_rows
-    return pa.table([*members.columns, center.column("node"), center.column("id"), center.column("dump"), center.column("url"),
+    return pa.table([*members.drop(["signature"]).columns, center.column("node"), center.column("id"), center.column("dump"), center.column("url"),
                      center.column("exact_hash"), pa.array(np.asarray(sim, np.float32)), pa.array(np.asarray(checked, bool)),
                      pa.array(np.full(n, r, np.int16))], schema=DECIDED_SCHEMA)
 
