@@ -187,11 +187,11 @@ def dedup(inputs: list[str], output: str, cfg: DedupConfig, index: str | None = 
     cc = comp.label_components(lambda fn, units, desc: phase(fn, units, desc), ctx, rows) if rows else {}
     for key, value in cc.items():
         stats.add(key, value)
-    eu = parts(out="expand/p={p:04d}.arrow") if gens and cc else []
-    phase(comp.expand_unit, eu, "expand index components", old_label_files=[u["old_out"] for u in fu])
+    xu = parts(out="expand/p={p:04d}.arrow") if gens and cc else []
+    phase(comp.expand_unit, xu, "expand index components", old_label_files=[u["old_out"] for u in fu])
     gu = [dict(u, out=dc.members_file(ctx, u["g"])) for u in parts()]
     members = total(phase(dc.gather_unit, gu, "members", new_label_files=[u["new_out"] for u in fu] if cc else [],
-                          expanded_files=[u["out"] for u in eu]), "members")
+                          expanded_files=[u["out"] for u in xu]), "members")
     ctx["members"] = members
     rounds = dc.decide_rounds(lambda fn, units, desc: phase(fn, units, f"chain check {desc}"), ctx) if members else {}
     trail = rounds.pop("open_after_round", [])
