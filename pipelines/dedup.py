@@ -68,9 +68,24 @@ def config_from_args(args: argparse.Namespace) -> DedupConfig:
     return resolve(config_mod.load(DedupConfig, getattr(args, "config", None), overrides))
 
 
+def _release_memory() -> None:
+    """Hand back to the system what earlier tasks of this (reused) worker freed but its allocators
+    kept - Arrow's pool and glibc's heap - so a task's peak is its own."""
+    import ctypes
+
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:  # not glibc
+        pass
+
+
 def _measured(fn: Callable) -> Callable:
     """``fn`` reporting its own task's peak RSS (the worker's peak restarted at the task's start)."""
     def task(unit: dict, ctx: dict) -> dict:
+        _release_memory()
         runtime.reset_peak_rss()
         return dict(fn(unit, ctx), rss_mb=runtime.peak_rss_mb())
     task.__name__ = task.__qualname__ = fn.__name__.removesuffix("_unit")
@@ -194,9 +209,10 @@ def dedup(inputs: list[str], output: str, cfg: DedupConfig, index: str | None = 
                           expanded_files=[u["out"] for u in xu]), "members")
     ctx["members"] = members
     rounds = dc.decide_rounds(lambda fn, units, desc: phase(fn, units, f"chain check {desc}"), ctx) if members else {}
-    trail = rounds.pop("open_after_round", [])
+    trail, ctx["rest_from"] = rounds.pop("open_after_round", []), rounds.pop("rest_from", None)
     for key, value in rounds.items():
         stats.add(key, value)
+    stats.add("decision_rounds_in_one_task_from", ctx["rest_from"] or 0)
     ctx["rounds"] = rounds.get("decision_rounds", 0)
     phase(rm.settle_unit, parts(out="settle/size-{p:04d}.arrow"), "clusters")
     clusters = phase(rm.clusters_unit, parts(out="settle/sizes-{p:04d}.arrow"), "cluster sizes")

@@ -80,6 +80,7 @@ def decide_in_groups(docs, labels, folder, cfg: DedupConfig, P: int, shards: int
     ctx["new_label_files"] = [lab_file]
     ctx["members"] = sum(dc.gather_unit({"g": g}, ctx)["members"] for g in range(P))
     figures = dc.decide_rounds(in_process(ctx), ctx)
+    ctx["rest_from"] = figures.get("rest_from")
     got = pa.concat_tables([dc.read_decided(ctx, g, figures["decision_rounds"])[0] for g in range(P)])
     by_node = {n: i for i, n in enumerate(nodes.tolist())}
     out = {"center": np.zeros(len(docs), np.int64), "similarity": np.zeros(len(docs)), "round": np.zeros(len(docs), np.int64),
@@ -109,13 +110,15 @@ def hostile(real_docs, **sizes) -> list[dict]:
     return [d for d in docs if d["metadata"]["title"].split(":")[0] in sizes]
 
 
-def test_decisions_across_groups_equal_the_rule_in_one_process(real_docs, tmp_path):
+@pytest.mark.parametrize("in_memory", [0, 300])
+def test_decisions_across_groups_equal_the_rule_in_one_process(real_docs, tmp_path, in_memory):
     """One component of 1,000 members - a template cluster near the threshold, a drifting chain
     and exact copies, all linked - decided by 3 groups of node files (each holds about a third of
-    it) in rounds: the same kept documents, similarities and rounds as the rule in one process."""
+    it) in rounds, every round on the groups or, once 300 members are left open, the rest in one
+    task: the same kept documents, similarities and rounds as the rule in one process."""
     docs = hostile(real_docs, template=400, chain=500, copies=100)
     labels = np.zeros(len(docs), np.int64)  # one component (its label: any node id; 0 is the first)
-    cfg = DedupConfig(max_rounds=12)
+    cfg = DedupConfig(max_rounds=12, decide_members_in_memory=in_memory)
     got, figures, nodes = decide_in_groups(docs, labels, tmp_path, cfg, P=3, shards=12)
     labels[:] = nodes.min()
     ref = reference(docs, labels, nodes, cfg)
@@ -124,6 +127,7 @@ def test_decisions_across_groups_equal_the_rule_in_one_process(real_docs, tmp_pa
     assert np.array_equal(got["round"], ref["round"])
     assert np.array_equal(got["checked"], ref["checked"])
     assert 1 < figures["decision_rounds"] <= cfg.max_rounds and figures["pairs_true_jaccard"] > 0 and figures["local_pivots"] > 0
+    assert ("rest_from" in figures) == bool(in_memory)
     groups = layout.group_of(nodes, 3)
     assert all(0 < (groups == g).sum() < 0.6 * len(docs) for g in range(3))  # no group holds the component
 
@@ -135,7 +139,7 @@ def test_drifting_chain_is_crossed_within_the_cap_without_a_removal_below_the_th
     and the rounds end before the cap with nothing left open."""
     docs = hostile(real_docs, chain=2000)
     labels = np.zeros(len(docs), np.int64)
-    cfg = DedupConfig()
+    cfg = DedupConfig(decide_members_in_memory=0)
     got, figures, nodes = decide_in_groups(docs, labels, tmp_path, cfg, P=2, shards=4)
     assert figures["decision_rounds"] < cfg.max_rounds and figures["left_open"] == 0
     sets = mh.shingle_sets([mh.normalize(d["text"]) for d in docs], 5)

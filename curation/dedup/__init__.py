@@ -60,6 +60,10 @@ class DedupConfig:
     # about 10, the leftovers of a million-page template cluster about 15. Members still open
     # after the last are kept (counted as `left_open`).
     max_rounds: int = 32
+    # Open members one task holds to run the chain check's remaining rounds itself: a run's tail
+    # of rounds, a few members each, costs one task instead of six phases a round; 20,000 keep
+    # that task below a group task's size. 0 keeps every round on the groups' tasks.
+    decide_members_in_memory: int = 20_000
     # Rows of the candidate graph one task holds to finish the components in memory (16 bytes a
     # row, about 10x that while the union-find runs); above it, rounds of local contraction.
     component_rows_in_memory: int = 3_000_000
@@ -92,6 +96,7 @@ def resolve(cfg: DedupConfig) -> DedupConfig:
         (cfg.max_rounds >= 1, f"max_rounds: {cfg.max_rounds} is below 1; give at least one round of the chain check"),
         (cfg.uncertain_band >= 0, f"uncertain_band: {cfg.uncertain_band} is negative; 0 lets the estimate alone decide"),
         (cfg.component_rows_in_memory >= 1, f"component_rows_in_memory: {cfg.component_rows_in_memory} is below 1"),
+        (cfg.decide_members_in_memory >= 0, f"decide_members_in_memory: {cfg.decide_members_in_memory} is negative"),
     ]
     for ok, message in checks:
         if not ok:

@@ -549,37 +549,87 @@ def resolve_unit(unit: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
 Run = Callable[..., list]
 
 
-def decide_rounds(run: Run, ctx: dict[str, Any]) -> dict[str, Any]:
-    """The rounds after ``gather_unit``: ``run(fn, units, desc, **ctx_extra)`` runs one phase
-    (every unit, results in order; the stage runs them as Ray tasks, the tests in process).
-    Returns the figures: rounds, members still open after the last one, pairs decided by their
-    true Jaccard, local pivots, and the members still open after each round."""
-    G = ctx["partitions"]
+def _in_process(ctx: dict[str, Any]) -> Run:
+    """Phases run in this process, one unit after another; what each leaves in Arrow's pool is
+    handed back before the next (so the task's peak is one phase's, not their sum)."""
+    def run(fn: Callable, units: list[dict], desc: str) -> list:
+        out = []
+        for u in units:
+            out.append(fn(u, ctx))
+            pa.default_memory_pool().release_unused()
+        return out
+    return run
+
+
+def _rounds(run: Run, ctx: dict[str, Any], r: int, open_now: int, rest: bool) -> dict[str, Any]:
+    """Rounds r+1, r+2, ... while members are open; with ``rest``, the rounds left go to one task
+    (:func:`rest_unit`) as soon as the open members fit it."""
+    G, cfg = ctx["partitions"], ctx["cfg"]
     units = lambda r, name: [{"name": f"r{r:03d}-{name}-{i:04d}", "g": i, "q": i, "r": r,  # noqa: E731
                               "out": _path(ctx, "open" if name in ("compare", "resolve") else name, r + (name in ("compare", "resolve")), i)}
                              for i in range(G)]
-    open_now, r, checks, pivots, trail = ctx["members"], 0, 0, 0, []
-    while open_now and r < ctx["cfg"].max_rounds:
+    figures = {"decision_rounds": r, "left_open": open_now, "pairs_true_jaccard": 0, "local_pivots": 0, "open_after_round": []}
+    while open_now and r < cfg.max_rounds:
+        if rest and open_now <= cfg.decide_members_in_memory:
+            [done] = run(rest_unit, [{"name": f"r{r + 1:03d}-rest", "r": r + 1, "out": _rest_path(ctx, "left")}],
+                         f"rounds {r + 1}-: the rest in memory ({open_now:,} members)")
+            figures.update(decision_rounds=done["decision_rounds"], left_open=done["left_open"], rest_from=r + 1)
+            for key in ("pairs_true_jaccard", "local_pivots", "open_after_round"):
+                figures[key] += done[key]
+            return figures
         r += 1
         run(heads_unit, units(r, "heads"), f"round {r}: best members")
         if r >= 2:
-            pivots += sum(x["pivots"] for x in run(pivots_unit, units(r, "pflags"), f"round {r}: pivots"))
+            figures["local_pivots"] += sum(x["pivots"] for x in run(pivots_unit, units(r, "pflags"), f"round {r}: pivots"))
             run(pivot_routes_unit, units(r, "pivotpay"), f"round {r}: pivots to their buckets")
         res = run(compare_unit, units(r, "compare"), f"round {r}: compare")
-        checks += sum(x["checks"] for x in res)
+        figures["pairs_true_jaccard"] += sum(x["checks"] for x in res)
         if any(x["pending"] for x in res):
             run(sets_unit, units(r, "sets"), f"round {r}: shingle sets near the threshold")
             waiting = [u for u, x in zip(units(r, "resolve"), res) if x["pending"]]
             for u, x in zip(waiting, run(resolve_unit, waiting, f"round {r}: true Jaccard")):
                 res[u["g"]] = x
         open_now = sum(x["open"] for x in res)
-        trail.append(open_now)
-    return {"decision_rounds": r, "left_open": open_now, "pairs_true_jaccard": checks, "local_pivots": pivots, "open_after_round": trail}
+        figures.update(decision_rounds=r, left_open=open_now)
+        figures["open_after_round"].append(open_now)
+    return figures
 
 
-def decided_files(ctx: dict[str, Any], g: int, rounds: int) -> list[str]:
-    """Group ``g``'s decided rows of every round, and its members left open after the last."""
-    return [p for r in range(1, rounds + 1) for p in (_path(ctx, "decided", r, g), _path(ctx, "resolved", r, g))]
+def decide_rounds(run: Run, ctx: dict[str, Any]) -> dict[str, Any]:
+    """The rounds after ``gather_unit``: ``run(fn, units, desc)`` runs one phase (every unit,
+    results in order; the stage runs them as Ray tasks, the tests in process). Once the members
+    still open fit ``decide_members_in_memory``, one task runs the rounds left (the same rule, its
+    own files as a single group). Returns the figures: rounds, members still open after the last
+    one, pairs decided by their true Jaccard, local pivots, the members still open after each
+    round, and the round the one task took over from (``rest_from``, absent if none)."""
+    return _rounds(run, ctx, 0, ctx["members"], rest=True)
+
+
+def _rest_path(ctx: dict[str, Any], kind: str) -> str:
+    return io.join(ctx["work"], "decide", "rest", f"{kind}.arrow")
+
+
+def rest_unit(unit: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
+    """The rounds from ``unit["r"]`` on, in this task: every group's open members (at most
+    ``decide_members_in_memory``) as one group, the round tasks run here in turn; the decided
+    rows and the members left open go back to their groups (routed files)."""
+    cpu0 = time.process_time()
+    r, P = unit["r"], ctx["partitions"]
+    open_ = pa.concat_tables([_read(_path(ctx, "open", r, g), MEMBER_SCHEMA) for g in range(P)])
+    one = {**ctx, "partitions": 1, "work": io.join(ctx["work"], "decide", "rest")}
+    _write(open_.take(pc.sort_indices(open_, sort_keys=[("node", "ascending")])), _path(one, "open", r, 0))
+    _emit(open_, r, 0, one)
+    figures = _rounds(_in_process(one), one, r - 1, open_.num_rows, rest=False)
+    done, left = _decided_rows(one, 0, figures["decision_rounds"], r)
+    node = done.column("node").to_numpy()
+    layout.write_routed(done, layout.group_of(node, P), P, _rest_path(ctx, "decided"))
+    layout.write_routed(left, layout.group_of(left.column("node").to_numpy(), P), P, _rest_path(ctx, "left"))
+    return {**figures, "cpu_s": time.process_time() - cpu0}
+
+
+def decided_files(ctx: dict[str, Any], g: int, rounds: int, from_round: int = 1) -> list[str]:
+    """Group ``g``'s decided rows of rounds ``from_round`` .. ``rounds``."""
+    return [p for r in range(from_round, rounds + 1) for p in (_path(ctx, "decided", r, g), _path(ctx, "resolved", r, g))]
 
 
 def members_file(ctx: dict[str, Any], g: int) -> str:
@@ -587,17 +637,25 @@ def members_file(ctx: dict[str, Any], g: int) -> str:
     return _path(ctx, "open", 1, g)
 
 
-def left_open_file(ctx: dict[str, Any], g: int, rounds: int) -> str:
-    return _path(ctx, "open", rounds + 1, g)
+def _decided_rows(ctx: dict[str, Any], g: int, rounds: int, from_round: int) -> tuple[pa.Table, pa.Table]:
+    """Group ``g``'s rows decided in rounds ``from_round`` .. ``rounds``, and its members open after them."""
+    parts = [_read(p, DECIDED_SCHEMA) for p in decided_files(ctx, g, rounds, from_round)]
+    done = pa.concat_tables(parts) if parts else DECIDED_SCHEMA.empty_table()
+    return done, _read(_path(ctx, "open", max(rounds, from_round - 1) + 1, g), MEMBER_SCHEMA)
 
 
-def read_decided(ctx: dict[str, Any], g: int, rounds: int) -> tuple[pa.Table, int]:
-    """Every member of group ``g`` with its decision, and how many were left open (kept, as
-    their own kept document)."""
-    parts = [_read(p, DECIDED_SCHEMA) for p in decided_files(ctx, g, rounds)]
-    left = _read(left_open_file(ctx, g, rounds), MEMBER_SCHEMA) if rounds else _read(_path(ctx, "open", 1, g), MEMBER_SCHEMA)
+def read_decided(ctx: dict[str, Any], g: int, rounds: int) -> tuple[pa.Table, pa.Table]:
+    """Every member of group ``g`` with its decision (those left open after the last round as
+    their own kept document), and the ones left open. After :func:`rest_unit`
+    (``ctx["rest_from"]``), the rounds from there come from its files."""
+    rest = ctx.get("rest_from")
+    if rest is None:
+        done, left = _decided_rows(ctx, g, rounds, 1)
+    else:
+        done, _ = _decided_rows(ctx, g, rest - 1, 1)
+        done = pa.concat_tables([done, layout.read_routed([_rest_path(ctx, "decided")], g, DECIDED_SCHEMA)])
+        left = layout.read_routed([_rest_path(ctx, "left")], g, MEMBER_SCHEMA)
     if left.num_rows:
-        parts.append(_decided(left, left.select([c for c, _ in PAYLOAD]), np.ones(left.num_rows), np.zeros(left.num_rows, bool),
-                              max(rounds, 1)))
-    t = pa.concat_tables(parts) if parts else DECIDED_SCHEMA.empty_table()
-    return t, left.num_rows
+        kept = _decided(left, left.select([c for c, _ in PAYLOAD]), np.ones(left.num_rows), np.zeros(left.num_rows, bool), max(rounds, 1))
+        done = pa.concat_tables([done, kept])
+    return done, left

@@ -121,7 +121,7 @@ def finalize_unit(unit: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
     rows of ``duplicates.parquet`` and the documents this run restores."""
     cpu0 = time.process_time()
     g, P, gen = unit["g"], ctx["partitions"], ctx["gen"]
-    m, left_open = dc.read_decided(ctx, g, ctx["rounds"])
+    m, left = dc.read_decided(ctx, g, ctx["rounds"])
     m = m.take(pc.sort_indices(m, sort_keys=[("node", "ascending")]))
     node, label, prev = (m.column(c).to_numpy() for c in ("node", "label", "prev"))
     center = m.column("center").to_numpy()
@@ -161,7 +161,7 @@ def finalize_unit(unit: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
     sim = dups.column("similarity").to_numpy()
     return {
         "members": int(len(node)), "components": int((node == label).sum()),
-        "chain_split": int((center != m.column("first").to_numpy()).sum()), "left_open": int(left_open),
+        "chain_split": int((center != m.column("first").to_numpy()).sum()), "left_open": left.num_rows,
         "retracted_from_index": int(retracted.sum()), "restored_from_index": int(restored.sum()),
         "removals_true_jaccard": int(pc.sum(pc.take(m.column("checked"), listed)).as_py() or 0),
         "restored_files": sorted(set(layout.file_key(node[restored]).tolist())),

@@ -146,10 +146,10 @@ def texts_of_rows(path: str, rows: np.ndarray) -> list[str]:
 
 
 def iter_shingle_sets(index: str, nodes: np.ndarray, cfg) -> Iterator[tuple[np.ndarray, list[np.ndarray]]]:
-    """The shingle sets (:func:`minhash.shingle_sets`) of the documents ``nodes``, one input shard
-    at a time - (positions in ``nodes``, their sets) - from the text the signatures were made of
-    (repeated lines stripped): the true Jaccard's input. Reads, of each input shard that holds
-    one of them, the row groups that do; a task holds one shard's sets at a time."""
+    """The shingle sets (:func:`minhash.shingle_sets`) of the documents ``nodes``, a batch at a time
+    - (positions in ``nodes``, their sets) - from the text the signatures were made of (repeated
+    lines stripped): the true Jaccard's input. Reads, of each input shard that holds one of them,
+    the row groups that do; a task holds one shard's texts and one batch's sets at a time."""
     nodes = np.asarray(nodes, dtype=np.int64)
     files = layout.file_key(nodes)
     for fk in np.unique(files).tolist():
@@ -163,8 +163,9 @@ def iter_shingle_sets(index: str, nodes: np.ndarray, cfg) -> Iterator[tuple[np.n
             t = io.read_parquet(stripped)
             new = dict(zip(t.column("row").to_pylist(), t.column("text").to_pylist()))
             texts = [new.get(r, x) for r, x in zip(rows.tolist(), texts)]
-        sets = mh.shingle_sets([mh.normalize(x, cfg.shingles) for x in texts], cfg.shingles.ngram)
-        yield at, [x.astype(np.uint32) for x in sets]
+        for lo in range(0, len(at), BATCH):  # a batch of documents normalised and hashed at a time
+            sets = mh.shingle_sets([mh.normalize(x, cfg.shingles) for x in texts[lo : lo + BATCH]], cfg.shingles.ngram)
+            yield at[lo : lo + BATCH], [x.astype(np.uint32) for x in sets]
 
 
 def shingle_sets_of(index: str, nodes: np.ndarray, cfg) -> list[np.ndarray]:
