@@ -58,7 +58,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--partitions", type=int, help="partitions of keys, edges and components (default: from the data size)")
     p.add_argument("--verify", action="store_true", default=None, help="check removals by true Jaccard instead of the MinHash estimate")
     p.add_argument("--line-repeat-min", type=int, help="remove lines repeated in at least this many documents (0 = off)")
-    p.add_argument("--max-rounds", type=int, help="rounds of the chain check; members still open after them are kept (default 32)")
+    p.add_argument("--max-rounds", type=int, help="rounds of the chain check; members still open after them are kept (default 128)")
     add_config_arguments(p)
 
 

@@ -57,9 +57,11 @@ class DedupConfig:
     verify: bool = False
     # Rounds of the chain check. Round 1 compares every member with its component's kept
     # document; later rounds add each bucket's local pivot: a drifting chain of 100k pages takes
-    # about 10, the leftovers of a million-page template cluster about 15. Members still open
-    # after the last are kept (counted as `left_open`).
-    max_rounds: int = 32
+    # about 10. Members that resemble each other only a little (the leftovers of a template
+    # cluster, pairwise near 0.55) are kept a few local heads per round, about 5% of them a
+    # round; past a handful of rounds they are in one task (decide_members_in_memory), where a
+    # round costs little. Members still open after the last are kept (counted as `left_open`).
+    max_rounds: int = 128
     # Open members one task holds to run the chain check's remaining rounds itself: a run's tail
     # of rounds, a few members each, costs one task instead of six phases a round; 20,000 keep
     # that task below a group task's size. 0 keeps every round on the groups' tasks.

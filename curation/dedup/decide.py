@@ -498,7 +498,7 @@ def sets_unit(unit: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
     g, r, P = unit["g"], unit["r"], ctx["partitions"]
     req = layout.read_routed(_paths(ctx, "requests", r), g, REQUEST_SCHEMA)
     nodes, inv = np.unique(req.column("node").to_numpy(), return_inverse=True)
-    sets = shingle_sets_of(ctx["index"], nodes, ctx["cfg"]) if len(nodes) else []
+    sets = shingle_sets_of(ctx["index"], nodes, ctx["cfg"], ctx.get("shingle_cache")) if len(nodes) else []
     col = pa.array(sets, pa.list_(pa.uint32())) if sets else pa.array([], pa.list_(pa.uint32()))
     t = pa.table([pa.array(nodes[inv]), pc.take(col, pa.array(inv))], schema=SET_SCHEMA) if len(inv) else SET_SCHEMA.empty_table()
     layout.write_routed(t, req.column("dest").to_numpy(), P, _path(ctx, "sets", r, g))
@@ -522,7 +522,7 @@ def resolve_unit(unit: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
     checked = status == 2
     w_at = np.searchsorted(wn, pn)
     other: dict[int, np.ndarray] = {}
-    for at, sets in iter_shingle_sets(ctx["index"], wn, cfg):  # one input shard's waiting members at a time
+    for at, sets in iter_shingle_sets(ctx["index"], wn, cfg, ctx.get("shingle_cache")):  # a batch of waiting members at a time
         mine = dict(zip(at.tolist(), sets))
         todo = np.flatnonzero(checked & np.isin(w_at, at))
         for c in np.unique(cn[todo]).tolist():  # each pivot's set against all its members here at once
@@ -616,7 +616,8 @@ def rest_unit(unit: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
     cpu0 = time.process_time()
     r, P = unit["r"], ctx["partitions"]
     open_ = pa.concat_tables([_read(_path(ctx, "open", r, g), MEMBER_SCHEMA) for g in range(P)])
-    one = {**ctx, "partitions": 1, "work": io.join(ctx["work"], "decide", "rest")}
+    # One group; the shingle sets made for one round's true Jaccards are kept for the next ones.
+    one = {**ctx, "partitions": 1, "work": io.join(ctx["work"], "decide", "rest"), "shingle_cache": {}}
     _write(open_.take(pc.sort_indices(open_, sort_keys=[("node", "ascending")])), _path(one, "open", r, 0))
     _emit(open_, r, 0, one)
     figures = _rounds(_in_process(one), one, r - 1, open_.num_rows, rest=False)

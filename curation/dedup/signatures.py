@@ -145,12 +145,22 @@ def texts_of_rows(path: str, rows: np.ndarray) -> list[str]:
     return [t or "" for t in pc.take(col, pa.array(at, pa.int64())).to_pylist()]
 
 
-def iter_shingle_sets(index: str, nodes: np.ndarray, cfg) -> Iterator[tuple[np.ndarray, list[np.ndarray]]]:
+def iter_shingle_sets(index: str, nodes: np.ndarray, cfg,
+                      cache: dict[int, np.ndarray] | None = None) -> Iterator[tuple[np.ndarray, list[np.ndarray]]]:
     """The shingle sets (:func:`minhash.shingle_sets`) of the documents ``nodes``, a batch at a time
     - (positions in ``nodes``, their sets) - from the text the signatures were made of (repeated
     lines stripped): the true Jaccard's input. Reads, of each input shard that holds one of them,
-    the row groups that do; a task holds one shard's texts and one batch's sets at a time."""
+    the row groups that do; a task holds one shard's texts and one batch's sets at a time. With
+    ``cache`` (node -> set), the sets found there are not made again, and the new ones are kept."""
     nodes = np.asarray(nodes, dtype=np.int64)
+    if cache is not None:
+        known = np.array([n in cache for n in nodes.tolist()], dtype=bool)
+        if known.any():
+            yield np.flatnonzero(known), [cache[n] for n in nodes[known].tolist()]
+        for at, sets in iter_shingle_sets(index, nodes[~known], cfg):
+            cache.update(zip(nodes[~known][at].tolist(), sets))
+            yield np.flatnonzero(~known)[at], sets
+        return
     files = layout.file_key(nodes)
     for fk in np.unique(files).tolist():
         at = np.flatnonzero(files == fk)
@@ -168,10 +178,10 @@ def iter_shingle_sets(index: str, nodes: np.ndarray, cfg) -> Iterator[tuple[np.n
             yield at[lo : lo + BATCH], [x.astype(np.uint32) for x in sets]
 
 
-def shingle_sets_of(index: str, nodes: np.ndarray, cfg) -> list[np.ndarray]:
+def shingle_sets_of(index: str, nodes: np.ndarray, cfg, cache: dict[int, np.ndarray] | None = None) -> list[np.ndarray]:
     """:func:`iter_shingle_sets` of a few documents, as one list in the order of ``nodes``."""
     out: list[np.ndarray] = [np.zeros(0, np.uint32)] * len(nodes)
-    for at, sets in iter_shingle_sets(index, nodes, cfg):
+    for at, sets in iter_shingle_sets(index, nodes, cfg, cache):
         for i, x in zip(at.tolist(), sets):
             out[i] = x
     return out
