@@ -23,8 +23,8 @@ from curation.filter.config import PRESETS
 from curation.remix import RemixConfig
 from pipelines import config as config_mod
 from pipelines.pretrain import Launch
-from pipelines.tokenize import TokenizeConfig
 from tokenizer import TokenizerConfig
+from tokenizer.shards import TokenizeConfig
 from training.config import DPOConfig, SFTConfig, TrainConfig
 
 # The order in which ``run`` executes the stages; ``stages:`` may list a prefix or a subset.
@@ -92,7 +92,7 @@ class TokenizerSection:
     # tokens, is the report's 100,000 (DeepSeek LLM §2.1); a small corpus cannot fill that many
     # merges: the demo's ~3 MB of text takes a few thousand.
     config: TokenizerConfig = field(default_factory=TokenizerConfig)
-    # pipelines.tokenize.TokenizeConfig, the tokenize stage's.
+    # tokenizer.shards.TokenizeConfig, the tokenize stage's.
     tokenize: TokenizeConfig = field(default_factory=TokenizeConfig)
 
 

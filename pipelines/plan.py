@@ -82,7 +82,7 @@ def _plan(step: Step, cfg: Any, paths: dict[str, str], stages: list[str], run_mo
         step.writes, step.ray = [paths["import"]], cpus.format("JSONL file")
         return
     if stage == "generate":
-        model = next((paths[s] for s in ("dpo", "sft", "pretrain") if s in stages or run_mod._done(s, paths)), None)
+        model = next((paths[s] for s in ("dpo", "sft", "pretrain") if s in stages or run_mod.stage_done(s, paths)), None)
         if model is None:
             problems.append("generate: no trained model: pretrain, sft and dpo are neither complete nor in `stages`")
         step.reads = [p for p in (model, paths["train-tokenizer"]) if p]
@@ -91,7 +91,7 @@ def _plan(step: Step, cfg: Any, paths: dict[str, str], stages: list[str], run_mo
         return
     if stage == "eval":
         e = cfg.eval
-        models = [s for s in ("pretrain", "sft", "dpo") if s in stages or run_mod._done(s, paths)]
+        models = [s for s in ("pretrain", "sft", "dpo") if s in stages or run_mod.stage_done(s, paths)]
         if not models:
             problems.append("eval: no trained model: pretrain, sft and dpo are neither complete nor in `stages`")
         if not _exists(e.data, problems, "eval.data"):
@@ -250,7 +250,7 @@ def _producer(path: str, paths: dict[str, str]) -> str:
 
 def _state(stage: str, paths: dict[str, str], run_mod) -> str:
     try:
-        if run_mod._done(stage, paths):
+        if run_mod.stage_done(stage, paths):
             return "complete (skipped)"
         if stage in ("pretrain", "sft", "dpo"):
             from training.checkpoint import latest_checkpoint

@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     status = 0
     with runtime.Timer() as total:
         for stage in stages:
-            if _done(stage, paths):
+            if stage_done(stage, paths):
                 print(f"\nrun: {stage}: complete ({_marker(stage, paths)} exists), skipped", file=sys.stderr)
                 continue
             print(f"\nrun: ===== {stage} =====", file=sys.stderr)
@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
                 return 1
             seconds = time.perf_counter() - t0
             failed = _failed_inputs(stage, paths)
-            if rc != 0 and not (failed and _done(stage, paths)):
+            if rc != 0 and not (failed and stage_done(stage, paths)):
                 print(f"run: {stage} exited with status {rc}; stopping (outputs so far stay, a re-run resumes here)", file=sys.stderr)
                 return rc
             io.write_json({"stage": stage, "seconds": seconds, "rc": rc, "failed_inputs": failed,
@@ -183,7 +183,8 @@ def _marker(stage: str, paths: dict[str, str]) -> str:
     return io.join(paths[stage], "stats.json")
 
 
-def _done(stage: str, paths: dict[str, str]) -> bool:
+def stage_done(stage: str, paths: dict[str, str]) -> bool:
+    """Whether the run's ``stage`` has finished (its ``stats.json``; dedup's statistics too)."""
     if stage == "dedup":
         return io.exists(_marker("dedup", paths)) and io.exists(io.join(paths["dedup-stats"], "report.json"))
     return io.exists(_marker(stage, paths))
@@ -330,7 +331,7 @@ def train_config(stage: str, cfg: PipelineConfig, paths: dict[str, str], stages:
                                      f"(folders under `output`, the tokenizer it trains); remove it from {stage}.config")
     if stage == "pretrain":
         return dataclasses.replace(own, run_dir=paths["pretrain"], data=[paths["tokenize"]])
-    start = paths["pretrain"] if stage == "sft" or not ("sft" in stages or _done("sft", paths)) else paths["sft"]
+    start = paths["pretrain"] if stage == "sft" or not ("sft" in stages or stage_done("sft", paths)) else paths["sft"]
     return dataclasses.replace(own, run_dir=paths[stage], init_from=start)
 
 
@@ -390,7 +391,7 @@ def _eval(cfg: PipelineConfig, paths: dict[str, str]) -> int:
     """GSM8K test after each finished training stage: ``<output>/eval/<stage>/``, then
     ``<output>/eval/stats.json`` with every model's score (what the report shows)."""
     e = cfg.eval
-    models = [s for s in ("pretrain", "sft", "dpo") if _done(s, paths)]
+    models = [s for s in ("pretrain", "sft", "dpo") if stage_done(s, paths)]
     if not models:
         raise StageFailed("eval: no trained model in this run yet (pretrain, sft and dpo have not finished)")
     total = StageStats()
@@ -414,7 +415,7 @@ def _eval(cfg: PipelineConfig, paths: dict[str, str]) -> int:
 
 def _final_model(paths: dict[str, str]) -> str:
     for stage in ("dpo", "sft", "pretrain"):
-        if _done(stage, paths):
+        if stage_done(stage, paths):
             return paths[stage]
     raise StageFailed("generate: no trained model in this run yet (pretrain, sft and dpo have not finished)")
 
@@ -422,7 +423,8 @@ def _final_model(paths: dict[str, str]) -> str:
 def _generate(cfg: PipelineConfig, paths: dict[str, str]) -> int:
     """One answer from the final model, streamed to the terminal and kept in answer.json."""
     from pipelines.cli import build_parser
-    from pipelines.generate import load_model_and_sampling, stream_answer, with_system
+    from pipelines.generate import load_model_and_sampling
+    from training.generate import stream_answer, with_system
 
     g = cfg.generate
     model = _final_model(paths)
