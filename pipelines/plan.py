@@ -177,7 +177,7 @@ def _plan_index(step: Step, cfg: Any, run_mod, problems: list[str]) -> None:
     except UserError as err:
         problems.append(f"extract.cc_index: {err}")
         return
-    step.notes += [f"index {line}" for line in dry_run_lines([], selection, ecfg.cc_index, cc)]
+    step.notes += dry_run_lines([], selection, ecfg.cc_index, cc)
 
 
 def _stage_config(stage: str, cfg: Any, run_mod) -> Any:

@@ -403,11 +403,13 @@ class RangeReader:
                 except FileNotFoundError as e:
                     raise RemoteFileError(self.url, f"no such file ({e})") from e
             self.size = self._file.size()
+        if start >= self.size:
+            return b""
         self.requests += 1
         attempt = 0
         while True:
             try:
-                return self._file.read_at(max(0, min(length, self.size - start)), start)
+                return self._file.read_at(min(length, self.size - start), start)
             except OSError as e:  # a ranged GET the SDK's own retries did not save
                 if attempt >= self._attempts.retries:
                     raise RemoteFileError(self.url, f"gave up after {attempt} retries; last error: {e}") from e

@@ -134,3 +134,98 @@ class _RangeHandler(BaseHTTPRequestHandler):
         self.send_response(code)
         self.send_header("Content-Length", "0")
         self.end_headers()
+
+
+# ---------------------------------------------------------------------------------------------
+# An index of WARC files, as Common Crawl's columnar index writes it
+
+
+def index_table(files: list[tuple[Path, str]], relabel: dict[str, str | None] | None = None):
+    """A columnar index (cc-index-table's column names) of the response records of ``files``,
+    ``[(local WARC file, warc_filename the index gives it)]``.
+
+    Offsets and lengths are FastWARC's (each record's position in the file and the distance to
+    the next); the status and the server's MIME type come from the HTTP headers; the detected
+    MIME type is text/html where the payload starts like HTML, else the server's; the languages
+    are CLD2's (pycld2, as Common Crawl labels pages) on the payload, as ISO-639-3 codes, primary
+    first. ``relabel`` {url: languages} overrides some labels (deliberately wrong ones)."""
+    import pyarrow as pa
+    from fastwarc.warc import ArchiveIterator
+
+    rows: list[dict] = []
+    for path, name in files:
+        size = Path(path).stat().st_size
+        with open(path, "rb") as f:
+            recs = list(_responses(ArchiveIterator(f, parse_http=True)))
+        # The distance to the next record of any kind: offsets of all records, then each response's end.
+        with open(path, "rb") as f:
+            starts = sorted(r.stream_pos for r in ArchiveIterator(f, parse_http=False)) + [size]
+        ends = {s: e for s, e in zip(starts, starts[1:])}
+        for pos, row in recs:
+            row.update(warc_filename=name, warc_record_offset=pos, warc_record_length=ends[pos] - pos)
+            if relabel and row["url"] in relabel:
+                row["content_languages"] = relabel[row["url"]]
+            rows.append(row)
+    types = {"fetch_status": pa.int16(), "warc_record_offset": pa.int32(), "warc_record_length": pa.int32()}
+    names = ["url_surtkey", "url", "url_host_name", "fetch_time", "fetch_status", "content_digest", "content_mime_type",
+             "content_mime_detected", "content_charset", "content_languages", "warc_filename", "warc_record_offset",
+             "warc_record_length"]
+    return pa.table({n: pa.array([r[n] for r in rows], type=types.get(n, pa.string())) for n in names})
+
+
+def _responses(records):
+    from urllib.parse import urlsplit
+
+    for rec in records:
+        if str(rec.record_type) not in ("response", "WarcRecordType.response"):
+            continue
+        url = (rec.headers.get("WARC-Target-URI") or "").strip("<>")
+        body = rec.reader.read()
+        http = rec.http_headers
+        mime = (rec.http_content_type or "").split(";")[0].strip().lower() or None
+        head = body[:512].lstrip().lower()
+        looks_html = head.startswith((b"<!doctype html", b"<html")) or b"<html" in head
+        host = urlsplit(url).hostname or ""
+        yield rec.stream_pos, {
+            "url_surtkey": ",".join(reversed(host.split("."))) + ")" + (urlsplit(url).path or "/"),
+            "url": url, "url_host_name": host, "fetch_time": rec.headers.get("WARC-Date"),
+            "fetch_status": http.status_code if http is not None else None,
+            "content_digest": rec.headers.get("WARC-Payload-Digest"), "content_mime_type": mime,
+            "content_mime_detected": "text/html" if looks_html else mime, "content_charset": None,
+            "content_languages": cld2_languages(body) if looks_html else None,
+        }
+
+
+def cld2_languages(payload: bytes) -> str | None:
+    """CLD2's languages of an HTML payload (up to three, primary first) as ISO-639-3 codes, as
+    Common Crawl's index gives them; None where CLD2 finds none."""
+    import pycld2
+
+    from curation.sources.commoncrawl import iso639_3
+
+    text = payload.decode("utf-8", "replace").encode("utf-8")
+    try:
+        _, _, details = pycld2.detect(text, isPlainText=False)
+    except pycld2.error:
+        return None
+    codes = []
+    for _, code, percent, _ in details:
+        if code != "un" and percent > 0 and iso639_3(code) not in codes:
+            codes.append(iso639_3(code))
+    return ",".join(codes) or None
+
+
+def write_cdxj(table, path: Path) -> None:
+    """The index as Common Crawl's CDXJ files hold it: `<surt> <timestamp> {json}` lines, gzipped."""
+    import gzip
+    import json
+
+    with gzip.open(path, "wt") as f:
+        for r in table.to_pylist():
+            fields = {"url": r["url"], "mime": r["content_mime_type"], "mime-detected": r["content_mime_detected"],
+                      "status": str(r["fetch_status"]), "digest": r["content_digest"], "length": str(r["warc_record_length"]),
+                      "offset": str(r["warc_record_offset"]), "filename": r["warc_filename"]}
+            if r["content_languages"]:
+                fields["languages"] = r["content_languages"]
+            stamp = "".join(c for c in (r["fetch_time"] or "") if c.isdigit())[:14]
+            f.write(f"{r['url_surtkey']} {stamp} {json.dumps(fields)}\n")
