@@ -24,13 +24,13 @@ import yaml
 
 from curation.extract import ExtractConfig, Extractor, NotAnArchive, dump_name, iter_records
 from curation.schema import DOCUMENT_SCHEMA
-from curation.sources import commoncrawl as cc
+from curation.sources import commoncrawl
 from curation.stats import StageStats
 from pipelines import config
 from storage import io, remote
 from storage.errors import UserError
 from pipelines.cli import add_config_arguments
-from pipelines.stage import Resources, Runner, say
+from pipelines.stage import Resources, Runner
 
 NAME = "extract"
 HELP = "Extract main text, language and metadata from WARC/WET/ARC files into document shards."
@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         print("extract: no input given (use --input, --cc-dump or --cc-index)", file=sys.stderr)
         return 2
     if args.dry_run:
-        for line in dry_run_lines(inputs, selection, cfg.cc_index, cc_cfg or cc.CommonCrawlConfig()):
+        for line in dry_run_lines(inputs, selection, cfg.cc_index, cc_cfg or commoncrawl.CommonCrawlConfig()):
             print(f"extract: dry run: {line}")
         return 0
     return extract(inputs, args.output, cfg, dump=args.dump or args.cc_dump, cc=cc_cfg, workers=args.workers, missing=missing,
@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
 
 def resolve_inputs(specs: list[str], cc_dump: str | None = None, cc_base_url: str | None = None, cc_first: int = 0,
                    cc_files: int | None = None, cc_index: list[str] | None = None,
-                   index_cfg: cc.CCIndexConfig | None = None) -> tuple[list[str], dict[str, str], Any, cc.Selection | None]:
+                   index_cfg: commoncrawl.CCIndexConfig | None = None) -> tuple[list[str], dict[str, str], Any, commoncrawl.Selection | None]:
     """(input files read whole, {spec: why missing}, the Common Crawl config or None, the index's
     selection, its ``files`` keyed by WARC file URL, or None): the files ``specs`` expand to; then
     the ``cc_files`` files of ``cc_dump``'s listing from ``cc_first`` on, read whole, or with
@@ -111,39 +111,29 @@ def resolve_inputs(specs: list[str], cc_dump: str | None = None, cc_base_url: st
     inputs, missing = io.expand_inputs(specs, SUFFIXES) if specs else ([], {})
     if not cc_dump and not cc_index:
         return inputs, missing, None, None
-    cfg = cc.CommonCrawlConfig(base_url=cc_base_url) if cc_base_url else cc.CommonCrawlConfig()
+    cfg = commoncrawl.CommonCrawlConfig(base_url=cc_base_url) if cc_base_url else commoncrawl.CommonCrawlConfig()
     retry = dict(retries=cfg.retries, backoff_s=cfg.backoff_s, timeout_s=cfg.timeout_s)
-    names = cc.listing(cc_dump, cfg.base_url, cc_first, cc_files, **retry) if cc_dump else None
+    names = commoncrawl.listing(cc_dump, cfg.base_url, cc_first, cc_files, **retry) if cc_dump else None
     if not cc_index:
-        return inputs + [cc.resolve(cfg.base_url, n) for n in names], missing, cfg, None
-    index_cfg = index_cfg or cc.CCIndexConfig()
-    sel = cc.read_index(cc_index, index_cfg, names, cfg.retries, cfg.backoff_s)
-    if not sel.records:
-        raise cc.NothingSelected(nothing_selected(sel, index_cfg, cc_dump))
-    return inputs, missing, cfg, dataclasses.replace(sel, files={cc.resolve(cfg.base_url, n): r for n, r in sel.files.items()})
+        return inputs + [commoncrawl.resolve(cfg.base_url, n) for n in names], missing, cfg, None
+    index_cfg = index_cfg or commoncrawl.CCIndexConfig()
+    sel = commoncrawl.read_index(cc_index, index_cfg, names, cfg.retries, cfg.backoff_s)
+    commoncrawl.check_selection(sel, index_cfg, cc_dump)
+    return inputs, missing, cfg, dataclasses.replace(sel, files={commoncrawl.resolve(cfg.base_url, n): r for n, r in sel.files.items()})
 
 
-def nothing_selected(sel: cc.Selection, cfg: cc.CCIndexConfig, cc_dump: str | None = None) -> str:
-    if not sel.rows:
-        where = f" about the --cc-dump {cc_dump} files chosen (--cc-first/--cc-files)" if cc_dump else ""
-        return f"the index ({sel.index_files} file(s)) has no row{where}: check --cc-index and --cc-dump"
-    why = ", ".join(f"{reason} {n:,}" for reason, n in sel.not_selected.items())
-    return (f"the index selection matches none of its {sel.rows:,} rows (not selected: {why}); widen it with "
-            f"--set cc_index.languages=[...] (now {cfg.languages}), cc_index.statuses, cc_index.mime_types or cc_index.hosts")
-
-
-def dry_run_lines(inputs: list[str], selection: cc.Selection | None, cfg: cc.CCIndexConfig, cc_cfg: cc.CommonCrawlConfig) -> list[str]:
+def dry_run_lines(inputs: list[str], selection: commoncrawl.Selection | None, cfg: commoncrawl.CCIndexConfig, cc_cfg: commoncrawl.CommonCrawlConfig) -> list[str]:
     """What a run would read: the files read whole, and the index's selection with what it costs."""
     lines = [f"{len(inputs)} file(s) read whole"] if inputs else []
     if selection is not None:
-        whole, unknown = cc.whole_file_bytes(list(selection.files), cc_cfg)
-        lines += cc.describe(selection, cfg, whole)
+        whole, unknown = commoncrawl.whole_file_bytes(list(selection.files), cc_cfg)
+        lines += commoncrawl.describe(selection, cfg, whole)
         lines += [f"size unknown: {url}: {why}" for url, why in sorted(unknown.items())[:5]]
     return lines
 
 
 def extract(inputs: list[str], output: str, cfg: ExtractConfig, *, dump: str | None = None, cc: Any = None,
-            workers: int | None = None, missing: dict[str, str] | None = None, selection: cc.Selection | None = None) -> int:
+            workers: int | None = None, missing: dict[str, str] | None = None, selection: commoncrawl.Selection | None = None) -> int:
     """Run the stage on the expanded ``inputs`` (read whole) and the index's ``selection``
     (:func:`resolve_inputs`, read by byte ranges); returns the exit status."""
     indexed = list(selection.files) if selection else []
@@ -189,7 +179,7 @@ def extract_file(unit: dict | tuple, settings: dict | None = None) -> dict:
     stats = StageStats()
     extractor = _extractor(cfg_dict)
     if ranges is not None:
-        warc = cc.IndexedWarc(path, [tuple(r) for r in ranges], extractor.cfg.cc_index, cc.CommonCrawlConfig(**cc_cfg), with_warcinfo=not dump)
+        warc = commoncrawl.IndexedWarc(path, [tuple(r) for r in ranges], extractor.cfg.cc_index, commoncrawl.CommonCrawlConfig(**cc_cfg), with_warcinfo=not dump)
         source = _IndexedSource(warc, path)
     else:
         try:
@@ -264,7 +254,7 @@ class _CountingStream:
 class _IndexedSource:
     """The records an index selected in one file, read by byte ranges."""
 
-    def __init__(self, warc: cc.IndexedWarc, path: str):
+    def __init__(self, warc: commoncrawl.IndexedWarc, path: str):
         self.warc, self.path = warc, path
 
     def records(self, stats: StageStats):

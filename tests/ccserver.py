@@ -55,6 +55,21 @@ class CrawlServer(ThreadingHTTPServer):
             self.bytes_sent = 0
 
 
+def lay_out(root: Path, dump: str, files: list[Path]) -> list[str]:
+    """Copy ``files`` into ``root`` as Common Crawl lays out a dump (one segment each) and write the
+    dump's ``warc.paths.gz`` listing; their paths under ``root``, in listing order."""
+    import gzip
+    import shutil
+
+    relative = [f"crawl-data/{dump}/segments/1700000000000.{i}/warc/{Path(f).name}" for i, f in enumerate(files)]
+    for rel, f in zip(relative, files):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(f, root / rel)
+    with gzip.open(root / "crawl-data" / dump / "warc.paths.gz", "wt") as out:
+        out.write("".join(r + "\n" for r in relative))
+    return relative
+
+
 @contextlib.contextmanager
 def serve(root: Path) -> Iterator[CrawlServer]:
     """A :class:`CrawlServer` of ``root`` running in a thread, shut down on exit."""

@@ -5,8 +5,6 @@ languages, a few deliberately wrong) and as CDXJ."""
 
 from __future__ import annotations
 
-import gzip
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ccserver import index_table, serve, write_cdxj
+from ccserver import index_table, lay_out, serve, write_cdxj
 from curation.extract import iter_records
 from curation.sources import commoncrawl as cc
 from curation.stats import StageStats
@@ -41,9 +39,7 @@ RELABEL = {
 @pytest.fixture(scope="module")
 def crawl(tmp_path_factory):
     root = tmp_path_factory.mktemp("cc-index").resolve()
-    for rel, name in zip(RELATIVE, FILES):
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(SAMPLE / "warc" / name, root / rel)
+    assert lay_out(root, DUMP, [SAMPLE / "warc" / name for name in FILES]) == RELATIVE
     table = index_table([(root / rel, rel) for rel in RELATIVE])
     rows = table.to_pylist()
     other = next(r["url"] for r in rows if r["fetch_status"] == 200 and r["content_mime_detected"] == "text/html"
@@ -256,8 +252,6 @@ def test_dry_run_shows_the_selection_and_what_it_saves(server, tmp_path, capsys)
     assert lines[3] == f"extract: dry run: a whole-file read would fetch: {whole / 1e6:,.1f} MB: {whole / fetch:.2f}x the bytes"
     assert not out.exists() and all(m == "HEAD" for m, _, _ in server.requests)
     # The dump's listing picks the files: the index is read for those only.
-    listing = server.root / "crawl-data" / DUMP / "warc.paths.gz"
-    listing.write_bytes(gzip.compress("\n".join(RELATIVE).encode()))
     assert main(["extract", "--cc-index", str(server.index), "--cc-dump", DUMP, "--cc-base-url", server.base_url, "--cc-first", "2",
                  "--output", str(out), "--dry-run"]) == 0
     assert " in 1 WARC file(s)" in capsys.readouterr().out

@@ -8,14 +8,13 @@ import gzip
 import hashlib
 import io
 import logging
-import shutil
 import tracemalloc
 from pathlib import Path
 
 import pytest
 from fastwarc.warc import ArchiveIterator, WarcRecordType
 
-from ccserver import serve
+from ccserver import lay_out, serve
 from curation.sources import commoncrawl as cc
 from storage import remote
 from storage.remote import RemoteFileError, open_remote
@@ -31,11 +30,7 @@ FAST = dict(retries=3, backoff_s=0.01, timeout_s=5)
 @pytest.fixture(scope="module")
 def crawl(tmp_path_factory):
     root = tmp_path_factory.mktemp("cc").resolve()
-    for rel, name in zip(RELATIVE, FILES):
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(SAMPLE / "warc" / name, root / rel)
-    with gzip.open(root / "crawl-data" / DUMP / "warc.paths.gz", "wt") as f:
-        f.write("".join(r + "\n" for r in RELATIVE))
+    assert lay_out(root, DUMP, [SAMPLE / "warc" / name for name in FILES]) == RELATIVE
     with serve(root) as server:
         yield server
 

@@ -80,6 +80,10 @@ class CCIndexConfig:
     # Codes as the filter writes them (lid.176's: en, zh) or ISO-639-3 (eng, zho); the default is
     # the filter's own languages. Empty: no language rule.
     languages: list[str] = field(default_factory=_filter_languages)
+    # Only the primary (first) language counts. CLD2 lists a page's languages by their share of
+    # its text, and a page in another language often has English menus, so English appears
+    # second in many labels; `make bench-commoncrawl` prints what each choice keeps and fetches.
+    primary_language_only: bool = False
     # Records the index gives no language (CLD2 undecided; dumps before CC-MAIN-2018-39): kept, so
     # the stage's own language id on the extracted text decides.
     unlabelled: bool = True
@@ -149,11 +153,10 @@ def listing(dump: str, base_url: str = DEFAULT_BASE_URL, first: int = 0, count: 
     return paths[first:stop]
 
 
-def warc_paths(dump: str, base_url: str = DEFAULT_BASE_URL, first: int = 0, count: int | None = None, kind: str = "warc",
-               *, retries: int = 5, backoff_s: float = 1.0, timeout_s: float = 60.0) -> list[str]:
-    """Full URLs (or local paths, for a mirror) of :func:`listing`'s files under ``base_url``."""
-    names = listing(dump, base_url, first, count, kind, retries=retries, backoff_s=backoff_s, timeout_s=timeout_s)
-    return [resolve(base_url, p) for p in names]
+def warc_paths(dump: str, base_url: str = DEFAULT_BASE_URL, *args, **kwargs) -> list[str]:
+    """Full URLs (or local paths, for a mirror) under ``base_url`` of :func:`listing`'s files
+    (same arguments)."""
+    return [resolve(base_url, p) for p in listing(dump, base_url, *args, **kwargs)]
 
 
 def listing_url(dump: str, base_url: str = DEFAULT_BASE_URL, kind: str = "warc") -> str:
@@ -265,6 +268,19 @@ def read_index(specs: list[str], cfg: CCIndexConfig, warc_files: Iterable[str] |
     return sel
 
 
+def check_selection(sel: Selection, cfg: CCIndexConfig, dump: str | None = None) -> None:
+    """Raise :class:`NothingSelected`, saying why and what to widen, where ``sel`` holds no record."""
+    if sel.records:
+        return
+    if not sel.rows:
+        where = f" about the --cc-dump {dump} files chosen (--cc-first/--cc-files)" if dump else ""
+        raise NothingSelected(f"the index ({sel.index_files} file(s)) has no row{where}: check --cc-index and --cc-dump")
+    why = ", ".join(f"{reason} {n:,}" for reason, n in sel.not_selected.items())
+    raise NothingSelected(f"the index selection matches none of its {sel.rows:,} rows (not selected: {why}); widen it with "
+                          f"--set cc_index.languages=[...] (now {cfg.languages}), cc_index.unlabelled, cc_index.statuses, "
+                          "cc_index.mime_types or cc_index.hosts")
+
+
 def _read_table(path: str):
     """One index file as a table of COLUMNS: Parquet (by its magic bytes) or CDXJ lines (gzip or not)."""
     import pyarrow as pa
@@ -346,7 +362,7 @@ def _select(table, cfg: CCIndexConfig, wanted: set[str] | None, sel: Selection, 
     if cfg.languages:
         codes = "|".join(sorted({re.escape(iso639_3(c)) for c in cfg.languages}))
         langs = table["content_languages"]
-        match = pc.fill_null(pc.match_substring_regex(langs, f"(^|,)({codes})(,|$)"), False)
+        match = pc.fill_null(pc.match_substring_regex(langs, f"{'^' if cfg.primary_language_only else '(^|,)'}({codes})(,|$)"), False)
         if cfg.unlabelled:
             match = pc.or_(match, pc.or_(pc.is_null(langs), pc.equal(pc.fill_null(langs, "x"), "")))
         rules.append(("language", match))
@@ -506,8 +522,9 @@ def describe(sel: Selection, cfg: CCIndexConfig, whole: int | None = None) -> li
     to fetch, and (given ``whole``, the files' total size) what a whole-file read would fetch."""
     fetch, requests = fetch_plan(sel, cfg)
     langs = ",".join(sorted({iso639_3(c) for c in cfg.languages})) or "any"
+    primary = " first" if cfg.primary_language_only and cfg.languages else ""
     lines = [f"index: {sel.index_files} file(s), {sel.rows:,} rows; selected {sel.records:,} records in {len(sel.files):,} WARC file(s)"
-             f" (status {cfg.statuses}, MIME {cfg.mime_types}, languages {langs}{' or none' if cfg.unlabelled and cfg.languages else ''}"
+             f" (status {cfg.statuses}, MIME {cfg.mime_types}, languages {langs}{primary}{' or none' if cfg.unlabelled and cfg.languages else ''}"
              f"{', hosts ' + str(cfg.hosts) if cfg.hosts else ''})"]
     if sel.not_selected:
         lines.append("not selected: " + ", ".join(f"{reason} {n:,}" for reason, n in sel.not_selected.items()))
