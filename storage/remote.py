@@ -418,6 +418,42 @@ class RangeReader:
                 self._attempts.total += 1
 
 
+class RangedFile(io.RawIOBase):
+    """A seekable read-only file over :class:`RangeReader` (a Parquet reader's random access to a
+    remote file, every read retried as above)."""
+
+    def __init__(self, url: str, retries: int = 5, backoff_s: float = 1.0, timeout_s: float = 60):
+        super().__init__()
+        self.reader = RangeReader(url, retries, backoff_s, timeout_s)
+        self.size = file_size(url, retries, backoff_s, timeout_s)
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buffer) -> int:
+        data = self.reader.read(self._pos, min(len(buffer), max(0, self.size - self._pos)))
+        buffer[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.reader.close()
+        super().close()
+
+
 def file_size(url: str, retries: int = 5, backoff_s: float = 1.0, timeout_s: float = 60) -> int:
     """The size in bytes of ``url`` (HTTP HEAD, or the store's metadata), retried as above."""
     if url.startswith(("http://", "https://")):

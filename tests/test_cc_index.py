@@ -127,6 +127,15 @@ def test_an_index_in_an_object_store(server, bucket):
     assert cc.read_index([f"{bucket}/cc-index/"], cc.CCIndexConfig()).files == _expected(server.table)
 
 
+def test_an_index_over_http_through_403_and_503(server):
+    part = sorted((server.index / "subset=warc").iterdir())[0]
+    url = server.base_url + str(part.relative_to(server.root))
+    server.faults["/" + str(part.relative_to(server.root))] = ["403", "503"]
+    sel = cc.read_index([url], cc.CCIndexConfig(), retries=FAST.retries, backoff_s=FAST.backoff_s)
+    assert sel.files == cc.read_index([str(part)], cc.CCIndexConfig()).files and sel.records > 0
+    assert [m for m, _, _ in server.requests[:3]] == ["HEAD"] * 3 and len(server.requests) > 3
+
+
 def _s3fs():
     from storage import io
 

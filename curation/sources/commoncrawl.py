@@ -235,10 +235,12 @@ class Selection:
 def read_index(specs: list[str], cfg: CCIndexConfig, warc_files: Iterable[str] | None = None,
                retries: int = 5, backoff_s: float = 1.0) -> Selection:
     """The records of the index files ``specs`` (files, globs, folders; local or object-store
-    URIs) that ``cfg`` selects; with ``warc_files``, only rows of those WARC files (paths as the
+    URIs; files over HTTP(S)) that ``cfg`` selects; with ``warc_files``, only rows of those WARC files (paths as the
     index names them). An index file that cannot be read raises :class:`IndexUnreadable`;
     reads that fail on the way (an endpoint shedding load) are retried like any other request."""
-    files, missing = pio.expand_inputs(specs, INDEX_SUFFIXES)
+    urls = [s for s in specs if s.startswith(("http://", "https://"))]  # files: HTTP lists no folders
+    files, missing = pio.expand_inputs([s for s in specs if s not in urls], INDEX_SUFFIXES)
+    files += urls
     if missing:
         spec, why = next(iter(sorted(missing.items())))
         raise IndexUnreadable(f"--cc-index {spec}: {why}")
@@ -250,10 +252,12 @@ def read_index(specs: list[str], cfg: CCIndexConfig, warc_files: Iterable[str] |
             continue
         for attempt in range(retries + 1):
             try:
-                table = _read_table(path)
+                table = _read_table(path, retries, backoff_s)
                 break
             except (IndexUnreadable, FileNotFoundError):
                 raise
+            except remote.RemoteFileError as e:  # retried already, request by request
+                raise IndexUnreadable(f"--cc-index {path}: {e}") from e
             except OSError as e:
                 if attempt == retries:
                     raise IndexUnreadable(f"--cc-index {path}: cannot be read after {retries} retries: {e}") from e
@@ -281,38 +285,42 @@ def check_selection(sel: Selection, cfg: CCIndexConfig, dump: str | None = None)
                           "cc_index.mime_types or cc_index.hosts")
 
 
-def _read_table(path: str):
+def _read_table(path: str, retries: int = 5, backoff_s: float = 1.0):
     """One index file as a table of COLUMNS: Parquet (by its magic bytes) or CDXJ lines (gzip or not)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    fs, inner = pio.filesystem(path)
+    def opened():
+        if path.startswith(("http://", "https://")):  # Common Crawl's endpoint: every read retried
+            return remote.RangedFile(path, retries, backoff_s)
+        fs, inner = pio.filesystem(path)
+        return fs.open_input_file(inner)
+
     try:
-        with fs.open_input_file(inner) as f:
+        with opened() as f:
             head = f.read(4)
     except FileNotFoundError as e:
         raise IndexUnreadable(f"--cc-index {path}: no such file") from e
-    if head == b"PAR1":
-        try:
-            with fs.open_input_file(inner) as f:
-                schema = pq.read_schema(f)
-                lacking = [c for c in COLUMNS if c not in schema.names]
-                if lacking:
-                    raise IndexUnreadable(f"--cc-index {path}: a Parquet file without the columnar index's column(s) {', '.join(lacking)} "
-                                          f"(it has {', '.join(schema.names[:12])}{' ...' if len(schema.names) > 12 else ''})")
-                return pq.read_table(f, columns=list(COLUMNS))
-        except pa.ArrowInvalid as e:
-            raise IndexUnreadable(f"--cc-index {path}: not a readable Parquet file ({e})") from e
-    return _read_cdxj(path, fs, inner)
+    if head != b"PAR1":
+        with opened() as f:
+            return _read_cdxj(path, f.read())
+    try:
+        with opened() as f:
+            schema = pq.read_schema(f)
+            lacking = [c for c in COLUMNS if c not in schema.names]
+            if lacking:
+                raise IndexUnreadable(f"--cc-index {path}: a Parquet file without the columnar index's column(s) {', '.join(lacking)} "
+                                      f"(it has {', '.join(schema.names[:12])}{' ...' if len(schema.names) > 12 else ''})")
+            return pq.read_table(f, columns=list(COLUMNS))
+    except pa.ArrowInvalid as e:
+        raise IndexUnreadable(f"--cc-index {path}: not a readable Parquet file ({e})") from e
 
 
-def _read_cdxj(path: str, fs, inner: str):
+def _read_cdxj(path: str, data: bytes):
     import pyarrow as pa
 
     columns: dict[str, list] = {c: [] for c in COLUMNS}
     bad = good = 0
-    with fs.open_input_stream(inner, compression=None) as raw:
-        data = raw.read()
     if data[:2] == b"\x1f\x8b":
         try:
             data = gzip.decompress(data)
