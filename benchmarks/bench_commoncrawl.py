@@ -155,7 +155,8 @@ def _write_warc(path: Path, pages: list[dict]) -> None:
                                                 warc_headers_dict={"WARC-Date": date, "WARC-Record-ID": rid}))
             meta = f"fetchTimeMs: {50 + i % 400}\r\n"
             if "html" in p["ctype"]:
-                meta += f"languages-cld2: {json.dumps({'languages': (cld2_languages(p['body']) or '').split(',')})}\r\n"
+                charset = p["ctype"].partition("charset=")[2] or None
+                meta += f"languages-cld2: {json.dumps({'languages': (cld2_languages(p['body'], charset) or '').split(',')})}\r\n"
             w.write_record(w.create_warc_record(p["url"], "metadata", payload=io.BytesIO(meta.encode()),
                                                 warc_content_type="application/warc-fields", warc_headers_dict={"WARC-Date": date}))
     tmp.rename(path)

@@ -207,18 +207,23 @@ def _responses(records):
             "fetch_status": http.status_code if http is not None else None,
             "content_digest": rec.headers.get("WARC-Payload-Digest"), "content_mime_type": mime,
             "content_mime_detected": "text/html" if looks_html else mime, "content_charset": None,
-            "content_languages": cld2_languages(body) if looks_html else None,
+            "content_languages": cld2_languages(body, rec.http_charset) if looks_html else None,
         }
 
 
-def cld2_languages(payload: bytes) -> str | None:
+def cld2_languages(payload: bytes, charset: str | None = None) -> str | None:
     """CLD2's languages of an HTML payload (up to three, primary first) as ISO-639-3 codes, as
-    Common Crawl's index gives them; None where CLD2 finds none."""
+    Common Crawl's index gives them: on the page converted to UTF-8 from its charset (the HTTP
+    header's, else the page's own declaration or detection); None where CLD2 finds none."""
     import pycld2
 
+    from curation.extract.html import Undecodable, decode_html
     from curation.sources.commoncrawl import iso639_3
 
-    text = payload.decode("utf-8", "replace").encode("utf-8")
+    try:
+        text = decode_html(payload, charset)[0].encode("utf-8", "replace")
+    except Undecodable:
+        text = payload.decode("utf-8", "replace").encode("utf-8")
     try:
         _, _, details = pycld2.detect(text, isPlainText=False)
     except pycld2.error:
