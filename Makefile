@@ -45,8 +45,9 @@ submit: install
 bench-extract: install
 	$(PY) benchmarks/bench_extract.py
 
+# Common Crawl's index and byte ranges against whole-file reads with the pre-pass (needs ../shared/data)
 bench-commoncrawl: install
-	$(PY) benchmarks/bench_commoncrawl.py
+	$(PY) benchmarks/bench_commoncrawl.py $(CC_BENCH)
 
 clean:
 	rm -rf $(OUT)

@@ -48,6 +48,10 @@ class ExtractSection:
     cc_base_url: Optional[str] = None
     cc_first: int = 0
     cc_files: Optional[int] = None
+    # Common Crawl's index (columnar Parquet or CDXJ files, local or on an object store): only the
+    # records it selects are read, by byte ranges (of the cc_dump range's files when one is
+    # given). The selection's settings are config.cc_index; its languages are the filter's.
+    cc_index: list[str] = field(default_factory=list)
     # Files processed at once (None: one per CPU of the Ray cluster).
     workers: Optional[int] = None
     # The extractor's cheap pre-pass (curation/extract/prefilter.py): pages that cannot pass the

@@ -232,36 +232,43 @@ def stage_inputs(stage: str, paths: dict[str, str]) -> list[str]:
 
 
 def extract_config(cfg: PipelineConfig) -> Any:
-    """The extract stage's config: the section's, with the pre-pass taken from the filter's own
-    settings (one setting feeds both)."""
+    """The extract stage's config: the section's, with the pre-pass's and the index selection's
+    languages (and the pre-pass's minimum length) taken from the filter's own settings (one
+    setting feeds both stages)."""
     from curation.extract.prefilter import PrefilterConfig
+    from curation.sources.commoncrawl import CCIndexConfig
 
     own, default = cfg.extract.config.prefilter, PrefilterConfig()
     given = [f"prefilter.{k}" for k in ("enabled", "languages", "min_words") if getattr(own, k) != getattr(default, k)]
+    if cfg.extract.config.cc_index.languages != CCIndexConfig().languages:
+        given.append("cc_index.languages")
     if given:
         raise config_mod.ConfigError(
-            f"extract.config gives {', '.join(given)}: in a pipeline run the pre-pass is `extract.prefilter: true` and takes "
-            "the filter's languages and minimum length; set those once, in filter.config (language.keep, gopher_quality.min_words)")
-    if not cfg.extract.prefilter:
-        return cfg.extract.config
+            f"extract.config gives {', '.join(given)}: in a pipeline run the pre-pass is `extract.prefilter: true`, and it and the "
+            "index selection take the filter's languages and minimum length; set those once, in filter.config (language.keep, "
+            "gopher_quality.min_words)")
     f = cfg.filter.config
     disabled = set(f.disabled_rules)
     # A rule the filter does not apply must not drop pages here either.
-    prefilter = dataclasses.replace(own, enabled=True, languages=[] if "language" in disabled else list(f.language.keep),
+    languages = [] if "language" in disabled else list(f.language.keep)
+    ecfg = dataclasses.replace(cfg.extract.config, cc_index=dataclasses.replace(cfg.extract.config.cc_index, languages=languages))
+    if not cfg.extract.prefilter:
+        return ecfg
+    prefilter = dataclasses.replace(own, enabled=True, languages=languages,
                                     min_words=0 if "gopher_word_count" in disabled else f.gopher_quality.min_words)
-    return dataclasses.replace(cfg.extract.config, prefilter=prefilter)
+    return dataclasses.replace(ecfg, prefilter=prefilter)
 
 
 def _extract(cfg: PipelineConfig, paths: dict[str, str]) -> int:
     from pipelines.extract import extract, resolve_inputs
 
     e = cfg.extract
-    if not e.inputs and not e.cc_dump:
-        raise StageFailed("extract: the config gives neither extract.inputs nor extract.cc_dump")
+    if not e.inputs and not e.cc_dump and not e.cc_index:
+        raise StageFailed("extract: the config gives none of extract.inputs, extract.cc_dump, extract.cc_index")
     ecfg = extract_config(cfg)
-    inputs, missing, cc = resolve_inputs(e.inputs, e.cc_dump, e.cc_base_url, e.cc_first, e.cc_files)
+    inputs, missing, cc, selection = resolve_inputs(e.inputs, e.cc_dump, e.cc_base_url, e.cc_first, e.cc_files, e.cc_index, ecfg.cc_index)
     _settings("extract", ecfg)
-    return extract(inputs, paths["extract"], ecfg, dump=e.cc_dump, cc=cc, workers=e.workers, missing=missing)
+    return extract(inputs, paths["extract"], ecfg, dump=e.cc_dump, cc=cc, workers=e.workers, missing=missing, selection=selection)
 
 
 def _dedup(cfg: PipelineConfig, paths: dict[str, str]) -> int:
