@@ -23,6 +23,7 @@ from curation.schema import DOCUMENT_SCHEMA
 from curation.stats import StageStats
 from pipelines import commoncrawl, config
 from storage import io
+from storage.errors import UserError
 from pipelines.cli import add_config_arguments
 from pipelines.stage import Resources, Runner
 
@@ -52,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         inputs, missing, cc_cfg = resolve_inputs(args.input, args.cc_dump, args.cc_base_url, args.cc_first, args.cc_files)
+    except UserError:  # an input that is not there: cli says it
+        raise
     except (OSError, ValueError) as e:
         print(f"extract: cannot list Common Crawl files: {e}", file=sys.stderr)
         return 2

@@ -99,7 +99,6 @@ def filter_documents(inputs: list[str], output: str, cfg: FilterConfig, rejects:
     model = _model_path(cfg)
     blocklist_text = _read_blocklist(cfg.blocklist.path)
     files, missing = io.expand_inputs(inputs, (".parquet",))
-    files = [f for f in files if not os.path.basename(f).startswith(".")]
     names = _shard_names(files)
     folders = signal_folders(output, cfg, model)
     contamination = _contamination_index(cfg)
