@@ -21,8 +21,11 @@ Two phases of Ray tasks, one task per input shard in each, handing off through f
 
 ``--set preset=fineweb`` (or ``gopher``, ``c4``) applies that preset's settings under the config
 file and the other ``--set`` values (``load_config``). ``quality.top_fraction`` needs one
-corpus-wide number between the phases (``quality_cut``): one task per shard collects the model
-scores of the documents that pass every other rule, and the driver keeps the top fraction of them.
+corpus-wide number between the phases (``quality_cut``): one task per shard finds the model
+scores of the documents that pass every other rule and keeps them beside the output
+(``_quality_cut/``, removed afterwards); rounds of tasks then count them by their leading bits
+until the cut is found exactly (``curation.filter.cut``): the driver holds 256 counts per shard,
+never the scores.
 Each phase runs on the stage runner (:mod:`pipelines.stage`): a re-run skips the shards done
 under the same settings, and decides every shard again when the decision settings changed
 (recorded in ``<output>/decision.json``).
@@ -40,14 +43,14 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from curation import decontam
 from curation.decontam import ContaminationIndex
 from curation.filter import FilterConfig, decide_table
+from curation.filter import cut as qcut
 from curation.filter.blocklist import parse_blocklist
 from curation.filter.config import PRESETS, families, family_settings
-from curation.filter.documents import base_table, combine_signals, decisions, family_table
+from curation.filter.documents import base_table, combine_signals, decontaminate, family_table
 from curation.filter.rules import check_rule_names
 from curation.schema import validate
 from curation.stats import StageStats
@@ -101,7 +104,7 @@ def filter_documents(inputs: list[str], output: str, cfg: FilterConfig, rejects:
     files, missing = io.expand_inputs(inputs, (".parquet",))
     names = _shard_names(files)
     folders = signal_folders(output, cfg, model)
-    contamination = _contamination_index(cfg)
+    contamination = decontam.contamination_index(cfg.decontamination)
     runner = Runner(NAME, output, failed=missing)
     total = runner.stats
     # 1. score (each family cached by its signal settings)
@@ -115,7 +118,7 @@ def filter_documents(inputs: list[str], output: str, cfg: FilterConfig, rejects:
     ok = [i for i, t in enumerate(score_tasks) if t["path"] not in total.failed_files]
 
     # between the phases: the corpus-wide quality cut
-    cut, ok = quality_cut(cfg, model, score_tasks, ok, blocklist_text, workers, runner, contamination)
+    cut, ok = quality_cut(cfg, model, score_tasks, ok, blocklist_text, workers, runner, contamination, io.join(output, "_quality_cut"))
 
     # 2. decide (again for every shard when the decision settings changed)
     decision = {"config": dataclasses.asdict(cfg), "blocklist": io.json_digest(blocklist_text), "quality_cut": cut,
@@ -151,12 +154,13 @@ def signal_folders(output: str, cfg: FilterConfig, model: str | None) -> dict[st
 
 def quality_cut(
     cfg: FilterConfig, model: str | None, score_tasks: list[dict[str, Any]], ok: list[int], blocklist_text: str,
-    workers: Resources, runner: Runner, contamination: ContaminationIndex | None = None,
+    workers: Resources, runner: Runner, contamination: ContaminationIndex | None = None, scratch: str | None = None,
 ) -> tuple[float | None, list[int]]:
     """(the model-score cut in force, the shards of ``ok`` still to decide). ``quality.top_fraction``
-    runs one task per shard (at most ``workers`` at once) collecting the scores of the documents
-    that pass every other rule, decontamination included (``contamination``); a shard whose task
-    fails is named in ``failed_files``, counted (``failed_tasks.quality_cut``) and left out."""
+    runs one task per shard (at most ``workers`` at once) finding the scores of the documents that
+    pass every other rule, decontamination included (``contamination``), then the rounds of
+    :class:`curation.filter.cut.TopFractionCut`; a shard whose first task fails is named in
+    ``failed_files``, counted (``failed_tasks.quality_cut``) and left out."""
     cut = cfg.quality.threshold
     if cfg.quality.top_fraction is None:
         if cut is not None and not model:
@@ -164,17 +168,27 @@ def quality_cut(
         return cut, ok
     if not model:
         raise config.ConfigError("quality.top_fraction needs a quality model (quality.model)")
-    items = [score_tasks[i] | {"blocklist": blocklist_text} for i in ok]
+    select = qcut.TopFractionCut(cfg.quality.top_fraction)
+    items = [score_tasks[i] | {"blocklist": blocklist_text, "keys": io.join(scratch, score_tasks[i]["name"] + ".arrow"),
+                               "query": select.query() or {"bits": 0, "prefix": 0}} for i in ok]
     results = runner.run(_candidate_scores, items, contamination, phase="quality cut", resources=workers, merge=False, mark=False)
-    scores, kept = [], []
-    for i, res in zip(ok, results):
+    kept, answers = [], []
+    for i, item, res in zip(ok, items, results):
         if isinstance(res, runtime.TaskFailure):
             runner.stats.failed_files[score_tasks[i]["path"]] = f"quality cut: {res.error}"
             runner.stats.add("failed_tasks.quality_cut")
         else:
-            scores.append(np.asarray(res["scores"], dtype=np.float64))
-            kept.append(i)
-    return _top_fraction_cut(np.concatenate(scores or [np.zeros(0)]), cfg.quality.top_fraction), kept
+            kept.append((i, item))
+            answers.append(res)
+    if not select.done:
+        select.add(answers)
+    while select.query() is not None:
+        query = select.query()
+        answers = runner.run(_cut_round, [item | {"query": query} for _, item in kept], phase="quality cut", resources=workers,
+                             merge=False, mark=False, required=True, desc=f"{NAME}: quality cut, round {select.bits // qcut.DIGIT_BITS + 1}")
+        select.add(answers)
+    io.remove_tree(scratch)
+    return select.cut, [i for i, _ in kept]
 
 
 # ---- tasks ------------------------------------------------------------------------------------
@@ -234,28 +248,19 @@ def _read_signals(task: dict[str, Any]) -> tuple[pa.Table, float]:
 
 
 def _candidate_scores(task: dict[str, Any], contamination: ContaminationIndex | None = None) -> dict:
-    """Quality scores of the documents of a shard that pass every rule but the model's (the
-    documents decontamination will drop are no candidates: the cut is a fraction of what stays)."""
-    cfg = _cfg(task["cfg"])
+    """The shard's candidate scores (``curation.filter.cut.candidate_scores``), kept as sorted
+    order keys for the later rounds, and its answer to the first round."""
     signals, _ = _read_signals(task)
     docs = io.read_parquet(task["path"], columns=["url"] if contamination is None else ["url", "text"])
-    urls = docs.column("url").to_pylist()
-    passing = np.array([r is None for r in decisions(signals, urls, cfg, parse_blocklist(task["blocklist"]), None)], dtype=bool)
-    if contamination is not None and passing.any():
-        rows = np.flatnonzero(passing)
-        texts = docs.column("text").take(pa.array(rows)).to_pylist()
-        passing[rows] = [contamination.find(t) is None for t in texts]
-    scores = signals.column("quality_score").to_numpy(zero_copy_only=False)
-    return {"scores": scores[passing & ~np.isnan(scores)].astype(np.float64)}
+    scores = qcut.candidate_scores(signals, docs, _cfg(task["cfg"]), task["blocklist"], contamination)
+    keys = np.sort(qcut.order_keys(scores))
+    io.write_arrow(pa.table({"key": pa.array(keys, pa.uint64())}), task["keys"])
+    return qcut.answer(keys, task["query"])
 
 
-def _top_fraction_cut(scores: np.ndarray, fraction: float) -> float | None:
-    """The score at or above which the top ``fraction`` of the documents lie (deterministic)."""
-    if not len(scores) or fraction >= 1:
-        return None
-    ordered = np.sort(scores)[::-1]
-    k = max(1, int(np.ceil(fraction * len(ordered))))
-    return float(ordered[k - 1])
+def _cut_round(task: dict[str, Any], _config: None = None) -> dict:
+    """A later round of the select over the shard's kept keys."""
+    return qcut.answer(io.read_arrow(task["keys"]).column("key").to_numpy(), task["query"])
 
 
 def _decide_shard(task: dict[str, Any], contamination: ContaminationIndex | None = None) -> dict:
@@ -264,7 +269,7 @@ def _decide_shard(task: dict[str, Any], contamination: ContaminationIndex | None
     docs = io.read_parquet(task["path"])
     signals, score_cpu = _read_signals(task)
     kept, dropped, stats = decide_table(docs, signals, cfg, parse_blocklist(task["blocklist"]), task["cut"])
-    kept, dropped = _decontaminate(kept, dropped, stats, contamination, cfg)
+    kept, dropped = decontaminate(kept, dropped, stats, contamination, cfg)
     stats.add("cpu_seconds_score", score_cpu)
     stats.check()
     stats.add("cpu_seconds_decide", time.process_time() - cpu)
@@ -273,56 +278,6 @@ def _decide_shard(task: dict[str, Any], contamination: ContaminationIndex | None
         io.write_parquet(dropped, task["rejects"])
     io.write_parquet(kept, task["out"])
     return stats.to_dict()
-
-
-# ---- decontamination --------------------------------------------------------------------------
-
-def _contamination_index(cfg: FilterConfig) -> ContaminationIndex | None:
-    """The n-gram index of the evaluation sets (built once, here in the driver), or None when off."""
-    if not cfg.decontamination.enabled:
-        return None
-    try:
-        return ContaminationIndex.from_files(cfg.decontamination, read=_read_bytes)
-    except (OSError, ValueError) as e:
-        raise config.ConfigError(str(e)) from None
-
-
-def _read_bytes(path: str) -> bytes:
-    with io.open_input(path) as f:
-        return f.read()
-
-
-def _decontaminate(kept: pa.Table, dropped: pa.Table, stats: StageStats, index: ContaminationIndex | None,
-                   cfg: FilterConfig) -> tuple[pa.Table, pa.Table]:
-    """Move the kept documents that share an n-gram with an evaluation set to the dropped ones
-    (``filter_reason`` = ``contamination``), counting them per set with an example match."""
-    if index is None or not kept.num_rows:
-        return kept, dropped
-    texts = kept.column("text").to_pylist()
-    matches = [index.find(t) for t in texts]
-    hit = [m is not None for m in matches]
-    if not any(hit):
-        return kept, dropped
-    ids, langs = kept.column("id").to_pylist(), kept.column("language").to_pylist()
-    urls = kept.column("url").to_pylist() if "url" in kept.column_names else [None] * kept.num_rows
-    for m, doc_id, lang, url, text in zip(matches, ids, langs, urls, texts):
-        if m is None:
-            continue
-        stats.output -= 1  # decide_table counted it kept
-        decontam.count(stats, m, id=doc_id, url=url)
-        stats.add(f"dropped.{lang if lang in cfg.language.keep else 'other'}.{decontam.REASON}")
-        stats.add("bytes_out", -len(text.encode("utf-8")))
-    mask = pa.array(hit, pa.bool_())
-    moved = _with_reason(kept.filter(mask), decontam.REASON)
-    return kept.filter(pc.invert(mask)), pa.concat_tables([dropped, moved.cast(dropped.schema)])
-
-
-def _with_reason(table: pa.Table, reason: str) -> pa.Table:
-    meta = table.column("metadata").combine_chunks()
-    fields = list(meta.type)
-    children = [meta.field(i) for i in range(meta.type.num_fields)]
-    children[meta.type.get_field_index("filter_reason")] = pa.array([reason] * table.num_rows, pa.string())
-    return table.set_column(table.column_names.index("metadata"), "metadata", pa.StructArray.from_arrays(children, fields=fields))
 
 
 # ---- helpers ----------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from curation.decontam import contamination_index
 from curation.stats import StageStats
 from pipelines.cli import add_config_arguments
 from pipelines.pretrain import Launch, add_launcher_arguments
@@ -167,25 +168,6 @@ def decontamination_config(args: argparse.Namespace):
 
     over = {k[len(_DECONT):]: v for k, v in config_mod.parse_overrides(args.overrides).items() if k.startswith(_DECONT)}
     return config_mod.load(DecontaminationConfig, None, over)
-
-
-def contamination_index(cfg):
-    """The evaluation-set index the records are checked against (``cfg``: a
-    ``curation.decontam.DecontaminationConfig``); None when switched off."""
-    from curation.decontam import ContaminationIndex
-    from pipelines import config as config_mod
-
-    if not cfg.enabled:
-        return None
-
-    def read(path: str) -> bytes:
-        with io.open_input(path) as f:
-            return f.read()
-
-    try:
-        return ContaminationIndex.from_files(cfg, read=read)
-    except (OSError, ValueError) as e:
-        raise config_mod.ConfigError(str(e)) from None
 
 
 def check_tokenizer(tokenizer_path: str, run_cfg: dict[str, Any]) -> int:
