@@ -199,7 +199,10 @@ class EvalRepetition:
         import pyarrow as pa
 
         from pipelines.finetune import tokenizer_file
+        from tokenizer import load
+        from training.checkpoint import resolve_checkpoint
 
+        load(tokenizer_file(args.tokenizer)), resolve_checkpoint(args.checkpoint)  # missing ones: one line, before any task
         prompts, missing, stats = _prompts(args.prompts)
         stats.failed_files.update(missing)
         if args.limit:
