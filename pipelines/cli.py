@@ -17,6 +17,7 @@ STAGES = [
     "pipelines.extract",
     "pipelines.dedup",
     "pipelines.dedup_stats",
+    "pipelines.dedup_explain",
     "pipelines.filter",
     "pipelines.remix",
     "pipelines.train_tokenizer",
