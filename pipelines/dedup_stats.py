@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from curation.dedup import explain as ex
 from curation.dedup import stats as st
+from curation.dedup.stats import print_report, write_report  # noqa: F401 - with build_report, the report's API
 from pipelines import runtime
 from storage import io
 

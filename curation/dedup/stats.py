@@ -65,9 +65,10 @@ def domain(url: str) -> str:
 # ---- units over duplicates.parquet ----------------------------------------------------------
 
 
-def duplicate_units(output: str, rows_per_unit: int = ROWS_PER_UNIT) -> tuple[list[dict[str, Any]], int]:
+def duplicate_units(output: str, rows_per_unit: int | None = None) -> tuple[list[dict[str, Any]], int]:
     """(units of whole row groups of ``duplicates.parquet``, its row count); each unit knows the
     file position of its first row."""
+    rows_per_unit = rows_per_unit or ROWS_PER_UNIT
     path = io.join(output, layout.DUPLICATES_FILE)
     fs, p = io.filesystem(path)
     with fs.open_input_file(p) as f:
