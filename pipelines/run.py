@@ -222,9 +222,10 @@ def _settings(stage: str, cfg: Any) -> None:
 # ---- the curation stages: each stage's function with its typed config ----
 
 def dedup_inputs(cfg: PipelineConfig, paths: dict[str, str]) -> list[str]:
-    """The extracted pages (when the run extracts any) and the imported documents (when it imports any)."""
+    """The extracted pages (when the run extracts any), the imported documents (when it imports
+    any) and the document shards given as ``dedup.inputs``."""
     extracts = bool(cfg.extract.inputs or cfg.extract.cc_dump)
-    return ([paths["extract"]] if extracts else []) + ([paths["import"]] if cfg.import_jsonl.inputs else [])
+    return ([paths["extract"]] if extracts else []) + ([paths["import"]] if cfg.import_jsonl.inputs else []) + list(cfg.dedup.inputs)
 
 
 def stage_inputs(stage: str, paths: dict[str, str]) -> list[str]:
