@@ -365,21 +365,15 @@ def plots(r: dict[str, Any]) -> dict[str, bytes]:
     ax.bar(x, exact, bottom=kept, label="exact duplicate")
     ax.bar(x, near, bottom=np.add(kept, exact), label="near duplicate")
     ax.set_xticks(x, dumps, rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel("documents")
-    ax.legend(fontsize=8)
-    ax.set_title("per dump")
-    figs["per_dump.png"] = png(fig)
+    figs["per_dump.png"] = _labelled(fig, ax, None, "documents", "per dump", legend=True)
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     curve = r["k_dump_curve"]
     ax.plot([p["k"] for p in curve], [100 * p["removed_fraction"] for p in curve], "o-", label="this corpus")
     ax.plot(list(REPORT_CURVE), [100 * v for v in REPORT_CURVE.values()], "s--", alpha=0.6, label="DeepSeek LLM report")
     ax.set_xscale("log")
-    ax.set_xlabel("dumps deduplicated together (k)")
-    ax.set_ylabel("% documents removed")
-    ax.legend(fontsize=8)
-    ax.set_title("removed fraction vs number of dumps")
-    figs["k_dump_curve.png"] = png(fig)
+    figs["k_dump_curve.png"] = _labelled(fig, ax, "dumps deduplicated together (k)", "% documents removed",
+                                         "removed fraction vs number of dumps", legend=True)
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     cd = r["cross_dump"]
@@ -387,30 +381,32 @@ def plots(r: dict[str, Any]) -> dict[str, bytes]:
     im = ax.imshow(m if m.size else np.zeros((1, 1)), cmap="viridis")
     ax.set_yticks(range(len(cd["rows"])), cd["rows"], fontsize=7)
     ax.set_xticks(range(len(cd["cols"])), cd["cols"], fontsize=7, rotation=30, ha="right")
-    ax.set_ylabel("removed from")
-    ax.set_xlabel("kept in")
     fig.colorbar(im)
-    ax.set_title("cross-dump duplicates")
-    figs["cross_dump.png"] = png(fig)
+    figs["cross_dump.png"] = _labelled(fig, ax, "kept in", "removed from", "cross-dump duplicates")
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     sizes = {int(k): v for k, v in r["cluster_sizes"].items()}
     ax.bar(list(sizes), list(sizes.values()))
     ax.set_yscale("log")
-    ax.set_xlabel("cluster size (documents, every generation)")
-    ax.set_ylabel("clusters")
-    ax.set_title("cluster sizes")
-    figs["cluster_sizes.png"] = png(fig)
+    figs["cluster_sizes.png"] = _labelled(fig, ax, "cluster size (documents, every generation)", "clusters", "cluster sizes")
 
     h = r["similarity"]
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.bar(h["bins"][:-1], h["counts"], width=np.diff(h["bins"]), align="edge")
     ax.axvline(h["min_similarity"], color="k", ls="--", lw=1)
-    ax.set_xlabel(f"removed-to-kept similarity ({h['measure']})")
-    ax.set_ylabel("removed documents")
-    ax.set_title("similarity of each removal to its kept document")
-    figs["similarity.png"] = png(fig)
+    figs["similarity.png"] = _labelled(fig, ax, f"removed-to-kept similarity ({h['measure']})", "removed documents",
+                                       "similarity of each removal to its kept document")
     return figs
+
+
+def _labelled(fig, ax, x: str | None, y: str, title: str, legend: bool = False) -> bytes:
+    if x:
+        ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    ax.set_title(title)
+    if legend:
+        ax.legend(fontsize=8)
+    return png(fig)
 
 
 def samples_html(samples: list[dict[str, Any]]) -> str:
