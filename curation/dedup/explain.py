@@ -206,7 +206,7 @@ def shorten(spans: Sequence[Sequence[str]], context: int = 12, longest: int = 80
         if op == "equal":
             w = a.split()
             if len(w) > 2 * context + 3:
-                a = f"{' '.join(w[:context])} … ({len(w) - 2 * context:,} identical words) … {' '.join(w[-context:])}"
+                a = f"{' '.join(w[:context])} … ({len(w) - 2 * context:,} identical words left out) … {' '.join(w[-context:])}"
             out.append((op, a, a))
         else:
             out.append((op, _clip(a, longest), _clip(b, longest)))

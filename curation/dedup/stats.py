@@ -422,7 +422,7 @@ def samples_html(samples: list[dict[str, Any]]) -> str:
         parts.append(f"<h3>{s['why']}: {s['cluster_size']:,} documents</h3>" + rh.table(
             ["", "removed copy", "kept document"],
             [["id", s["removed_id"], s["kept_id"]], ["URL", s["removed_url"], s["kept_url"]], ["dump", s["removed_dump"], s["kept_dump"]],
-             ["decision", s["reason"], "kept"], ["Jaccard (true / MinHash estimate)", f"{s['true_jaccard']:.3f}", f"{s['estimated_jaccard']:.3f}"]]))
+             ["decision", s["reason"], "kept"]]) + f"<p>Jaccard of the two texts {s['true_jaccard']:.3f}, MinHash estimate {s['estimated_jaccard']:.3f}.</p>")
         parts.append(rh.marked_pair("removed copy", "kept document", ex.shorten(s["spans"])))
     return "".join(parts)
 
