@@ -49,7 +49,7 @@ def labelled(ray_session, tmp_path_factory):
     ids = [d["id"] for d in docs]
     truth = {frozenset((ids[a], ids[b])): x for a, b, x in zip(i.tolist(), j.tolist(), jac.tolist())}
     ex.build_lookup(out)
-    return out, docs, truth
+    return out, docs, truth, inputs
 
 
 def _reference(out: str, stats: dict) -> dict:
@@ -80,7 +80,7 @@ def test_statistics_in_units_equal_the_whole_files(labelled, tmp_path):
     URLs (ties in first-appearance order) and k-dump curve as the whole files at once."""
     from pipelines import dedup_stats
 
-    out, _, _ = labelled
+    out, _, _, _ = labelled
     stats = ex.read_stats(out)
     ref = _reference(out, stats)
     small = str(tmp_path / "small")
@@ -117,7 +117,7 @@ def test_statistics_in_units_equal_the_whole_files(labelled, tmp_path):
 def test_the_sample_of_clusters_shows_the_truth_side_by_side(labelled, tmp_path, capsys):
     from pipelines import dedup_stats
 
-    out, _, truth = labelled
+    out, _, truth, _ = labelled
     dedup_stats.report(out, str(tmp_path / "report"))
     r = json.loads((tmp_path / "report" / "report.json").read_text())
     assert "sample" not in json.dumps(r)  # report.json keeps its figures; the sample is a page of its own
@@ -138,7 +138,7 @@ def test_explain_names_the_kept_document_and_the_true_jaccard(labelled, capsys):
     dedup kept for it, the MinHash estimate dedup compared, and the corpus's true Jaccard."""
     from pipelines.cli import main
 
-    out, docs, truth = labelled
+    out, docs, truth, _ = labelled
     rows = [r for r in pq.read_table(os.path.join(out, "duplicates.parquet")).to_pylist() if r["reason"] == "near_duplicate"]
     assert len(rows) > 20
     for row in rows[:12]:
@@ -159,7 +159,7 @@ def test_explain_names_the_kept_document_and_the_true_jaccard(labelled, capsys):
 def test_explain_finds_every_chain_split(labelled):
     """The members the chain check split off, as explain sees them from the components of the
     published graph, are as many as the stage counted; one of them is explained as such."""
-    out, _, _ = labelled
+    out, _, _, _ = labelled
     stats = ex.read_stats(out)
     look = ex.Lookup.open(out)
     dups = {r["removed_id"]: r["kept_id"] for r in pq.read_table(os.path.join(out, "duplicates.parquet")).to_pylist()}
@@ -181,7 +181,7 @@ def test_explain_finds_every_chain_split(labelled):
 def test_explain_reads_an_output_on_a_bucket(labelled, bucket, tmp_path):
     """The same output published on S3 (its index and the input shards beside it): the lookup is
     built there and the explanation is the local one."""
-    out, _, _ = labelled
+    out, _, _, _ = labelled
     stats = ex.read_stats(out)
     index = stats["dedup"]["index"]
     remote = f"{bucket}/dedup"
@@ -206,3 +206,21 @@ def test_explain_reads_an_output_on_a_bucket(labelled, bucket, tmp_path):
     (local,), (there,) = ex.explain(out, row["removed_id"]), ex.explain(remote, row["removed_id"])
     for key in ("decision", "kept", "cluster_size", "cluster_dumps", "estimated_jaccard", "true_jaccard", "spans", "chain_split"):
         assert there.get(key) == local.get(key), key
+
+
+def test_explain_across_generations(labelled, tmp_path):
+    """Two dumps, then the third against their index: a document the second run retracted is
+    explained as replaced by its newer copy, one the first run removed as that run's decision."""
+    from pipelines.dedup import dedup
+
+    _, _, _, inputs = labelled
+    index, first, second = str(tmp_path / "index"), str(tmp_path / "g0"), str(tmp_path / "g1")
+    assert dedup(inputs[:2], first, DedupConfig(), index=index) == 0
+    assert dedup(inputs[2:], second, DedupConfig(), index=index) == 0
+    ex.build_lookup(second)
+    retracted = next(r for r in pq.read_table(os.path.join(second, "duplicates.parquet")).to_pylist() if r["retracted"])
+    (e,) = ex.explain(second, retracted["removed_id"])
+    assert e["generation"] == 0 and e["kept"]["id"] == retracted["kept_id"] and "newer copy replaces it" in e["where"]
+    earlier = pq.read_table(os.path.join(first, "duplicates.parquet")).to_pylist()[0]
+    (e,) = ex.explain(second, earlier["removed_id"])
+    assert e["decision"] == earlier["reason"] and "removed by the run of generation 0" in e["where"] and "chain_split" not in e

@@ -471,6 +471,9 @@ def explain_node(output: str, stats: dict[str, Any], look: Lookup, node: int) ->
             e.update(decision=old["reason"], kept_id=old["kept_id"], cluster_size=old["cluster_size"], similarity=old["similarity"],
                      where=f"removed by the run of generation {g} ({earlier})")
             kept_id = old["kept_id"]
+            newer = _duplicate_row(output, kept_id)
+            if newer is not None:  # its kept document was replaced by this run's newer copy
+                e["where"] += f"; that run's kept document was replaced by this run's {newer['kept_id']} ({newer['kept_dump']})"
         else:
             e.update(decision="kept", where=f"kept by the run of generation {g}" + (f" ({earlier})" if earlier else ""))
     center = me["id"] if kept_id is None else kept_id
@@ -484,10 +487,12 @@ def explain_node(output: str, stats: dict[str, Any], look: Lookup, node: int) ->
     dumps |= set(members.column("removed_dump").to_pylist())
     e["cluster_dumps"] = sorted((x for x in dumps if x is not None), key=lambda x: (ranks.get(x, -1), x))
     e["cluster_size"] = e.get("cluster_size") or 1 + members.num_rows
-    # The chain check: the component's best document by the keep rule, against the one this document was judged by.
+    # The chain check: the component's best document by the keep rule, against the one this
+    # document was judged by (for a decision of this run: the graph is this run's).
     comp = look.component(node)
     e["component_size"] = len(comp)
-    if 1 < len(comp) <= MAX_COMPONENT and e["decision"] in ("kept", "exact_duplicate", "near_duplicate") and "kept" in e:
+    decided_here = row is not None or g == gen
+    if decided_here and 1 < len(comp) <= MAX_COMPONENT and e["decision"] in ("kept", "exact_duplicate", "near_duplicate") and "kept" in e:
         rows = node_rows(index, comp, ["id", "dump"]).to_pylist()
         for r, n in zip(rows, comp):
             r["node"] = n
@@ -541,7 +546,7 @@ def format_explanation(explanations: Iterable[dict[str, Any]]) -> str:
         if e.get("component_size", 1) > 1:
             best = e.get("component_best")
             lines.append(f"  component {e['component_size']:,} documents linked by candidate pairs in this run"
-                         + (f"; best by the keep rule: {best['id']} ({best['dump']})" if best else " (too large to check here)"))
+                         + (f"; best by the keep rule: {best['id']} ({best['dump']})" if best else ""))
         if "compared_with" in e:
             c = e["compared_with"]
             lines.append(f"  compared  with {c['id']}  {c['url']}  ({c['dump']})")
