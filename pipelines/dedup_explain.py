@@ -11,7 +11,6 @@ import argparse
 import sys
 
 from curation.dedup import explain as ex
-from pipelines import runtime
 
 NAME = "dedup-explain"
 HELP = "why dedup removed (or kept) a document: decision, cluster, kept document, Jaccard, word diff"
@@ -36,6 +35,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def build_lookup(output: str, lookup: str | None = None) -> None:
+    from pipelines import runtime  # Ray only when the lookup is built: a question starts in about a second
+
     plan = ex.lookup_plan(output, lookup)
     ctx = plan["ctx"]
     for fn, units, desc in ((ex.route_nodes_unit, plan["nodes"], "node tables"), (ex.route_clusters_unit, plan["duplicates"], "duplicates"),
