@@ -35,25 +35,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import os
 import sys
-import time
 from typing import Any
-
-import numpy as np
-import pyarrow as pa
 
 from curation import decontam
 from curation.decontam import ContaminationIndex
-from curation.filter import FilterConfig, decide_table
+from curation.filter import FilterConfig
 from curation.filter import cut as qcut
-from curation.filter.blocklist import parse_blocklist
-from curation.filter.config import PRESETS, families, family_settings
-from curation.filter.documents import base_table, combine_signals, decontaminate, family_table
+from curation.filter import shards as fs
+from curation.filter.config import PRESETS
 from curation.filter.rules import check_rule_names
-from curation.schema import validate
-from curation.stats import StageStats
 from pipelines import config, runtime
 from storage import io
 from pipelines.cli import add_config_arguments
@@ -99,18 +91,18 @@ def filter_documents(inputs: list[str], output: str, cfg: FilterConfig, rejects:
         check_rule_names(cfg.disabled_rules, cfg)
     except ValueError as e:
         raise config.ConfigError(f"disabled_rules: {e}") from None
-    model = _model_path(cfg)
-    blocklist_text = _read_blocklist(cfg.blocklist.path)
+    model = fs.model_path(cfg)
+    blocklist_text = fs.read_blocklist(cfg.blocklist.path)
     files, missing = io.expand_inputs(inputs, (".parquet",))
-    names = _shard_names(files)
-    folders = signal_folders(output, cfg, model)
+    names = fs.shard_names(files)
+    folders = fs.signal_folders(output, cfg, model)
     contamination = decontam.contamination_index(cfg.decontamination)
     runner = Runner(NAME, output, failed=missing)
     total = runner.stats
     # 1. score (each family cached by its signal settings)
     score_tasks = [
         {"name": n, "path": f, "signals": {fam: io.join(folder, n + ".arrow") for fam, folder in folders.items()},
-         "cfg": dataclasses.asdict(cfg), "model": model}
+         "cfg": cfg, "model": model}
         for f, n in zip(files, names)
     ]
     workers = Resources(max_in_flight=workers)
@@ -135,21 +127,12 @@ def filter_documents(inputs: list[str], output: str, cfg: FilterConfig, rejects:
     ]
     runner.run(_decide_shard, decide_tasks, contamination, phase="decide", key=io.json_digest(decision), resources=workers)
     io.write_json(decision, io.join(output, "decision.json"))
-    extra = {"preset": cfg.preset, "quality_cut": cut, "drops_by_language": _drops_by_language(total),
+    extra = {"preset": cfg.preset, "quality_cut": cut, "drops_by_language": fs.drops_by_language(total),
              "decontamination": decontam.summary(total, contamination)}
     rc = runner.finish({"shards": len(files), "MB kept": total.counters["bytes_out"] / 1e6}, extra=extra,
                        card=("Quality-filtered documents", [f"{total.output:,} of {total.input:,} documents kept; drops by rule in `stats.json`."]))
     print(f"  {'preset':<24} {cfg.preset}", file=sys.stderr)
     return rc
-
-
-def signal_folders(output: str, cfg: FilterConfig, model: str | None) -> dict[str, str]:
-    """{family: folder of its cached signals}: ``base`` and the preset's families, each folder
-    named by the family and a hash of the settings that change its signals."""
-    folders = {"base": io.join(output, "signals", "base-" + io.json_digest({"model": _file_digest(model) if model else None}))}
-    for fam in families(cfg):
-        folders[fam] = io.join(output, "signals", f"{fam}-" + io.json_digest(family_settings(cfg, fam)))
-    return folders
 
 
 def quality_cut(
@@ -191,135 +174,22 @@ def quality_cut(
     return select.cut, [i for i, _ in kept]
 
 
-# ---- tasks ------------------------------------------------------------------------------------
-
-def _cfg(d: dict[str, Any]) -> FilterConfig:
-    return config.build(FilterConfig, _int_keys(d))
-
-
-def _int_keys(d: Any) -> Any:
-    # asdict/JSON may turn the n-gram sizes into strings; the config wants ints back.
-    if isinstance(d, dict):
-        return {(int(k) if isinstance(k, str) and k.isdigit() else k): _int_keys(v) for k, v in d.items()}
-    return d
-
+# ---- tasks: the library's steps, named for Ray's worker titles -------------------------------
 
 def _score_shard(task: dict[str, Any], _config: None = None) -> dict:
-    """The signal families of one shard that are not cached yet."""
-    paths: dict[str, str] = task["signals"]
-    missing = [fam for fam, p in paths.items() if not io.exists(p)]
-    if not missing:
-        return {}
-    # CPU seconds spent on each family, kept beside its signals: per-core throughput that other
-    # load on the machine does not distort (bench-filter reads it). Reading the shard counts
-    # towards the first family computed.
-    cpu = time.process_time()
     try:
-        docs = io.read_parquet(task["path"])
-        validate(docs.schema)
-    except (OSError, ValueError, pa.ArrowInvalid) as e:
-        raise UnitError(f"not a readable document shard: {str(e).splitlines()[0][:300]}") from None
-    cfg = _cfg(task["cfg"])
-    if "base" in missing:
-        base = base_table(docs, task["model"])
-        _write_signals(base, paths["base"], time.process_time() - cpu)
-        cpu = time.process_time()
-    else:
-        base = io.read_arrow(paths["base"])
-    for fam in missing:
-        if fam == "base":
-            continue
-        table = family_table(docs, base, cfg, fam)
-        _write_signals(table, paths[fam], time.process_time() - cpu)
-        cpu = time.process_time()
-    return {}
-
-
-def _write_signals(table: pa.Table, path: str, cpu_seconds: float) -> None:
-    io.write_arrow(table.replace_schema_metadata({"cpu_seconds": f"{cpu_seconds:.6f}"}), path)
-
-
-def _read_signals(task: dict[str, Any]) -> tuple[pa.Table, float]:
-    """The shard's signals, every family side by side, and the CPU seconds they cost to compute."""
-    tables = {fam: io.read_arrow(p) for fam, p in task["signals"].items()}
-    cpu = sum(float((t.schema.metadata or {}).get(b"cpu_seconds", b"0")) for t in tables.values())
-    base = tables.pop("base")
-    return combine_signals(base, list(tables.values())), cpu
+        return fs.score_unit(task)
+    except fs.BadShard as e:
+        raise UnitError(str(e)) from None
 
 
 def _candidate_scores(task: dict[str, Any], contamination: ContaminationIndex | None = None) -> dict:
-    """The shard's candidate scores (``curation.filter.cut.candidate_scores``), kept as sorted
-    order keys for the later rounds, and its answer to the first round."""
-    signals, _ = _read_signals(task)
-    docs = io.read_parquet(task["path"], columns=["url"] if contamination is None else ["url", "text"])
-    scores = qcut.candidate_scores(signals, docs, _cfg(task["cfg"]), task["blocklist"], contamination)
-    keys = np.sort(qcut.order_keys(scores))
-    io.write_arrow(pa.table({"key": pa.array(keys, pa.uint64())}), task["keys"])
-    return qcut.answer(keys, task["query"])
+    return fs.candidate_unit(task, contamination)
 
 
 def _cut_round(task: dict[str, Any], _config: None = None) -> dict:
-    """A later round of the select over the shard's kept keys."""
-    return qcut.answer(io.read_arrow(task["keys"]).column("key").to_numpy(), task["query"])
+    return fs.cut_round_unit(task)
 
 
 def _decide_shard(task: dict[str, Any], contamination: ContaminationIndex | None = None) -> dict:
-    cpu = time.process_time()
-    cfg = _cfg(task["cfg"])
-    docs = io.read_parquet(task["path"])
-    signals, score_cpu = _read_signals(task)
-    kept, dropped, stats = decide_table(docs, signals, cfg, parse_blocklist(task["blocklist"]), task["cut"])
-    kept, dropped = decontaminate(kept, dropped, stats, contamination, cfg)
-    stats.add("cpu_seconds_score", score_cpu)
-    stats.check()
-    stats.add("cpu_seconds_decide", time.process_time() - cpu)
-    io.write_json(stats.to_dict(), task["stats"])  # before the shard: a shard implies its stats
-    if task["rejects"]:
-        io.write_parquet(dropped, task["rejects"])
-    io.write_parquet(kept, task["out"])
-    return stats.to_dict()
-
-
-# ---- helpers ----------------------------------------------------------------------------------
-
-def _model_path(cfg: FilterConfig) -> str | None:
-    path = cfg.quality.model
-    if not path:
-        return None
-    if not os.path.exists(path):
-        if cfg.quality.threshold is not None or cfg.quality.top_fraction is not None:
-            raise config.ConfigError(f"quality model {path} not found (train it: python -m pipelines train-quality)")
-        print(f"filter: quality model {path} not found; quality_score left empty", file=sys.stderr)
-        return None
-    return os.path.abspath(path)
-
-
-def _read_blocklist(path: str) -> str:
-    if not path:
-        return ""
-    with io.open_input(path) as f:
-        return f.read().decode("utf-8")
-
-
-def _file_digest(path: str) -> str:
-    with open(path, "rb") as f:
-        return hashlib.blake2b(f.read(), digest_size=8).hexdigest()
-
-
-def _shard_names(files: list[str]) -> list[str]:
-    """Output names: the input's path below the inputs' common folder, without .parquet."""
-    if not files:
-        return []
-    root = os.path.dirname(files[0]) if len(files) == 1 else os.path.commonpath([os.path.dirname(f) for f in files])
-    return [os.path.relpath(f, root)[: -len(".parquet")].replace(os.sep, "__") for f in files]
-
-
-def _drops_by_language(stats: StageStats) -> dict[str, dict[str, int]]:
-    table: dict[str, dict[str, int]] = {}
-    for key, n in stats.counters.items():
-        if key.startswith("dropped."):
-            _, lang, rule = key.split(".", 2)
-            table.setdefault(lang, {})[rule] = int(n)
-        elif key.startswith("documents."):
-            table.setdefault(key.split(".", 1)[1], {})["documents"] = int(n)
-    return {k: dict(sorted(v.items())) for k, v in sorted(table.items())}
+    return fs.decide_unit(task, contamination)
