@@ -62,7 +62,8 @@ def one_size(size: int) -> dict:
         log = json.loads((out / "_run" / f"{s}.json").read_text())
         st = json.loads((out / {"dedup": "dedup", "filter": "filtered", "remix": "remix", "train-tokenizer": "tokenizer",
                                 "tokenize": "tokens"}[s] / "stats.json").read_text())
-        stages[s] = {"seconds": round(log["seconds"], 1), "documents_in": st.get("input"), "documents_out": st.get("output")}
+        stages[s] = {"seconds": round(log["seconds"], 1), "documents_in": st.get("input"), "documents_out": st.get("output"),
+                     "driver_peak_rss_mb_after": log.get("driver_peak_rss_mb")}
     filt = json.loads((out / "filtered" / "stats.json").read_text())
     return {"documents": stages["dedup"]["documents_in"], "driver_peak_rss_mb": round(driver, 1), "cpu_seconds": round(cpu, 1),
             "wall_seconds": round(wall, 1), "cpu_measured_by": how, "quality_cut": filt.get("quality_cut"), "stages": stages,
@@ -111,13 +112,14 @@ def main() -> int:
     a = ap.parse_args()
     sizes = [int(x) for x in a.sizes.split(",")]
     runs = {}
-    print(f"{'documents':>10} {'driver peak MB':>15} {'vs first':>9} {'CPU s':>8} {'wall s':>8}  stage seconds")
+    print(f"{'documents':>10} {'driver peak MB':>15} {'vs first':>9} {'CPU s':>8} {'wall s':>8}  stage: seconds (driver peak MB after it)")
     for size in sizes:
         r = one_size(size)
         runs[str(size)] = r
         first = runs[str(sizes[0])]["driver_peak_rss_mb"]
         print(f"{r['documents']:>10,} {r['driver_peak_rss_mb']:>15.0f} {r['driver_peak_rss_mb'] / first:>9.2f} {r['cpu_seconds']:>8.0f} "
-              f"{r['wall_seconds']:>8.0f}  " + ", ".join(f"{s} {v['seconds']:.0f}" for s, v in r["stages"].items()), flush=True)
+              f"{r['wall_seconds']:>8.0f}  " + ", ".join(f"{s} {v['seconds']:.0f} ({v['driver_peak_rss_mb_after']:.0f})"
+                                                           for s, v in r["stages"].items()), flush=True)
     largest = BUILD / f"run-{sizes[-1] // 1000}k"
     ex = explain_times(largest)
     print(f"dedup-explain on {runs[str(sizes[-1])]['documents']:,} documents: first question on the command line (builds the lookup) "

@@ -133,8 +133,8 @@ def run(args: argparse.Namespace) -> int:
             if rc != 0 and not (failed and _done(stage, paths)):
                 print(f"run: {stage} exited with status {rc}; stopping (outputs so far stay, a re-run resumes here)", file=sys.stderr)
                 return rc
-            io.write_json({"stage": stage, "seconds": seconds, "rc": rc, "failed_inputs": failed,
-                           "task_nodes": _task_nodes(tasks_before)}, io.join(paths["runlog"], f"{stage}.json"))
+            io.write_json({"stage": stage, "seconds": seconds, "rc": rc, "failed_inputs": failed, "task_nodes": _task_nodes(tasks_before),
+                           "driver_peak_rss_mb": runtime.peak_rss_mb()}, io.join(paths["runlog"], f"{stage}.json"))
             if failed:
                 status = 1
                 print(f"run: {stage}: {len(failed)} input(s) could not be read: {', '.join(sorted(failed))}", file=sys.stderr)
