@@ -24,6 +24,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from curation.decontam import contamination_index
 from curation.stats import StageStats
 from pipelines.cli import add_config_arguments
 from pipelines.pretrain import Launch, add_launcher_arguments
@@ -89,23 +90,6 @@ def decontamination_config(args: argparse.Namespace):
     return config_mod.load(DecontaminationConfig, None, over)
 
 
-def contamination_index(cfg):
-    """The evaluation-set index the records are checked against (``cfg``: a
-    ``curation.decontam.DecontaminationConfig``); None when switched off."""
-    from curation.decontam import ContaminationIndex
-    from pipelines import config as config_mod
-
-    if not cfg.enabled:
-        return None
-
-    def read(path: str) -> bytes:
-        with io.open_input(path) as f:
-            return f.read()
-
-    try:
-        return ContaminationIndex.from_files(cfg, read=read)
-    except (OSError, ValueError) as e:
-        raise config_mod.ConfigError(str(e)) from None
 
 
 def run(stage: Finetune, cfg: Any, data: list[str], tokenizer: str, how: Launch, decontamination: Any) -> int:

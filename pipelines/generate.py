@@ -102,9 +102,11 @@ class EvalRepetition:
     def run(args: argparse.Namespace) -> int:
         import pyarrow as pa
 
-        from tokenizer import tokenizer_json
+        from tokenizer import load, tokenizer_json
+        from training.checkpoint import resolve_checkpoint
         from training.generate import read_prompts
 
+        load(tokenizer_json(args.tokenizer)), resolve_checkpoint(args.checkpoint)  # missing ones: one line, before any task
         prompts, missing, stats = read_prompts(args.prompts)
         stats.failed_files.update(missing)
         if args.limit:

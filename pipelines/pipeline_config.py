@@ -67,6 +67,10 @@ class ExtractSection:
 
 @dataclass
 class DedupSection:
+    # Document shards (Parquet in curation.schema's document schema: files, globs or folders)
+    # deduplicated with the extracted and imported documents: a run can start from shards another
+    # run or pipeline wrote (stages: [dedup, filter, ...]).
+    inputs: list[str] = field(default_factory=list)
     # Persistent band-key index (None: <output>/dedup/index). Point several runs at one index to
     # deduplicate a new dump against the old ones (the report's cross-dump dedup).
     index: Optional[str] = None

@@ -204,7 +204,7 @@ def _check_config_paths(stage: str, cfg: Any, problems: list[str], where: str = 
 
 def _inputs(specs: list[str], suffixes: tuple[str, ...], key: str, problems: list[str]) -> list[str]:
     try:
-        files, missing = io.expand_inputs(specs, suffixes)
+        files, missing = io.expand_inputs(specs, suffixes, missing_ok=True)
     except OSError as e:
         problems.append(f"{key}: cannot be read: {e}")
         return list(specs)

@@ -64,7 +64,6 @@ def remix(inputs: list[str], output: str, cfg: RemixConfig, workers: int | None 
         raise config.ConfigError(f"unit: {cfg.unit!r} is not 'bytes' or 'documents'")
     manifest_path = io.join(output, "manifest.json")
     files, missing = io.expand_inputs(inputs, (".parquet",))
-    files = [f for f in files if not os.path.basename(f).startswith(".")]
     run_key = io.json_digest({"cfg": dataclasses.asdict(cfg), "inputs": [(f, _size(f)) for f in files]})
     if io.exists(manifest_path) and io.read_json(manifest_path).get("run_key") == run_key:
         print(f"remix: {output} is complete (manifest.json matches); nothing to do", file=sys.stderr)

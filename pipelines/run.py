@@ -9,7 +9,7 @@ and SFT/DPO when ``<output>/<stage>/stats.json`` exists (each writes it last), p
 its run's ``stats.json`` exists (a run with checkpoints but no ``stats.json`` is resumed from its
 last complete checkpoint). A re-run after any failure therefore resumes where it stopped. Each
 finished stage leaves ``<output>/_run/<stage>.json`` (time, exit status, the Ray nodes its tasks
-ran on), and the run ends with ``report.json`` and ``report.html`` (:mod:`pipelines.report`).
+ran on), and the run ends with ``report.json`` and ``report.html`` (:mod:`reporting.run`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import sys
 import time
 from typing import Any, Callable
 
-from storage.errors import SettingError
+from storage.errors import UserError
 from curation.stats import StageStats
 from pipelines import config as config_mod
 from pipelines import runtime
@@ -38,8 +38,8 @@ from pipelines.pipeline_config import STAGE_ORDER, PipelineConfig
 NAME = "run"
 HELP = "run the whole pipeline (extract .. dpo, then generate) from one config; resumes after a failure"
 
-class StageFailed(RuntimeError):
-    pass
+class StageFailed(UserError):
+    """A run that cannot go on as configured (no inputs, no trained model yet): one line, exit 2."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -122,29 +122,29 @@ def run(args: argparse.Namespace) -> int:
             t0 = time.perf_counter()
             try:
                 rc = steps[stage]()
+            except UserError as e:  # a setting, a missing input: one line, as a single stage says it
+                print(f"run: {stage}: error: {e}", file=sys.stderr)
+                return 2
             except OSError as e:
                 print(f"run: {stage} failed: {_os_error(e)}", file=sys.stderr)
-                return 1
-            except (StageFailed, config_mod.ConfigError, SettingError) as e:
-                print(f"run: {stage} failed: {e}", file=sys.stderr)
                 return 1
             seconds = time.perf_counter() - t0
             failed = _failed_inputs(stage, paths)
             if rc != 0 and not (failed and stage_done(stage, paths)):
                 print(f"run: {stage} exited with status {rc}; stopping (outputs so far stay, a re-run resumes here)", file=sys.stderr)
                 return rc
-            io.write_json({"stage": stage, "seconds": seconds, "rc": rc, "failed_inputs": failed,
-                           "task_nodes": _task_nodes(tasks_before)}, io.join(paths["runlog"], f"{stage}.json"))
+            io.write_json({"stage": stage, "seconds": seconds, "rc": rc, "failed_inputs": failed, "task_nodes": _task_nodes(tasks_before),
+                           "driver_peak_rss_mb": runtime.peak_rss_mb()}, io.join(paths["runlog"], f"{stage}.json"))
             if failed:
                 status = 1
                 print(f"run: {stage}: {len(failed)} input(s) could not be read: {', '.join(sorted(failed))}", file=sys.stderr)
                 if cfg.stop_on_failed_inputs:
                     return 1
     if not args.no_report:
-        from pipelines import report
+        from reporting.run import write_report
 
         try:
-            where = report.write_report(cfg, paths, stages)
+            where = write_report(cfg, paths, stages)
         except OSError as e:
             print(f"run: report failed: {_os_error(e)}", file=sys.stderr)
             return 1
@@ -223,7 +223,10 @@ def _settings(stage: str, cfg: Any) -> None:
 # ---- the curation stages: each stage's function with its typed config ----
 
 def dedup_inputs(cfg: PipelineConfig, paths: dict[str, str]) -> list[str]:
-    return [paths["extract"]] + ([paths["import"]] if cfg.import_jsonl.inputs else [])
+    """The extracted pages (when the run extracts any), the imported documents (when it imports
+    any) and the document shards given as ``dedup.inputs``."""
+    extracts = bool(cfg.extract.inputs or cfg.extract.cc_dump)
+    return ([paths["extract"]] if extracts else []) + ([paths["import"]] if cfg.import_jsonl.inputs else []) + list(cfg.dedup.inputs)
 
 
 def stage_inputs(stage: str, paths: dict[str, str]) -> list[str]:
@@ -373,9 +376,7 @@ def _first_records(specs: list[str], n: int, folder: str) -> list[str]:
     (written once; a re-run finds them)."""
     import gzip
 
-    files, missing = io.expand_inputs(specs, (".jsonl", ".jsonl.gz", ".json", ".parquet"))
-    if missing:
-        raise StageFailed(f"data not found: {missing}")
+    files, _ = io.expand_inputs(specs, (".jsonl", ".jsonl.gz", ".json", ".parquet"))
     out = []
     for f, name in zip(files, unique_names(files)):
         if f.endswith(".parquet"):

@@ -155,13 +155,16 @@ def test_chat_loop_prompt_files_and_repetition_rows_without_ray(tmp_path):
     """The library's chat loop and repetition evaluation in this process: prompts from a chat file
     and a text file, rows that do not depend on how the prompt set is split, a conversation kept
     until /reset."""
+    from storage.errors import MissingInput
     from tokenizer import TokenizerConfig, train
     from training.chat import special_ids
     from training.generate import chat, read_prompts, repetition_rows
 
     (tmp_path / "extra.txt").write_text("What is 2+3?\n\nName a colour.\n")
-    prompts, missing, stats = read_prompts([str(SAMPLE / "sft" / "gsm8k-test.jsonl"), str(tmp_path / "extra.txt"), str(tmp_path / "none.jsonl")])
-    assert list(missing) == [str(tmp_path / "none.jsonl")]
+    with pytest.raises(MissingInput, match="none.jsonl"):
+        read_prompts([str(tmp_path / "extra.txt"), str(tmp_path / "none.jsonl")])
+    prompts, missing, stats = read_prompts([str(SAMPLE / "sft" / "gsm8k-test.jsonl"), str(tmp_path / "extra.txt")])
+    assert not missing
     assert len(prompts) == stats.input == stats.output == 1319 + 2 and {"What is 2+3?", "Name a colour."} <= set(prompts)
     tok = train(prompts[:300], TokenizerConfig(vocab_size=400))
     _, eos = special_ids(tok)

@@ -44,22 +44,10 @@ class TokenizeConfig:
 
 
 def text_shards(inputs: list[str]) -> tuple[list[str], dict[str, str]]:
-    """Text shard files under the inputs, sorted; ``{spec: error}`` for inputs that matched nothing.
-
-    Inside a folder, anything under a name starting with ``_`` or ``.`` is a stage's working
-    files (remix's ``_shuffle``, temporary names), not a shard.
-    """
-    files: set[str] = set()
-    missing: dict[str, str] = {}
-    for spec in inputs:
-        found, bad = io.expand_inputs([spec], TEXT_SUFFIXES)
-        missing.update(bad)
-        root = (spec if io.is_uri(spec) else os.path.abspath(spec)).rstrip("/") + "/"
-        for f in found:
-            rel = f[len(root):] if f.startswith(root) else posixpath.basename(f)
-            if not any(part.startswith(("_", ".")) for part in rel.replace(os.sep, "/").split("/")):
-                files.add(f)
-    return sorted(files), missing
+    """Text shard files under the inputs, sorted (``storage.io.expand_inputs``: names starting with
+    ``_`` or ``.`` inside a folder, a stage's working files, are skipped); an input that matches
+    nothing is a ``MissingInput``, so the second value is always empty."""
+    return io.expand_inputs(inputs, TEXT_SUFFIXES)
 
 
 def iter_documents(path: str, stats: StageStats, batch_rows: int = 1024, with_epoch: bool = False) -> Iterator[list[tuple]]:
