@@ -318,6 +318,8 @@ def throughput(results: dict, copies: int, vocab: int, repeats: int) -> None:
     results["throughput"] = {
         "mb": round(mb, 2), "vocab": vocab, "repeats": repeats, "best_wall_cpu_s": best,
         "stage_vs_loop_wall": lw / w1, "stage_vs_loop_cpu": lc / c1, "scaling_2_workers_wall": w1 / w2, "identical_outputs": same,
+        "mb_per_cpu_s": {"stage_1_worker": mb / c1, "plain_encode_batch": mb / lc, "plain_encode_batch_fast": mb / fc, "stage_2_workers": mb / c2},
+        "mb_per_s_wall": {"stage_1_worker": mb / w1, "plain_encode_batch": mb / lw, "plain_encode_batch_fast": mb / fw, "stage_2_workers": mb / w2},
     }
 
 
@@ -335,9 +337,28 @@ def main() -> None:
         training_cost(results)
     if args.part in ("all", "throughput"):
         throughput(results, args.copies, args.vocab, args.repeats)
-    BUILD.mkdir(parents=True, exist_ok=True)
-    (BUILD / "results.json").write_text(json.dumps(results, indent=2, default=float) + "\n")
-    print(f"\nfigures also in {BUILD / 'results.json'}")
+    record_figures(results)
+
+
+def record_figures(results: dict) -> None:
+    """What the run printed, as data: benchmarks/results/tokenize.json (the parts that ran)."""
+    from benchmarks.results import record
+
+    rows = []
+    t = results.get("throughput")
+    if t:
+        rows.append({"stage": "tokenize (1 worker)", "figure": t["mb_per_cpu_s"]["stage_1_worker"],
+                     "peer": {"name": "plain tokenizers encode_batch loop", "figure": t["mb_per_cpu_s"]["plain_encode_batch"]},
+                     "ratio": t["stage_vs_loop_cpu"], "unit": "MB of text per CPU-second"})
+    c = results.get("compression")
+    if c and c["ours"]:
+        # The largest training text at the recipe's 100,000 tokens (else the largest that filled).
+        ours = max(c["ours"], key=lambda r: (r["train_mb"], r["vocab"]))
+        web, ref = ours["held_out"]["english web"][0], c["reference"]["english web"][0]
+        rows.append({"stage": f"tokenizer ({ours['vocab'] // 1000}k, {ours['train_mb']:.1f} MB of training text)", "figure": web,
+                     "peer": {"name": "cl100k (GPT-4's tokenizer)", "figure": ref}, "ratio": web / ref,
+                     "unit": "bytes per token, held-out English web text"})
+    record("tokenize", results, headline=rows or None)
 
 
 if __name__ == "__main__":
