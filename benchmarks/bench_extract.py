@@ -191,31 +191,40 @@ def page_with_text(html: str, article: str, text: str) -> str:
     return lxml.html.tostring(tree, encoding="unicode")
 
 
-def build_sets() -> dict[str, list[str]]:
-    """The three input sets as lists of WARC files (built once into build/bench-extract/)."""
+def sample_modern() -> Path:
+    """The 61 HTML pages of the bundled WARC files not from archive.org, as one WARC (built once)."""
     from urllib.parse import urlsplit
 
     from curation.extract import ExtractConfig, Extractor, iter_records
+
+    path = BUILD / "sample-modern.warc.gz"
+    if not path.exists():
+        BUILD.mkdir(parents=True, exist_ok=True)
+        pages = []
+        with Extractor(ExtractConfig(sandbox=False)) as ex:
+            for name in _sample_files():
+                with open(name, "rb") as f:
+                    for rec, _ in ex.pages(iter_records(f)):
+                        if not (urlsplit(rec.uri or "").hostname or "").endswith("archive.org"):
+                            ctype = (rec.content_type or "text/html") + (f"; charset={rec.charset}" if rec.charset else "")
+                            pages.append((f"sample:{rec.record_id}", rec.uri, ctype, rec.body))
+        _warc(path, pages)
+    return path
+
+
+def build_sets() -> dict[str, list[str]]:
+    """The three input sets as lists of WARC files (built once into build/bench-extract/)."""
     from curation.extract.html import decode_html
     from curation.sources import read_dolma_jsonl
 
     BUILD.mkdir(parents=True, exist_ok=True)
-    gold, modern_sample, mixed = BUILD / "gold.warc.gz", BUILD / "sample-modern.warc.gz", BUILD / "cc-text-in-gold-pages.warc.gz"
+    gold, mixed = BUILD / "gold.warc.gz", BUILD / "cc-text-in-gold-pages.warc.gz"
+    modern_sample = sample_modern()
     one = BUILD / "one-record.warc.gz"
     truth = gold_truth() if GOLD.exists() else {}
     if truth and not gold.exists():
         _warc(gold, [("gold:" + k, truth[k].get("url") or f"https://gold.invalid/{k}", "text/html",
                       gzip.open(GOLD / "html" / f"{k}.html.gz").read()) for k in sorted(truth)])
-    if not modern_sample.exists():
-        pages = []
-        with Extractor(ExtractConfig(sandbox=False)) as ex:
-            for path in _sample_files():
-                with open(path, "rb") as f:
-                    for rec, _ in ex.pages(iter_records(f)):
-                        if not (urlsplit(rec.uri or "").hostname or "").endswith("archive.org"):
-                            ctype = (rec.content_type or "text/html") + (f"; charset={rec.charset}" if rec.charset else "")
-                            pages.append((f"sample:{rec.record_id}", rec.uri, ctype, rec.body))
-        _warc(modern_sample, pages)
     if truth and not mixed.exists():
         keys = sorted(truth)
         shells = {k: decode_html(gzip.open(GOLD / "html" / f"{k}.html.gz").read(), None)[0] for k in keys}
