@@ -29,7 +29,7 @@ test: install
 test-slow: install
 	$(PY) -m pytest -q -m slow
 
-## ---- extract (issue 2) ----
+## ---- extract ----
 extract: install
 	$(PY) -m pipelines extract --input $(SAMPLE)/warc --output $(OUT)/extracted
 
@@ -45,13 +45,14 @@ submit: install
 bench-extract: install
 	$(PY) benchmarks/bench_extract.py
 
+# Common Crawl's index and byte ranges against whole-file reads with the pre-pass (needs ../shared/data)
 bench-commoncrawl: install
-	$(PY) benchmarks/bench_commoncrawl.py
+	$(PY) benchmarks/bench_commoncrawl.py $(CC_BENCH)
 
 clean:
 	rm -rf $(OUT)
 
-## ---- dedup (issue 3) ----
+## ---- dedup ----
 .PHONY: dedup stats dedup-corpus bench-dedup
 # The bundled documents (data/sample/text, three dumps) as shards, plus `make extract`'s output
 # when it exists, deduplicated together across dumps; `make stats` reports what it did.
@@ -74,7 +75,7 @@ DEDUP_BENCH ?=
 bench-dedup: install dedup-corpus
 	nice $(PY) benchmarks/bench_dedup.py --corpus $(DEDUP_CORPUS) $(DEDUP_BENCH)
 
-## ---- pretrain (issue 6) ----
+## ---- pretrain ----
 .PHONY: pretrain plot-run model-sizes bench-train bench-gpu bench-checkpoint
 # Token shards to train on: the tokenize stage's output, or (default) the bundled sample through
 # a small BPE (`python -m training.sample_data`). make pretrain NPROC=2 runs torchrun (gloo on CPU).
@@ -107,7 +108,7 @@ bench-checkpoint: install
 bench-gpu: install
 	$(PY) benchmarks/bench_gpu.py
 
-## ---- filter and remix (issue 4) ----
+## ---- filter and remix ----
 .PHONY: filter remix train-quality quality-data bench-filter
 # Input: the dedup stage's documents if present, else the extracted documents.
 # Presets: make filter FILTER_ARGS="--set preset=fineweb" (or gopher, c4; default deepseek).
@@ -133,7 +134,7 @@ quality-data: install
 bench-filter: install
 	$(PY) benchmarks/bench_filter.py
 
-## ---- tokenizer and tokenize (issue 5) ----
+## ---- tokenizer and tokenize ----
 # The bundled sample holds ~3 MB of text, too little for 100,000 merges: the demo trains
 # TOKENIZER_VOCAB ordinary tokens (the recipe's 100000 needs more text: make tokenizer TOKENIZER_VOCAB=100000).
 TOKENIZER_VOCAB ?= 8000
@@ -151,8 +152,8 @@ tokenize: tokenizer
 bench-tokenize: install
 	$(PY) benchmarks/bench_tokenize.py
 
-## ---- pipeline (issue 8) ----
-.PHONY: run plan bench-scaling test-pipeline
+## ---- pipeline ----
+.PHONY: run plan bench-scaling bench-run-driver test-pipeline
 # The whole recipe from one config (make run CONFIG=configs/laptop.yaml); a re-run resumes.
 CONFIG ?= configs/demo.yaml
 run: install
@@ -166,10 +167,15 @@ plan: install
 bench-scaling: install
 	$(PY) benchmarks/bench_scaling.py
 
+# The run's driver stays flat: its peak RSS over the curation stages at 100k and 1.6M generated
+# documents (fresh process each), and dedup-explain's answer time on the larger run.
+bench-run-driver: install
+	$(PY) benchmarks/bench_run_driver.py
+
 test-pipeline: install
 	$(PY) -m pytest -q tests/test_pipeline.py tests/test_faults.py tests/test_fuzz.py
 
-## ---- sft, dpo, generate (issue 7) ----
+## ---- sft, dpo, generate ----
 .PHONY: sft dpo generate chat eval-repetition bench-align
 # Start from `make pretrain` trained with the project tokenizer (`make tokenizer`); CPU-sized
 # settings for the tiny model (the recipe's defaults are in training/sft.py and training/dpo.py).
@@ -195,7 +201,7 @@ chat: install
 eval-repetition: install
 	$(PY) -m pipelines eval-repetition --checkpoint $(OUT)/dpo --tokenizer $(ALIGN_TOKENIZER) --limit 64 --output $(OUT)/repetition
 
-## ---- decontamination and the GSM8K score (issue 15) ----
+## ---- decontamination and the GSM8K score ----
 .PHONY: eval bench-decontam
 # GSM8K test accuracy of a checkpoint (EVAL_FROM: a run, a checkpoint or a Hugging Face folder).
 EVAL_FROM  ?= $(OUT)/dpo

@@ -12,7 +12,7 @@ prints, per stage, the median tokens/s over the steps after ``--warmup`` and MFU
 
 For SFT and DPO the trainer counts a step's tokens as rows x seq_len (padding included), so
 their figures are an upper bound of the useful work. ``benchmarks/gpu_check.sh chain`` runs the
-chain (125m, ``launcher: ray``) on a lent GPU and then this.
+chain (125m, ``launcher: ray``) on a GPU machine and then this.
 """
 
 from __future__ import annotations

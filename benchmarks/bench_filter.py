@@ -81,10 +81,10 @@ def per_rule(docs: list[dict], cfg: FilterConfig, repeats: int) -> list[tuple[st
     families = {
         "language id (lid.176)": lambda: [identify(t) for t in texts],
         "words + lines (shared)": lambda: [(split_words(t, lang), t.split("\n")) for t, lang in zip(texts, langs)],
-        "gopher quality": lambda: [S._gopher_quality(t, w, ln, lang, cfg) for t, w, ln, lang in prepared],
-        "gopher repetition": lambda: [S._gopher_repetition(t, w, ln, lang, cfg) for t, w, ln, lang in prepared],
-        "c4": lambda: [S._c4(t, ln, lang, cfg) for t, w, ln, lang in prepared],
-        "fineweb": lambda: [S._fineweb(t, w, ln, cfg) for t, w, ln, lang in prepared],
+        "gopher quality": lambda: [S.gopher_quality(t, w, ln, lang, cfg) for t, w, ln, lang in prepared],
+        "gopher repetition": lambda: [S.gopher_repetition(t, w, ln, lang, cfg) for t, w, ln, lang in prepared],
+        "c4": lambda: [S.c4_quality(t, ln, lang, cfg) for t, w, ln, lang in prepared],
+        "fineweb": lambda: [S.fineweb_quality(t, w, ln, cfg) for t, w, ln, lang in prepared],
         "HEURISTIC SET (all four + words)": lambda: [compute_signals(t, lang, cfg) for t, lang in zip(texts, langs)],
         "url blocklist": lambda: [is_blocked(u, blocklist) for u in urls],
         "quality model (fastText)": lambda: score(texts, MODEL),
@@ -163,7 +163,7 @@ def reference(docs: list[dict]) -> dict:
     theirs_fineweb = None
     for preset in ("fineweb", "gopher", "c4", "deepseek"):
         cfg = preset_config(preset)
-        en_words._rules().cache.clear()
+        en_words.clear_cache()
         t0 = time.process_time()
         ours = our_decisions(english, cfg)
         ours_cpu = time.process_time() - t0

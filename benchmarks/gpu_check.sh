@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU checks as one script, for a lent GPU machine (the `device` tool's `run`):
+# The GPU checks as one script, on a machine with an NVIDIA GPU and the project installed:
 # `bash benchmarks/gpu_check.sh [tiny] [1b] [align] [chain]` from the repository root (default: all four).
 # Writes logs and JSON under $OUT (else build/gpu-check). Each step has its own time limit, so
 # one failure leaves time for the next:

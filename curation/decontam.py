@@ -286,6 +286,24 @@ class ContaminationIndex:
                 "eval_sets": {n: dict(self.info[n]) for n in self.names}}
 
 
+def contamination_index(cfg: DecontaminationConfig) -> ContaminationIndex | None:
+    """The index of ``cfg``'s evaluation sets (local files or object-store URIs), or None when
+    decontamination is off; a set that cannot be read is a :class:`SettingError` naming it."""
+    if not cfg.enabled:
+        return None
+    from storage import io
+    from storage.errors import SettingError
+
+    def read(path: str) -> bytes:
+        with io.open_input(path) as f:
+            return f.read()
+
+    try:
+        return ContaminationIndex.from_files(cfg, read=read)
+    except (OSError, ValueError) as e:
+        raise SettingError(str(e)) from None
+
+
 def count(stats: StageStats, match: Match, **where: Any) -> None:
     """Count one removal: dropped as ``contamination``, counter ``contamination.<set>``, and the
     first such match kept as the set's example (with ``where``: the id, url or record)."""

@@ -17,6 +17,7 @@ STAGES = [
     "pipelines.extract",
     "pipelines.dedup",
     "pipelines.dedup_stats",
+    "pipelines.dedup_explain",
     "pipelines.filter",
     "pipelines.remix",
     "pipelines.train_tokenizer",
@@ -32,9 +33,12 @@ STAGES = [
 ]
 
 
-def _stage_modules():
+def _stage_modules(only: str | None = None):
+    """The stage modules (``only``: just the one named after that subcommand, when there is one:
+    a command starts without importing every stage)."""
+    own = f"pipelines.{only.replace('-', '_')}" if only else None
     mods = []
-    for name in STAGES:
+    for name in [own] if own in STAGES else STAGES:
         try:
             mod = importlib.import_module(name)
             # A module may define several subcommands: COMMANDS lists objects with the same four names.
@@ -44,14 +48,17 @@ def _stage_modules():
     return mods
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pipelines",
         description="Common Crawl to a trained language model (DeepSeek LLM recipe), one Ray job per stage. "
         "Runs on an embedded local Ray instance, or on the cluster named by RAY_ADDRESS.",
     )
     sub = parser.add_subparsers(dest="stage", metavar="<stage>", required=True)
-    for mod in _stage_modules():
+    mods = _stage_modules(only)
+    if only and only not in {m.NAME for m in mods}:
+        mods = _stage_modules()
+    for mod in mods:
         p = sub.add_parser(mod.NAME, help=mod.HELP, description=mod.HELP, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         mod.add_arguments(p)
         p.set_defaults(_run=mod.run)
@@ -70,7 +77,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None) -> int:
     from storage.errors import UserError
 
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv[0] if argv and not argv[0].startswith("-") else None).parse_args(argv)
     try:
         return int(args._run(args) or 0)
     except UserError as e:  # a user's mistake (a setting, an input, a checkpoint): one line, no traceback

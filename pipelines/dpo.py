@@ -35,17 +35,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="reference log-probs computed once up front by a Ray job, or in every step")
 
 
-def pair_examples(tok, rec: Any) -> tuple[list[tuple], str | None]:
-    """The chosen and rejected conversations of one preference record (the longer one counts for ``too_long``)."""
-    from training.chat import pair_from_record, tokenize_pair
-
-    pair, reason = pair_from_record(rec)
-    if pair is None:
-        return [], reason
-    c, r = tokenize_pair(tok, pair)
-    return [("", (c, r), max(len(c.input_ids), len(r.input_ids)), int(c.loss_mask.sum() + r.loss_mask.sum()))], None
-
-
 def _references(reference: str, cfg, shards: list[str], checkpoint: str, pad_id: int, stats) -> dict[str, Any] | None:
     """Ray tasks, one per pair shard: the frozen start's log-probs beside it (``reference`` precomputed)."""
     from training.dpo import reference_shard
@@ -81,11 +70,11 @@ def dpo(cfg, data: list[str], tokenizer: str, how: Launch, decontamination, refe
     """DPO with ``cfg`` (a ``training.config.DPOConfig``) on the preference files ``data``; the
     reference log-probs ``precomputed`` by Ray tasks up front, or ``on_the_fly`` in every step."""
     from pipelines import config as config_mod
-    from training.dpo import pairs_table
+    from training.dpo import pairs_table, record_examples
 
     if reference not in REFERENCES:
         raise config_mod.ConfigError(f"bad option reference={reference!r}; choose one of {', '.join(REFERENCES)}")
-    stage = finetune.Finetune(NAME, "pairs", "pairs", pair_examples, pairs_table,
+    stage = finetune.Finetune(NAME, "pairs", "pairs", record_examples, pairs_table,
                               before_training=functools.partial(_references, reference), report=_report)
     return finetune.run(stage, cfg, data, tokenizer, how, decontamination)
 

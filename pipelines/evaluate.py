@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 from typing import Any
 
 from curation.stats import StageStats
 from storage import io
-from storage.errors import UserError
 
 NAME = "eval"
 HELP = "score a checkpoint (or an exported Hugging Face model) on GSM8K test: greedy answer, final number compared"
@@ -61,7 +59,7 @@ def evaluate(checkpoint: str, tokenizer: str | None, output: str, data: str, cfg
     from curation.decontam import read_records, resolve_eval_set
     from pipelines.config import ConfigError
     from pipelines.runtime import TaskFailure, Timer, print_summary, run_tasks
-    from training.evaluate import is_hf_folder, questions
+    from training.evaluate import is_hf_folder, parameter_count, questions
 
     if not io.exists(checkpoint):
         raise ConfigError(f"--checkpoint {checkpoint}: no such folder")
@@ -115,7 +113,7 @@ def evaluate(checkpoint: str, tokenizer: str | None, output: str, data: str, cfg
         io.write_parquet(pa.Table.from_pylist(rows), io.join(io.data_folder(output), "responses.parquet"))
     gsm8k = {
         "accuracy": correct / len(rows) if rows else None, "correct": correct, "scored": len(rows),
-        "questions_in_file": len(records), "parameters": _parameters(checkpoint),
+        "questions_in_file": len(records), "parameters": parameter_count(checkpoint),
         "examples": [{k: r[k] for k in ("index", "question", "gold", "response", "predicted", "correct")} for r in rows[:examples]],
     }
     summary = {**stats.to_dict(), "gsm8k": gsm8k, "settings": settings}
@@ -133,29 +131,3 @@ def _score_chunk(qs: list, checkpoint: str, tokenizer: str | None, cfg_dict: dic
 
     torch.set_num_threads(1)  # one task per CPU
     return score(load_generator(checkpoint, tokenizer, "cpu"), qs, EvalConfig(**cfg_dict))
-
-
-def _parameters(checkpoint: str) -> int | None:
-    """Parameters of the model (for the report's "this model is small" note), from its config."""
-    import json
-
-    from training.evaluate import is_hf_folder
-
-    try:
-        if is_hf_folder(checkpoint):
-            with open(os.path.join(checkpoint, "config.json")) as f:
-                c = json.load(f)
-            return None if "hidden_size" not in c else _count(c["vocab_size"], c["hidden_size"], c["num_hidden_layers"],
-                                                               c["num_attention_heads"], c["num_key_value_heads"], c["intermediate_size"])
-        from training.model import model_config, num_params, build_on_meta
-        from training.checkpoint import resolve_checkpoint
-
-        _, run_cfg = resolve_checkpoint(checkpoint)
-        return num_params(build_on_meta(model_config(run_cfg["model"], vocab_size=run_cfg["vocab_size"])))
-    except (OSError, KeyError, ValueError, UserError):
-        return None
-
-
-def _count(vocab: int, dim: int, layers: int, heads: int, kv: int, ffn: int) -> int:
-    kv_dim = kv * dim // heads
-    return 2 * vocab * dim + layers * (2 * dim * dim + 2 * dim * kv_dim + 3 * dim * ffn + 2 * dim) + dim

@@ -21,8 +21,11 @@ Two phases of Ray tasks, one task per input shard in each, handing off through f
 
 ``--set preset=fineweb`` (or ``gopher``, ``c4``) applies that preset's settings under the config
 file and the other ``--set`` values (``load_config``). ``quality.top_fraction`` needs one
-corpus-wide number between the phases (``quality_cut``): one task per shard collects the model
-scores of the documents that pass every other rule, and the driver keeps the top fraction of them.
+corpus-wide number between the phases (``quality_cut``): one task per shard finds the model
+scores of the documents that pass every other rule and keeps them beside the output
+(``_quality_cut/``, removed afterwards); rounds of tasks then count them by their leading bits
+until the cut is found exactly (``curation.filter.cut``): the driver holds 256 counts per shard,
+never the scores.
 Each phase runs on the stage runner (:mod:`pipelines.stage`): a re-run skips the shards done
 under the same settings, and decides every shard again when the decision settings changed
 (recorded in ``<output>/decision.json``).
@@ -32,25 +35,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import os
 import sys
-import time
 from typing import Any
-
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from curation import decontam
 from curation.decontam import ContaminationIndex
-from curation.filter import FilterConfig, decide_table
-from curation.filter.blocklist import parse_blocklist
-from curation.filter.config import PRESETS, families, family_settings
-from curation.filter.documents import base_table, combine_signals, decisions, family_table
+from curation.filter import FilterConfig
+from curation.filter import cut as qcut
+from curation.filter import shards as fs
+from curation.filter.config import PRESETS
 from curation.filter.rules import check_rule_names
-from curation.schema import validate
-from curation.stats import StageStats
 from pipelines import config, runtime
 from storage import io
 from pipelines.cli import add_config_arguments
@@ -96,19 +91,18 @@ def filter_documents(inputs: list[str], output: str, cfg: FilterConfig, rejects:
         check_rule_names(cfg.disabled_rules, cfg)
     except ValueError as e:
         raise config.ConfigError(f"disabled_rules: {e}") from None
-    model = _model_path(cfg)
-    blocklist_text = _read_blocklist(cfg.blocklist.path)
+    model = fs.model_path(cfg)
+    blocklist_text = fs.read_blocklist(cfg.blocklist.path)
     files, missing = io.expand_inputs(inputs, (".parquet",))
-    files = [f for f in files if not os.path.basename(f).startswith(".")]
-    names = _shard_names(files)
-    folders = signal_folders(output, cfg, model)
-    contamination = _contamination_index(cfg)
+    names = fs.shard_names(files)
+    folders = fs.signal_folders(output, cfg, model)
+    contamination = decontam.contamination_index(cfg.decontamination)
     runner = Runner(NAME, output, failed=missing)
     total = runner.stats
     # 1. score (each family cached by its signal settings)
     score_tasks = [
         {"name": n, "path": f, "signals": {fam: io.join(folder, n + ".arrow") for fam, folder in folders.items()},
-         "cfg": dataclasses.asdict(cfg), "model": model}
+         "cfg": cfg, "model": model}
         for f, n in zip(files, names)
     ]
     workers = Resources(max_in_flight=workers)
@@ -116,7 +110,7 @@ def filter_documents(inputs: list[str], output: str, cfg: FilterConfig, rejects:
     ok = [i for i, t in enumerate(score_tasks) if t["path"] not in total.failed_files]
 
     # between the phases: the corpus-wide quality cut
-    cut, ok = quality_cut(cfg, model, score_tasks, ok, blocklist_text, workers, runner, contamination)
+    cut, ok = quality_cut(cfg, model, score_tasks, ok, blocklist_text, workers, runner, contamination, io.join(output, "_quality_cut"))
 
     # 2. decide (again for every shard when the decision settings changed)
     decision = {"config": dataclasses.asdict(cfg), "blocklist": io.json_digest(blocklist_text), "quality_cut": cut,
@@ -133,7 +127,7 @@ def filter_documents(inputs: list[str], output: str, cfg: FilterConfig, rejects:
     ]
     runner.run(_decide_shard, decide_tasks, contamination, phase="decide", key=io.json_digest(decision), resources=workers)
     io.write_json(decision, io.join(output, "decision.json"))
-    extra = {"preset": cfg.preset, "quality_cut": cut, "drops_by_language": _drops_by_language(total),
+    extra = {"preset": cfg.preset, "quality_cut": cut, "drops_by_language": fs.drops_by_language(total),
              "decontamination": decontam.summary(total, contamination)}
     rc = runner.finish({"shards": len(files), "MB kept": total.counters["bytes_out"] / 1e6}, extra=extra,
                        card=("Quality-filtered documents", [f"{total.output:,} of {total.input:,} documents kept; drops by rule in `stats.json`."]))
@@ -141,23 +135,15 @@ def filter_documents(inputs: list[str], output: str, cfg: FilterConfig, rejects:
     return rc
 
 
-def signal_folders(output: str, cfg: FilterConfig, model: str | None) -> dict[str, str]:
-    """{family: folder of its cached signals}: ``base`` and the preset's families, each folder
-    named by the family and a hash of the settings that change its signals."""
-    folders = {"base": io.join(output, "signals", "base-" + io.json_digest({"model": _file_digest(model) if model else None}))}
-    for fam in families(cfg):
-        folders[fam] = io.join(output, "signals", f"{fam}-" + io.json_digest(family_settings(cfg, fam)))
-    return folders
-
-
 def quality_cut(
     cfg: FilterConfig, model: str | None, score_tasks: list[dict[str, Any]], ok: list[int], blocklist_text: str,
-    workers: Resources, runner: Runner, contamination: ContaminationIndex | None = None,
+    workers: Resources, runner: Runner, contamination: ContaminationIndex | None = None, scratch: str | None = None,
 ) -> tuple[float | None, list[int]]:
     """(the model-score cut in force, the shards of ``ok`` still to decide). ``quality.top_fraction``
-    runs one task per shard (at most ``workers`` at once) collecting the scores of the documents
-    that pass every other rule, decontamination included (``contamination``); a shard whose task
-    fails is named in ``failed_files``, counted (``failed_tasks.quality_cut``) and left out."""
+    runs one task per shard (at most ``workers`` at once) finding the scores of the documents that
+    pass every other rule, decontamination included (``contamination``), then the rounds of
+    :class:`curation.filter.cut.TopFractionCut`; a shard whose first task fails is named in
+    ``failed_files``, counted (``failed_tasks.quality_cut``) and left out."""
     cut = cfg.quality.threshold
     if cfg.quality.top_fraction is None:
         if cut is not None and not model:
@@ -165,207 +151,45 @@ def quality_cut(
         return cut, ok
     if not model:
         raise config.ConfigError("quality.top_fraction needs a quality model (quality.model)")
-    items = [score_tasks[i] | {"blocklist": blocklist_text} for i in ok]
+    select = qcut.TopFractionCut(cfg.quality.top_fraction)
+    items = [score_tasks[i] | {"blocklist": blocklist_text, "keys": io.join(scratch, score_tasks[i]["name"] + ".arrow"),
+                               "query": select.query() or {"bits": 0, "prefix": 0}} for i in ok]
     results = runner.run(_candidate_scores, items, contamination, phase="quality cut", resources=workers, merge=False, mark=False)
-    scores, kept = [], []
-    for i, res in zip(ok, results):
+    kept, answers = [], []
+    for i, item, res in zip(ok, items, results):
         if isinstance(res, runtime.TaskFailure):
             runner.stats.failed_files[score_tasks[i]["path"]] = f"quality cut: {res.error}"
             runner.stats.add("failed_tasks.quality_cut")
         else:
-            scores.append(np.asarray(res["scores"], dtype=np.float64))
-            kept.append(i)
-    return _top_fraction_cut(np.concatenate(scores or [np.zeros(0)]), cfg.quality.top_fraction), kept
+            kept.append((i, item))
+            answers.append(res)
+    if not select.done:
+        select.add(answers)
+    while select.query() is not None:
+        query = select.query()
+        answers = runner.run(_cut_round, [item | {"query": query} for _, item in kept], phase="quality cut", resources=workers,
+                             merge=False, mark=False, required=True, desc=f"{NAME}: quality cut, round {select.bits // qcut.DIGIT_BITS + 1}")
+        select.add(answers)
+    io.remove_tree(scratch)
+    return select.cut, [i for i, _ in kept]
 
 
-# ---- tasks ------------------------------------------------------------------------------------
-
-def _cfg(d: dict[str, Any]) -> FilterConfig:
-    return config.build(FilterConfig, _int_keys(d))
-
-
-def _int_keys(d: Any) -> Any:
-    # asdict/JSON may turn the n-gram sizes into strings; the config wants ints back.
-    if isinstance(d, dict):
-        return {(int(k) if isinstance(k, str) and k.isdigit() else k): _int_keys(v) for k, v in d.items()}
-    return d
-
+# ---- tasks: the library's steps, named for Ray's worker titles -------------------------------
 
 def _score_shard(task: dict[str, Any], _config: None = None) -> dict:
-    """The signal families of one shard that are not cached yet."""
-    paths: dict[str, str] = task["signals"]
-    missing = [fam for fam, p in paths.items() if not io.exists(p)]
-    if not missing:
-        return {}
-    # CPU seconds spent on each family, kept beside its signals: per-core throughput that other
-    # load on the machine does not distort (bench-filter reads it). Reading the shard counts
-    # towards the first family computed.
-    cpu = time.process_time()
     try:
-        docs = io.read_parquet(task["path"])
-        validate(docs.schema)
-    except (OSError, ValueError, pa.ArrowInvalid) as e:
-        raise UnitError(f"not a readable document shard: {str(e).splitlines()[0][:300]}") from None
-    cfg = _cfg(task["cfg"])
-    if "base" in missing:
-        base = base_table(docs, task["model"])
-        _write_signals(base, paths["base"], time.process_time() - cpu)
-        cpu = time.process_time()
-    else:
-        base = io.read_arrow(paths["base"])
-    for fam in missing:
-        if fam == "base":
-            continue
-        table = family_table(docs, base, cfg, fam)
-        _write_signals(table, paths[fam], time.process_time() - cpu)
-        cpu = time.process_time()
-    return {}
-
-
-def _write_signals(table: pa.Table, path: str, cpu_seconds: float) -> None:
-    io.write_arrow(table.replace_schema_metadata({"cpu_seconds": f"{cpu_seconds:.6f}"}), path)
-
-
-def _read_signals(task: dict[str, Any]) -> tuple[pa.Table, float]:
-    """The shard's signals, every family side by side, and the CPU seconds they cost to compute."""
-    tables = {fam: io.read_arrow(p) for fam, p in task["signals"].items()}
-    cpu = sum(float((t.schema.metadata or {}).get(b"cpu_seconds", b"0")) for t in tables.values())
-    base = tables.pop("base")
-    return combine_signals(base, list(tables.values())), cpu
+        return fs.score_unit(task)
+    except fs.BadShard as e:
+        raise UnitError(str(e)) from None
 
 
 def _candidate_scores(task: dict[str, Any], contamination: ContaminationIndex | None = None) -> dict:
-    """Quality scores of the documents of a shard that pass every rule but the model's (the
-    documents decontamination will drop are no candidates: the cut is a fraction of what stays)."""
-    cfg = _cfg(task["cfg"])
-    signals, _ = _read_signals(task)
-    docs = io.read_parquet(task["path"], columns=["url"] if contamination is None else ["url", "text"])
-    urls = docs.column("url").to_pylist()
-    passing = np.array([r is None for r in decisions(signals, urls, cfg, parse_blocklist(task["blocklist"]), None)], dtype=bool)
-    if contamination is not None and passing.any():
-        rows = np.flatnonzero(passing)
-        texts = docs.column("text").take(pa.array(rows)).to_pylist()
-        passing[rows] = [contamination.find(t) is None for t in texts]
-    scores = signals.column("quality_score").to_numpy(zero_copy_only=False)
-    return {"scores": scores[passing & ~np.isnan(scores)].astype(np.float64)}
+    return fs.candidate_unit(task, contamination)
 
 
-def _top_fraction_cut(scores: np.ndarray, fraction: float) -> float | None:
-    """The score at or above which the top ``fraction`` of the documents lie (deterministic)."""
-    if not len(scores) or fraction >= 1:
-        return None
-    ordered = np.sort(scores)[::-1]
-    k = max(1, int(np.ceil(fraction * len(ordered))))
-    return float(ordered[k - 1])
+def _cut_round(task: dict[str, Any], _config: None = None) -> dict:
+    return fs.cut_round_unit(task)
 
 
 def _decide_shard(task: dict[str, Any], contamination: ContaminationIndex | None = None) -> dict:
-    cpu = time.process_time()
-    cfg = _cfg(task["cfg"])
-    docs = io.read_parquet(task["path"])
-    signals, score_cpu = _read_signals(task)
-    kept, dropped, stats = decide_table(docs, signals, cfg, parse_blocklist(task["blocklist"]), task["cut"])
-    kept, dropped = _decontaminate(kept, dropped, stats, contamination, cfg)
-    stats.add("cpu_seconds_score", score_cpu)
-    stats.check()
-    stats.add("cpu_seconds_decide", time.process_time() - cpu)
-    io.write_json(stats.to_dict(), task["stats"])  # before the shard: a shard implies its stats
-    if task["rejects"]:
-        io.write_parquet(dropped, task["rejects"])
-    io.write_parquet(kept, task["out"])
-    return stats.to_dict()
-
-
-# ---- decontamination --------------------------------------------------------------------------
-
-def _contamination_index(cfg: FilterConfig) -> ContaminationIndex | None:
-    """The n-gram index of the evaluation sets (built once, here in the driver), or None when off."""
-    if not cfg.decontamination.enabled:
-        return None
-    try:
-        return ContaminationIndex.from_files(cfg.decontamination, read=_read_bytes)
-    except (OSError, ValueError) as e:
-        raise config.ConfigError(str(e)) from None
-
-
-def _read_bytes(path: str) -> bytes:
-    with io.open_input(path) as f:
-        return f.read()
-
-
-def _decontaminate(kept: pa.Table, dropped: pa.Table, stats: StageStats, index: ContaminationIndex | None,
-                   cfg: FilterConfig) -> tuple[pa.Table, pa.Table]:
-    """Move the kept documents that share an n-gram with an evaluation set to the dropped ones
-    (``filter_reason`` = ``contamination``), counting them per set with an example match."""
-    if index is None or not kept.num_rows:
-        return kept, dropped
-    texts = kept.column("text").to_pylist()
-    matches = [index.find(t) for t in texts]
-    hit = [m is not None for m in matches]
-    if not any(hit):
-        return kept, dropped
-    ids, langs = kept.column("id").to_pylist(), kept.column("language").to_pylist()
-    urls = kept.column("url").to_pylist() if "url" in kept.column_names else [None] * kept.num_rows
-    for m, doc_id, lang, url, text in zip(matches, ids, langs, urls, texts):
-        if m is None:
-            continue
-        stats.output -= 1  # decide_table counted it kept
-        decontam.count(stats, m, id=doc_id, url=url)
-        stats.add(f"dropped.{lang if lang in cfg.language.keep else 'other'}.{decontam.REASON}")
-        stats.add("bytes_out", -len(text.encode("utf-8")))
-    mask = pa.array(hit, pa.bool_())
-    moved = _with_reason(kept.filter(mask), decontam.REASON)
-    return kept.filter(pc.invert(mask)), pa.concat_tables([dropped, moved.cast(dropped.schema)])
-
-
-def _with_reason(table: pa.Table, reason: str) -> pa.Table:
-    meta = table.column("metadata").combine_chunks()
-    fields = list(meta.type)
-    children = [meta.field(i) for i in range(meta.type.num_fields)]
-    children[meta.type.get_field_index("filter_reason")] = pa.array([reason] * table.num_rows, pa.string())
-    return table.set_column(table.column_names.index("metadata"), "metadata", pa.StructArray.from_arrays(children, fields=fields))
-
-
-# ---- helpers ----------------------------------------------------------------------------------
-
-def _model_path(cfg: FilterConfig) -> str | None:
-    path = cfg.quality.model
-    if not path:
-        return None
-    if not os.path.exists(path):
-        if cfg.quality.threshold is not None or cfg.quality.top_fraction is not None:
-            raise config.ConfigError(f"quality model {path} not found (train it: python -m pipelines train-quality)")
-        print(f"filter: quality model {path} not found; quality_score left empty", file=sys.stderr)
-        return None
-    return os.path.abspath(path)
-
-
-def _read_blocklist(path: str) -> str:
-    if not path:
-        return ""
-    with io.open_input(path) as f:
-        return f.read().decode("utf-8")
-
-
-def _file_digest(path: str) -> str:
-    with open(path, "rb") as f:
-        return hashlib.blake2b(f.read(), digest_size=8).hexdigest()
-
-
-def _shard_names(files: list[str]) -> list[str]:
-    """Output names: the input's path below the inputs' common folder, without .parquet."""
-    if not files:
-        return []
-    root = os.path.dirname(files[0]) if len(files) == 1 else os.path.commonpath([os.path.dirname(f) for f in files])
-    return [os.path.relpath(f, root)[: -len(".parquet")].replace(os.sep, "__") for f in files]
-
-
-def _drops_by_language(stats: StageStats) -> dict[str, dict[str, int]]:
-    table: dict[str, dict[str, int]] = {}
-    for key, n in stats.counters.items():
-        if key.startswith("dropped."):
-            _, lang, rule = key.split(".", 2)
-            table.setdefault(lang, {})[rule] = int(n)
-        elif key.startswith("documents."):
-            table.setdefault(key.split(".", 1)[1], {})["documents"] = int(n)
-    return {k: dict(sorted(v.items())) for k, v in sorted(table.items())}
+    return fs.decide_unit(task, contamination)

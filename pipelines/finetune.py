@@ -20,20 +20,18 @@ recipe's summary (``<run>/<name>.json``: held-out figures before and after).
 from __future__ import annotations
 
 import argparse
-import os
-import re
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from curation.decontam import contamination_index
 from curation.stats import StageStats
 from pipelines.cli import add_config_arguments
 from pipelines.pretrain import Launch, add_launcher_arguments
 from pipelines.runtime import Timer, merge_results, print_summary, run_tasks
 from storage import io
-from storage.errors import UserError
+from training.prepare import SUFFIXES, check_tokenizer, prepare_chat_file, shard_name
 
-SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".parquet")
 _DECONT = "decontamination."
 
 
@@ -44,7 +42,7 @@ class Finetune:
     name: str  # the stage and its recipe: training.<name>.main writes <run>/<name>.json
     noun: str  # what it trains on, for messages ("conversations", "pairs")
     prepared: str  # the folder of the run that holds the tokenised shards
-    examples: Callable  # (tokenizer, record) -> (items, drop reason): see prepare_chat_file
+    examples: Callable  # (tokenizer, record) -> (items, drop reason): see training.prepare.prepare_chat_file
     table: Callable  # (keys, examples, held_out) -> the shard's pyarrow table
     # (cfg, shards, checkpoint, pad_id, stats) -> extra launch settings, or None when it failed.
     before_training: Callable | None = None
@@ -82,83 +80,6 @@ def build_config(args: argparse.Namespace, cls, extra: dict[str, Any]):
     return config_mod.load(cls, args.config, over)
 
 
-def tokenizer_file(path: str) -> str:
-    from tokenizer import tokenizer_json
-
-    return tokenizer_json(path)
-
-
-def shard_name(path: str) -> str:
-    base = os.path.basename(path)
-    for suf in SUFFIXES:
-        if base.endswith(suf):
-            base = base[: -len(suf)]
-            break
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", base)
-
-
-def read_records(path: str):
-    """Records of a JSONL(.gz) or Parquet file; a line that is not JSON is ``None``."""
-    if path.endswith(".parquet"):
-        yield from io.read_parquet(path).to_pylist()
-        return
-    from training.chat import iter_jsonl_records
-
-    with io.open_input(path) as f:
-        yield from iter_jsonl_records(f)
-
-
-def prepare_chat_file(path: str, out_dir: str, tokenizer_path: str, max_len: int, held_out_fraction: float, seed: int,
-                      examples: Callable, table: Callable, contamination: Any = None) -> dict:
-    """Tokenise one JSONL/Parquet file of chat records into ``<out_dir>/<file>.parquet``; its stats.
-
-    ``examples(tok, record)`` gives ``(items, reason)``: ``items`` is a list of
-    ``(key_suffix, example, tokens, answer_tokens)``, one per training example the record holds,
-    and ``reason`` names the drop when it holds none. Examples longer than ``max_len`` are dropped
-    (``too_long``); a hash of each key marks the held-out share. ``table(keys, examples, held_out)``
-    builds the shard. A record any of whose strings shares an n-gram with an evaluation set of
-    ``contamination`` (a ``curation.decontam.ContaminationIndex``) has each of its examples
-    dropped as ``contamination``. A file already prepared is skipped (its stats are read back).
-    """
-    from curation import decontam
-    from tokenizer import load
-    from training.sft import split_held_out
-
-    name = shard_name(path)
-    shard = io.join(out_dir, name + ".parquet")
-    stats_path = io.shard_stats_path(shard)
-    if io.exists(shard) and io.exists(stats_path):
-        return io.read_json(stats_path)
-    tok = load(tokenizer_path)
-    stats = StageStats()
-    keys, exs = [], []
-    for lineno, rec in enumerate(read_records(path)):
-        items, reason = examples(tok, rec) if rec is not None else ([], "invalid_json")
-        if not items:
-            stats.seen()
-            stats.drop(reason or "empty")
-            continue
-        match = contamination.find(decontam.strings_of(rec)) if contamination is not None else None
-        for suffix, ex, tokens, answer_tokens in items:
-            stats.seen()
-            if match is not None:
-                decontam.count(stats, match, file=os.path.basename(path), record=lineno)
-                continue
-            if tokens > max_len:
-                stats.drop("too_long")
-                continue
-            stats.kept()
-            stats.add("answer_tokens", answer_tokens)
-            stats.add("tokens", tokens)
-            keys.append(f"{name}:{lineno}{suffix}")
-            exs.append(ex)
-    held = split_held_out(keys, held_out_fraction, seed)
-    stats.add("held_out", int(held.sum()))
-    io.write_parquet(table(keys, exs, held.tolist()), shard)
-    io.write_json(stats.to_dict(), stats_path)
-    return stats.to_dict()
-
-
 def decontamination_config(args: argparse.Namespace):
     """The command line's ``--set decontamination.*`` as a ``curation.decontam.DecontaminationConfig``
     (the filter's settings; the stage's own config takes every other override)."""
@@ -169,37 +90,6 @@ def decontamination_config(args: argparse.Namespace):
     return config_mod.load(DecontaminationConfig, None, over)
 
 
-def contamination_index(cfg):
-    """The evaluation-set index the records are checked against (``cfg``: a
-    ``curation.decontam.DecontaminationConfig``); None when switched off."""
-    from curation.decontam import ContaminationIndex
-    from pipelines import config as config_mod
-
-    if not cfg.enabled:
-        return None
-
-    def read(path: str) -> bytes:
-        with io.open_input(path) as f:
-            return f.read()
-
-    try:
-        return ContaminationIndex.from_files(cfg, read=read)
-    except (OSError, ValueError) as e:
-        raise config_mod.ConfigError(str(e)) from None
-
-
-def check_tokenizer(tokenizer_path: str, run_cfg: dict[str, Any]) -> int:
-    """The end (= pad) id; :class:`UserError` when the tokenizer is missing or not the checkpoint's."""
-    from tokenizer import EOS, load, special_id
-
-    tok = load(tokenizer_path)  # a missing or unreadable one is a UserError naming it
-    try:
-        eos = special_id(tok, EOS)
-    except KeyError:
-        raise UserError(f"{tokenizer_path} is not a project tokenizer (no {EOS} token); build one with `make tokenizer`") from None
-    if tok.get_vocab_size() != run_cfg["vocab_size"]:
-        raise UserError(f"tokenizer has {tok.get_vocab_size():,} tokens but the checkpoint's model was built for {run_cfg['vocab_size']:,}")
-    return eos
 
 
 def run(stage: Finetune, cfg: Any, data: list[str], tokenizer: str, how: Launch, decontamination: Any) -> int:
@@ -211,12 +101,13 @@ def run(stage: Finetune, cfg: Any, data: list[str], tokenizer: str, how: Launch,
     from pipelines.pretrain import launch
     from training.checkpoint import CheckpointError, resolve_checkpoint
     from training.finetune import context_length
+    from tokenizer import tokenizer_json
 
     try:
         ckpt, run_cfg = resolve_checkpoint(cfg.init_from)
     except CheckpointError as e:
         raise CheckpointError(f"--checkpoint {e}") from None
-    tok_path = tokenizer_file(tokenizer)
+    tok_path = tokenizer_json(tokenizer)
     pad_id = check_tokenizer(tok_path, run_cfg)
     files, missing = io.expand_inputs(data, SUFFIXES)
     # The run's one sequence length: too_long here, packing and batches in training agree.

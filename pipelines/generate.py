@@ -16,7 +16,6 @@ import argparse
 import sys
 from typing import Any
 
-from curation.stats import StageStats
 from storage import io
 from pipelines.runtime import TaskFailure, Timer, print_summary, run_tasks
 
@@ -33,46 +32,11 @@ def _model_arguments(p: argparse.ArgumentParser) -> None:
 
 def load_model_and_sampling(args: argparse.Namespace):
     """Tokenizer, model, end-of-answer id, sampling settings and vocabulary size from the command's flags."""
-    from pipelines.finetune import tokenizer_file
-    from tokenizer import load
-    from training.chat import special_ids
-    from training.generate import SamplingConfig
-    from training.checkpoint import load_model
+    from training.generate import SamplingConfig, load
 
-    tok = load(tokenizer_file(args.tokenizer))
-    model, run_cfg = load_model(args.checkpoint)
-    _, eos = special_ids(tok)
+    tok, model, eos, vocab = load(args.checkpoint, args.tokenizer)
     sampling = SamplingConfig(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=args.seed)
-    return tok, model, eos, sampling, run_cfg["vocab_size"]
-
-
-def stream_answer(tok, model, eos: int, sampling, vocab: int, messages: list[dict[str, str]], out=None) -> str:
-    """Generate an answer to ``messages``, printing text as it is decoded (to ``out``, default the
-    current ``sys.stdout``); returns the answer."""
-    from training.chat import tokenize_prompt
-    from training.generate import generate
-
-    out = out or sys.stdout
-
-    ids: list[int] = []
-    shown = ""
-    for t in generate(model, tokenize_prompt(tok, messages), eos, sampling, vocab):
-        ids.append(t)
-        text = tok.decode(ids, skip_special_tokens=False)
-        # Print only whole characters: a byte-level token may end inside a UTF-8 sequence.
-        if not text.endswith("\ufffd"):
-            out.write(text[len(shown):])
-            out.flush()
-            shown = text
-    text = tok.decode(ids, skip_special_tokens=False)
-    out.write(text[len(shown):] + "\n")
-    out.flush()
-    return text.strip()
-
-
-def with_system(system: str | None, history: list[dict[str, str]]) -> list[dict[str, str]]:
-    """The conversation with the system prompt, if any, in front."""
-    return ([{"role": "system", "content": system}] if system else []) + history
+    return tok, model, eos, sampling, vocab
 
 
 class Generate:
@@ -86,8 +50,9 @@ class Generate:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
-        tok, model, eos, sampling, vocab = load_model_and_sampling(args)
-        stream_answer(tok, model, eos, sampling, vocab, with_system(args.system, [{"role": "user", "content": args.prompt}]))
+        from training.generate import stream_answer, with_system
+
+        stream_answer(*load_model_and_sampling(args), with_system(args.system, [{"role": "user", "content": args.prompt}]))
         return 0
 
 
@@ -101,82 +66,21 @@ class Chat:
 
     @staticmethod
     def run(args: argparse.Namespace, stdin=None, stdout=None) -> int:
-        stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
-        tok, model, eos, sampling, vocab = load_model_and_sampling(args)
-        history: list[dict[str, str]] = []
-        stdout.write("chat: an empty line or /quit ends, /reset forgets the conversation\n")
-        while True:
-            stdout.write("User: ")
-            stdout.flush()
-            line = stdin.readline()
-            if not line or not line.strip() or line.strip() == "/quit":
-                return 0
-            if line.strip() == "/reset":
-                history = []
-                continue
-            history.append({"role": "user", "content": line.strip()})
-            stdout.write("Assistant:")
-            answer = stream_answer(tok, model, eos, sampling, vocab, with_system(args.system, history), stdout)
-            history.append({"role": "assistant", "content": answer or "..."})
+        from training.generate import chat
+
+        chat(*load_model_and_sampling(args), args.system, stdin or sys.stdin, stdout or sys.stdout)
+        return 0
 
 
 def _repetition_chunk(chunk: tuple[int, list[str]], checkpoint: str, tokenizer_path: str, system: str | None, sampling_kw: dict, tail: int, period: int) -> list[dict[str, Any]]:
     import torch
 
-    from tokenizer import load
-    from training.chat import special_ids, tokenize_prompt
-    from training.generate import SamplingConfig, generate, is_endless_repetition
-    from training.checkpoint import load_model
+    from training.generate import SamplingConfig, load, repetition_rows
 
     torch.set_num_threads(1)  # one task per CPU
     start, prompts = chunk
-    tok = load(tokenizer_path)
-    model, run_cfg = load_model(checkpoint)
-    _, eos = special_ids(tok)
-    rows = []
-    for i, prompt in enumerate(prompts):
-        # Each prompt samples from its own seed, so results do not depend on the chunking.
-        cfg = SamplingConfig(**{**sampling_kw, "seed": sampling_kw["seed"] + start + i})
-        ids = tokenize_prompt(tok, with_system(system, [{"role": "user", "content": prompt}]))
-        out = list(generate(model, ids, eos, cfg, run_cfg["vocab_size"]))
-        stopped = len(out) < cfg.max_new_tokens and len(ids) + len(out) < model.cfg.max_seq_len
-        rows.append({"index": start + i, "prompt": prompt, "response": tok.decode(out, skip_special_tokens=False),
-                     "new_tokens": len(out), "stopped": stopped, "repetitive": bool(is_endless_repetition(out, stopped, tail, period))})
-    return rows
-
-
-def _prompts(specs: list[str]) -> tuple[list[str], dict[str, str], StageStats]:
-    """User prompts from chat/SFT files (the first user turn) or plain-text files (one a line)."""
-    from pipelines.finetune import read_records
-    from training.chat import conversations_from_record, pair_from_record
-
-    files, missing = io.expand_inputs(specs, (".jsonl", ".jsonl.gz", ".parquet", ".txt"))
-    stats = StageStats()
-    prompts: list[str] = []
-    for f in files:
-        if f.endswith(".txt"):
-            with io.open_input(f) as fh:
-                lines = [ln.strip() for ln in fh.read().decode("utf-8").splitlines()]
-            for ln in lines:
-                if ln:
-                    stats.seen()
-                    stats.kept()
-                    prompts.append(ln)
-            continue
-        for rec in read_records(f):
-            stats.seen()
-            convs, _ = conversations_from_record(rec) if rec is not None else ([], None)
-            if convs:
-                user = next(m["content"] for m in convs[0] if m["role"] == "user")
-            else:
-                pair, _ = pair_from_record(rec) if rec is not None else (None, None)
-                user = pair.prompt[-1]["content"] if pair else None
-            if user is None:
-                stats.drop("no_user_prompt")
-                continue
-            stats.kept()
-            prompts.append(user)
-    return prompts, missing, stats
+    tok, model, eos, vocab = load(checkpoint, tokenizer_path)
+    return repetition_rows(tok, model, eos, vocab, prompts, start, system, SamplingConfig(**sampling_kw), tail, period)
 
 
 class EvalRepetition:
@@ -198,9 +102,12 @@ class EvalRepetition:
     def run(args: argparse.Namespace) -> int:
         import pyarrow as pa
 
-        from pipelines.finetune import tokenizer_file
+        from tokenizer import load, tokenizer_json
+        from training.checkpoint import resolve_checkpoint
+        from training.generate import read_prompts
 
-        prompts, missing, stats = _prompts(args.prompts)
+        load(tokenizer_json(args.tokenizer)), resolve_checkpoint(args.checkpoint)  # missing ones: one line, before any task
+        prompts, missing, stats = read_prompts(args.prompts)
         stats.failed_files.update(missing)
         if args.limit:
             over = max(0, len(prompts) - args.limit)
@@ -211,7 +118,7 @@ class EvalRepetition:
         sampling_kw = {"temperature": args.temperature, "top_p": args.top_p, "max_new_tokens": args.max_new_tokens, "seed": args.seed}
         with Timer() as t:
             results = run_tasks(_repetition_chunk, chunks, desc="eval-repetition",
-                                args=(args.checkpoint, tokenizer_file(args.tokenizer), args.system, sampling_kw, args.tail_tokens, args.max_period))
+                                args=(args.checkpoint, tokenizer_json(args.tokenizer), args.system, sampling_kw, args.tail_tokens, args.max_period))
         rows: list[dict[str, Any]] = []
         for (start, chunk), res in zip(chunks, results):
             if isinstance(res, TaskFailure):

@@ -23,8 +23,8 @@ from curation.filter.config import PRESETS
 from curation.remix import RemixConfig
 from pipelines import config as config_mod
 from pipelines.pretrain import Launch
-from pipelines.tokenize import TokenizeConfig
 from tokenizer import TokenizerConfig
+from tokenizer.shards import TokenizeConfig
 from training.config import DPOConfig, SFTConfig, TrainConfig
 
 # The order in which ``run`` executes the stages; ``stages:`` may list a prefix or a subset.
@@ -48,6 +48,10 @@ class ExtractSection:
     cc_base_url: Optional[str] = None
     cc_first: int = 0
     cc_files: Optional[int] = None
+    # Common Crawl's index (columnar Parquet or CDXJ files, local or on an object store): only the
+    # records it selects are read, by byte ranges (of the cc_dump range's files when one is
+    # given). The selection's settings are config.cc_index; its languages are the filter's.
+    cc_index: list[str] = field(default_factory=list)
     # Files processed at once (None: one per CPU of the Ray cluster).
     workers: Optional[int] = None
     # The extractor's cheap pre-pass (curation/extract/prefilter.py): pages that cannot pass the
@@ -63,6 +67,10 @@ class ExtractSection:
 
 @dataclass
 class DedupSection:
+    # Document shards (Parquet in curation.schema's document schema: files, globs or folders)
+    # deduplicated with the extracted and imported documents: a run can start from shards another
+    # run or pipeline wrote (stages: [dedup, filter, ...]).
+    inputs: list[str] = field(default_factory=list)
     # Persistent band-key index (None: <output>/dedup/index). Point several runs at one index to
     # deduplicate a new dump against the old ones (the report's cross-dump dedup).
     index: Optional[str] = None
@@ -92,7 +100,7 @@ class TokenizerSection:
     # tokens, is the report's 100,000 (DeepSeek LLM §2.1); a small corpus cannot fill that many
     # merges: the demo's ~3 MB of text takes a few thousand.
     config: TokenizerConfig = field(default_factory=TokenizerConfig)
-    # pipelines.tokenize.TokenizeConfig, the tokenize stage's.
+    # tokenizer.shards.TokenizeConfig, the tokenize stage's.
     tokenize: TokenizeConfig = field(default_factory=TokenizeConfig)
 
 

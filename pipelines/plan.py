@@ -82,7 +82,7 @@ def _plan(step: Step, cfg: Any, paths: dict[str, str], stages: list[str], run_mo
         step.writes, step.ray = [paths["import"]], cpus.format("JSONL file")
         return
     if stage == "generate":
-        model = next((paths[s] for s in ("dpo", "sft", "pretrain") if s in stages or run_mod._done(s, paths)), None)
+        model = next((paths[s] for s in ("dpo", "sft", "pretrain") if s in stages or run_mod.stage_done(s, paths)), None)
         if model is None:
             problems.append("generate: no trained model: pretrain, sft and dpo are neither complete nor in `stages`")
         step.reads = [p for p in (model, paths["train-tokenizer"]) if p]
@@ -91,7 +91,7 @@ def _plan(step: Step, cfg: Any, paths: dict[str, str], stages: list[str], run_mo
         return
     if stage == "eval":
         e = cfg.eval
-        models = [s for s in ("pretrain", "sft", "dpo") if s in stages or run_mod._done(s, paths)]
+        models = [s for s in ("pretrain", "sft", "dpo") if s in stages or run_mod.stage_done(s, paths)]
         if not models:
             problems.append("eval: no trained model: pretrain, sft and dpo are neither complete nor in `stages`")
         if not _exists(e.data, problems, "eval.data"):
@@ -119,15 +119,17 @@ def _plan(step: Step, cfg: Any, paths: dict[str, str], stages: list[str], run_mo
         if e.inputs:
             step.reads += _inputs(e.inputs, (".warc", ".warc.gz", ".arc", ".arc.gz", ".wet", ".wet.gz"), "extract.inputs", problems)
         if e.cc_dump:
-            from pipelines import commoncrawl
+            from curation.sources import commoncrawl
 
-            base = e.cc_base_url or commoncrawl.DEFAULT_BASE_URL
-            listing = commoncrawl._join(base, f"crawl-data/{e.cc_dump}/warc.paths.gz")
+            listing = commoncrawl.listing_url(e.cc_dump, e.cc_base_url or commoncrawl.DEFAULT_BASE_URL)
             step.reads.append(listing)
             if not _exists(listing, problems, "extract.cc_dump"):
                 problems.append(f"extract: {listing} not found or not reachable (extract.cc_dump / extract.cc_base_url)")
             count = "the rest" if e.cc_files is None else f"{e.cc_files}"
-            step.notes.append(f"{count} WARC files of {e.cc_dump} from #{e.cc_first} of that listing")
+            how = "the records extract.cc_index selects in" if e.cc_index else ""
+            step.notes.append(f"{how or ''}{' ' if how else ''}{count} WARC files of {e.cc_dump} from #{e.cc_first} of that listing")
+        if e.cc_index:
+            _plan_index(step, cfg, run_mod, problems)
         pre = run_mod.extract_config(cfg).prefilter
         if pre.enabled:
             step.notes.append(f"pre-pass: languages [{','.join(pre.languages)}], min words {pre.min_words} (the filter's settings)")
@@ -162,6 +164,22 @@ def _plan(step: Step, cfg: Any, paths: dict[str, str], stages: list[str], run_mo
         step.notes.append(f"{tcfg.epochs} epoch(s), lr {tcfg.lr}" + (f", first {section.max_records} records of each file" if section.max_records else ""))
 
 
+def _plan_index(step: Step, cfg: Any, run_mod, problems: list[str]) -> None:
+    """The records extract.cc_index selects, and what fetching them costs against whole files."""
+    from pipelines.extract import dry_run_lines, resolve_inputs
+    from storage.errors import UserError
+
+    e = cfg.extract
+    step.reads.append(", ".join(e.cc_index) + " (index)")
+    ecfg = run_mod.extract_config(cfg)
+    try:
+        _, _, cc, selection = resolve_inputs([], e.cc_dump, e.cc_base_url, e.cc_first, e.cc_files, e.cc_index, ecfg.cc_index)
+    except UserError as err:
+        problems.append(f"extract.cc_index: {err}")
+        return
+    step.notes += dry_run_lines([], selection, ecfg.cc_index, cc)
+
+
 def _stage_config(stage: str, cfg: Any, run_mod) -> Any:
     """The typed config ``run`` gives a curation stage, checked as the stage will check it."""
     if stage == "extract":
@@ -186,7 +204,7 @@ def _check_config_paths(stage: str, cfg: Any, problems: list[str], where: str = 
 
 def _inputs(specs: list[str], suffixes: tuple[str, ...], key: str, problems: list[str]) -> list[str]:
     try:
-        files, missing = io.expand_inputs(specs, suffixes)
+        files, missing = io.expand_inputs(specs, suffixes, missing_ok=True)
     except OSError as e:
         problems.append(f"{key}: cannot be read: {e}")
         return list(specs)
@@ -250,7 +268,7 @@ def _producer(path: str, paths: dict[str, str]) -> str:
 
 def _state(stage: str, paths: dict[str, str], run_mod) -> str:
     try:
-        if run_mod._done(stage, paths):
+        if run_mod.stage_done(stage, paths):
             return "complete (skipped)"
         if stage in ("pretrain", "sft", "dpo"):
             from training.checkpoint import latest_checkpoint

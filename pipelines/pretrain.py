@@ -25,7 +25,6 @@ import sys
 import tempfile
 from typing import Any
 
-from curation.stats import StageStats
 from storage import io
 from pipelines import config as config_mod
 from pipelines.cli import add_config_arguments
@@ -216,22 +215,6 @@ def _launch_ray(cfg: dict[str, Any], nproc: int, entry_module: str, max_failures
     return 0
 
 
-def write_stats(run_dir: str, seconds: float) -> StageStats:
-    """stats.json of the run: sequences trained (in = out: training drops none), tokens, steps."""
-    summary = io.read_json(io.join(run_dir, "summary.json"))
-    resolved = io.read_json(io.join(run_dir, "config.json"))["resolved"]
-    stats = StageStats()
-    rows = summary["tokens"] // resolved["seq_len"]
-    stats.seen(rows)
-    stats.kept(rows)
-    stats.add("tokens", summary["tokens"])
-    stats.add("steps", summary["steps"])
-    stats.add("seconds", seconds)
-    stats.check()
-    io.write_json({**stats.to_dict(), "summary": summary}, io.join(run_dir, "stats.json"))
-    return stats
-
-
 def run(args: argparse.Namespace) -> int:
     return pretrain(build_config(args), Launch(args.nproc, args.launcher, args.max_failures), tokenizer=args.tokenizer)
 
@@ -249,6 +232,8 @@ def pretrain(cfg, how: Launch, tokenizer: str | None = None) -> int:
         return 2
     summary_path = io.join(cfg.run_dir, "summary.json")
     if io.exists(summary_path) and io.read_json(summary_path).get("complete") and not cfg.resume:
+        from training.trainer import write_stats
+
         if not io.exists(io.join(cfg.run_dir, "stats.json")):
             # Killed after the last step but before stats.json: the schedule is complete, write it now.
             write_stats(cfg.run_dir, float("nan"))
@@ -256,7 +241,7 @@ def pretrain(cfg, how: Launch, tokenizer: str | None = None) -> int:
         return 0
     from training.checkpoint import CheckpointError, is_complete, latest_checkpoint
     from training.data import list_token_shards
-    from training.trainer import plan_batches
+    from training.trainer import plan_batches, write_stats
 
     # A user's mistake ends here in one line (pipelines.cli), not in every worker's traceback.
     resolve_launcher(how.launcher, how.nproc)

@@ -9,7 +9,7 @@ and SFT/DPO when ``<output>/<stage>/stats.json`` exists (each writes it last), p
 its run's ``stats.json`` exists (a run with checkpoints but no ``stats.json`` is resumed from its
 last complete checkpoint). A re-run after any failure therefore resumes where it stopped. Each
 finished stage leaves ``<output>/_run/<stage>.json`` (time, exit status, the Ray nodes its tasks
-ran on), and the run ends with ``report.json`` and ``report.html`` (:mod:`pipelines.report`).
+ran on), and the run ends with ``report.json`` and ``report.html`` (:mod:`reporting.run`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import sys
 import time
 from typing import Any, Callable
 
-from storage.errors import SettingError
+from storage.errors import UserError
 from curation.stats import StageStats
 from pipelines import config as config_mod
 from pipelines import runtime
@@ -38,8 +38,8 @@ from pipelines.pipeline_config import STAGE_ORDER, PipelineConfig
 NAME = "run"
 HELP = "run the whole pipeline (extract .. dpo, then generate) from one config; resumes after a failure"
 
-class StageFailed(RuntimeError):
-    pass
+class StageFailed(UserError):
+    """A run that cannot go on as configured (no inputs, no trained model yet): one line, exit 2."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     status = 0
     with runtime.Timer() as total:
         for stage in stages:
-            if _done(stage, paths):
+            if stage_done(stage, paths):
                 print(f"\nrun: {stage}: complete ({_marker(stage, paths)} exists), skipped", file=sys.stderr)
                 continue
             print(f"\nrun: ===== {stage} =====", file=sys.stderr)
@@ -122,29 +122,29 @@ def run(args: argparse.Namespace) -> int:
             t0 = time.perf_counter()
             try:
                 rc = steps[stage]()
+            except UserError as e:  # a setting, a missing input: one line, as a single stage says it
+                print(f"run: {stage}: error: {e}", file=sys.stderr)
+                return 2
             except OSError as e:
                 print(f"run: {stage} failed: {_os_error(e)}", file=sys.stderr)
                 return 1
-            except (StageFailed, config_mod.ConfigError, SettingError) as e:
-                print(f"run: {stage} failed: {e}", file=sys.stderr)
-                return 1
             seconds = time.perf_counter() - t0
             failed = _failed_inputs(stage, paths)
-            if rc != 0 and not (failed and _done(stage, paths)):
+            if rc != 0 and not (failed and stage_done(stage, paths)):
                 print(f"run: {stage} exited with status {rc}; stopping (outputs so far stay, a re-run resumes here)", file=sys.stderr)
                 return rc
-            io.write_json({"stage": stage, "seconds": seconds, "rc": rc, "failed_inputs": failed,
-                           "task_nodes": _task_nodes(tasks_before)}, io.join(paths["runlog"], f"{stage}.json"))
+            io.write_json({"stage": stage, "seconds": seconds, "rc": rc, "failed_inputs": failed, "task_nodes": _task_nodes(tasks_before),
+                           "driver_peak_rss_mb": runtime.peak_rss_mb()}, io.join(paths["runlog"], f"{stage}.json"))
             if failed:
                 status = 1
                 print(f"run: {stage}: {len(failed)} input(s) could not be read: {', '.join(sorted(failed))}", file=sys.stderr)
                 if cfg.stop_on_failed_inputs:
                     return 1
     if not args.no_report:
-        from pipelines import report
+        from reporting.run import write_report
 
         try:
-            where = report.write_report(cfg, paths, stages)
+            where = write_report(cfg, paths, stages)
         except OSError as e:
             print(f"run: report failed: {_os_error(e)}", file=sys.stderr)
             return 1
@@ -183,7 +183,8 @@ def _marker(stage: str, paths: dict[str, str]) -> str:
     return io.join(paths[stage], "stats.json")
 
 
-def _done(stage: str, paths: dict[str, str]) -> bool:
+def stage_done(stage: str, paths: dict[str, str]) -> bool:
+    """Whether the run's ``stage`` has finished (its ``stats.json``; dedup's statistics too)."""
     if stage == "dedup":
         return io.exists(_marker("dedup", paths)) and io.exists(io.join(paths["dedup-stats"], "report.json"))
     return io.exists(_marker(stage, paths))
@@ -222,7 +223,10 @@ def _settings(stage: str, cfg: Any) -> None:
 # ---- the curation stages: each stage's function with its typed config ----
 
 def dedup_inputs(cfg: PipelineConfig, paths: dict[str, str]) -> list[str]:
-    return [paths["extract"]] + ([paths["import"]] if cfg.import_jsonl.inputs else [])
+    """The extracted pages (when the run extracts any), the imported documents (when it imports
+    any) and the document shards given as ``dedup.inputs``."""
+    extracts = bool(cfg.extract.inputs or cfg.extract.cc_dump)
+    return ([paths["extract"]] if extracts else []) + ([paths["import"]] if cfg.import_jsonl.inputs else []) + list(cfg.dedup.inputs)
 
 
 def stage_inputs(stage: str, paths: dict[str, str]) -> list[str]:
@@ -231,36 +235,43 @@ def stage_inputs(stage: str, paths: dict[str, str]) -> list[str]:
 
 
 def extract_config(cfg: PipelineConfig) -> Any:
-    """The extract stage's config: the section's, with the pre-pass taken from the filter's own
-    settings (one setting feeds both)."""
+    """The extract stage's config: the section's, with the pre-pass's and the index selection's
+    languages (and the pre-pass's minimum length) taken from the filter's own settings (one
+    setting feeds both stages)."""
     from curation.extract.prefilter import PrefilterConfig
+    from curation.sources.commoncrawl import CCIndexConfig
 
     own, default = cfg.extract.config.prefilter, PrefilterConfig()
     given = [f"prefilter.{k}" for k in ("enabled", "languages", "min_words") if getattr(own, k) != getattr(default, k)]
+    if cfg.extract.config.cc_index.languages != CCIndexConfig().languages:
+        given.append("cc_index.languages")
     if given:
         raise config_mod.ConfigError(
-            f"extract.config gives {', '.join(given)}: in a pipeline run the pre-pass is `extract.prefilter: true` and takes "
-            "the filter's languages and minimum length; set those once, in filter.config (language.keep, gopher_quality.min_words)")
-    if not cfg.extract.prefilter:
-        return cfg.extract.config
+            f"extract.config gives {', '.join(given)}: in a pipeline run the pre-pass is `extract.prefilter: true`, and it and the "
+            "index selection take the filter's languages and minimum length; set those once, in filter.config (language.keep, "
+            "gopher_quality.min_words)")
     f = cfg.filter.config
     disabled = set(f.disabled_rules)
     # A rule the filter does not apply must not drop pages here either.
-    prefilter = dataclasses.replace(own, enabled=True, languages=[] if "language" in disabled else list(f.language.keep),
+    languages = [] if "language" in disabled else list(f.language.keep)
+    ecfg = dataclasses.replace(cfg.extract.config, cc_index=dataclasses.replace(cfg.extract.config.cc_index, languages=languages))
+    if not cfg.extract.prefilter:
+        return ecfg
+    prefilter = dataclasses.replace(own, enabled=True, languages=languages,
                                     min_words=0 if "gopher_word_count" in disabled else f.gopher_quality.min_words)
-    return dataclasses.replace(cfg.extract.config, prefilter=prefilter)
+    return dataclasses.replace(ecfg, prefilter=prefilter)
 
 
 def _extract(cfg: PipelineConfig, paths: dict[str, str]) -> int:
     from pipelines.extract import extract, resolve_inputs
 
     e = cfg.extract
-    if not e.inputs and not e.cc_dump:
-        raise StageFailed("extract: the config gives neither extract.inputs nor extract.cc_dump")
+    if not e.inputs and not e.cc_dump and not e.cc_index:
+        raise StageFailed("extract: the config gives none of extract.inputs, extract.cc_dump, extract.cc_index")
     ecfg = extract_config(cfg)
-    inputs, missing, cc = resolve_inputs(e.inputs, e.cc_dump, e.cc_base_url, e.cc_first, e.cc_files)
+    inputs, missing, cc, selection = resolve_inputs(e.inputs, e.cc_dump, e.cc_base_url, e.cc_first, e.cc_files, e.cc_index, ecfg.cc_index)
     _settings("extract", ecfg)
-    return extract(inputs, paths["extract"], ecfg, dump=e.cc_dump, cc=cc, workers=e.workers, missing=missing)
+    return extract(inputs, paths["extract"], ecfg, dump=e.cc_dump, cc=cc, workers=e.workers, missing=missing, selection=selection)
 
 
 def _dedup(cfg: PipelineConfig, paths: dict[str, str]) -> int:
@@ -330,7 +341,7 @@ def train_config(stage: str, cfg: PipelineConfig, paths: dict[str, str], stages:
                                      f"(folders under `output`, the tokenizer it trains); remove it from {stage}.config")
     if stage == "pretrain":
         return dataclasses.replace(own, run_dir=paths["pretrain"], data=[paths["tokenize"]])
-    start = paths["pretrain"] if stage == "sft" or not ("sft" in stages or _done("sft", paths)) else paths["sft"]
+    start = paths["pretrain"] if stage == "sft" or not ("sft" in stages or stage_done("sft", paths)) else paths["sft"]
     return dataclasses.replace(own, run_dir=paths[stage], init_from=start)
 
 
@@ -365,9 +376,7 @@ def _first_records(specs: list[str], n: int, folder: str) -> list[str]:
     (written once; a re-run finds them)."""
     import gzip
 
-    files, missing = io.expand_inputs(specs, (".jsonl", ".jsonl.gz", ".json", ".parquet"))
-    if missing:
-        raise StageFailed(f"data not found: {missing}")
+    files, _ = io.expand_inputs(specs, (".jsonl", ".jsonl.gz", ".json", ".parquet"))
     out = []
     for f, name in zip(files, unique_names(files)):
         if f.endswith(".parquet"):
@@ -390,7 +399,7 @@ def _eval(cfg: PipelineConfig, paths: dict[str, str]) -> int:
     """GSM8K test after each finished training stage: ``<output>/eval/<stage>/``, then
     ``<output>/eval/stats.json`` with every model's score (what the report shows)."""
     e = cfg.eval
-    models = [s for s in ("pretrain", "sft", "dpo") if _done(s, paths)]
+    models = [s for s in ("pretrain", "sft", "dpo") if stage_done(s, paths)]
     if not models:
         raise StageFailed("eval: no trained model in this run yet (pretrain, sft and dpo have not finished)")
     total = StageStats()
@@ -414,7 +423,7 @@ def _eval(cfg: PipelineConfig, paths: dict[str, str]) -> int:
 
 def _final_model(paths: dict[str, str]) -> str:
     for stage in ("dpo", "sft", "pretrain"):
-        if _done(stage, paths):
+        if stage_done(stage, paths):
             return paths[stage]
     raise StageFailed("generate: no trained model in this run yet (pretrain, sft and dpo have not finished)")
 
@@ -422,7 +431,8 @@ def _final_model(paths: dict[str, str]) -> str:
 def _generate(cfg: PipelineConfig, paths: dict[str, str]) -> int:
     """One answer from the final model, streamed to the terminal and kept in answer.json."""
     from pipelines.cli import build_parser
-    from pipelines.generate import load_model_and_sampling, stream_answer, with_system
+    from pipelines.generate import load_model_and_sampling
+    from training.generate import stream_answer, with_system
 
     g = cfg.generate
     model = _final_model(paths)

@@ -28,17 +28,21 @@ def init_ray(num_cpus: int | None = None) -> None:
     address = os.environ.get("RAY_ADDRESS")
     # Every Ray server (GCS, raylet and its object manager, workers, dashboard agent and its
     # metrics export, runtime-env agent, autoscaler and dashboard metrics) binds loopback exactly
-    # when the node IP is a loopback address, and all interfaces (or the host's IP) otherwise. On
-    # Linux ray.init() never keeps a loopback address: it replaces `_node_ip_address="127.0.0.1"`,
-    # and the host of a `127.0.0.1:port` address, with the host's routable IP
-    # (services.resolve_ip_for_localhost). Ray keeps loopback where it does not support clusters
-    # (macOS and Windows, its ENABLE_RAY_CLUSTER constant off); the embedded instance is never
-    # joined by another node, so take that path while the head starts, and while a second driver
-    # joins a local instance at a loopback GCS address (`127.0.0.1:port`, as
-    # ray.get_runtime_context().gcs_address gives it). A cluster's address is left alone. The
-    # constant is read at call time and restored at once; `ray start` (which reads it from the
-    # environment) is never affected. tests/test_loopback.py lists the sockets of a stage's Ray
-    # processes and fails if this stops working (a Ray upgrade that renames the constant).
+    # when the node IP is a loopback address, and all interfaces (or the host's IP) otherwise.
+    # Ray (checked against 2.60.0) has no public way to keep a loopback node IP on Linux:
+    # ray.init(_node_ip_address="127.0.0.1"), `ray start --node-ip-address 127.0.0.1` and a
+    # `127.0.0.1:port` address all go through services.resolve_ip_for_localhost, which swaps
+    # loopback for the host's routable IP (ray-project/ray#26293; #59110 is still open, its fix
+    # #59206 closed unmerged). The one switch is ray_constants.ENABLE_RAY_CLUSTER, off where Ray
+    # does not support clusters (macOS, Windows), where it keeps loopback. Its environment form,
+    # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER, is read once when ray is imported and is inherited by
+    # every child process, `ray start` included, so it cannot be scoped to one ray.init().
+    # Hence the constant is set here around the call and restored at once: while the embedded
+    # instance's head starts (no other node ever joins it), and while a second driver joins a
+    # local instance at a loopback GCS address (`127.0.0.1:port`, as
+    # ray.get_runtime_context().gcs_address gives it). A cluster's address is left alone.
+    # tests/test_loopback.py lists the sockets of a stage's Ray processes and fails if this
+    # stops working (a Ray upgrade that renames the constant).
     host = (address or "").rpartition(":")[0].strip("[]")
     keep_loopback = not address or ("://" not in address and host in ("localhost", "127.0.0.1", "::1"))
     from ray._private import ray_constants

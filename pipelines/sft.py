@@ -27,18 +27,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-packing", action="store_true", help="one conversation per row")
 
 
-def sft_examples(tok, rec: Any) -> tuple[list[tuple], str | None]:
-    """Each conversation of an SFT record, tokenised with its answer mask (keys ``:<n>``)."""
-    from training.chat import conversations_from_record, tokenize_conversation
-
-    convs, reason = conversations_from_record(rec)
-    items = []
-    for k, conv in enumerate(convs):
-        ex = tokenize_conversation(tok, conv)
-        items.append((f":{k}", ex, len(ex.input_ids), int(ex.loss_mask.sum())))
-    return items, reason
-
-
 def _report(result: dict[str, Any], stats) -> list[str]:
     if result.get("held_out_answer_loss_before") is None:
         return ["(no held-out conversations)"]
@@ -54,9 +42,9 @@ def build_config(args: argparse.Namespace):
 
 def sft(cfg, data: list[str], tokenizer: str, how: Launch, decontamination) -> int:
     """SFT with ``cfg`` (a ``training.config.SFTConfig``) on the chat files ``data``."""
-    from training.sft import examples_table
+    from training.sft import examples_table, record_examples
 
-    stage = finetune.Finetune(NAME, "conversations", "data", sft_examples, examples_table, report=_report)
+    stage = finetune.Finetune(NAME, "conversations", "data", record_examples, examples_table, report=_report)
     return finetune.run(stage, cfg, data, tokenizer, how, decontamination)
 
 

@@ -16,14 +16,14 @@ import dataclasses
 import os
 import sys
 import time
-from typing import Any, Iterator
+from typing import Any
 
 from curation.stats import StageStats
 from storage import io
 from pipelines import runtime
-from pipelines.tokenize import iter_documents, text_shards
 from tokenizer import TokenizerConfig
 from tokenizer.bpe import tokenizer_files
+from tokenizer.shards import iter_shards, text_shards
 from storage.errors import UserError
 
 NAME = "train-tokenizer"
@@ -42,16 +42,9 @@ def train_job(unit: dict, cfg: TokenizerConfig) -> dict[str, Any]:
     runtime.reset_peak_rss()
     rss_before = runtime.proc_status("VmRSS") or 0
 
-    def batches() -> Iterator[list[tuple[str, str | None]]]:
-        for path in files:
-            try:
-                yield from iter_documents(path, stats, cfg.batch_size)
-            except (OSError, ValueError) as e:  # an unreadable shard is named; the rest is used
-                stats.failed_files[path] = f"{type(e).__name__}: {e}"[:500]
-
     start = time.perf_counter()
     try:
-        tok = train(training_texts(batches(), cfg, stats), cfg)
+        tok = train(training_texts(iter_shards(files, stats, cfg.batch_size), cfg, stats), cfg)
     except UserError as e:  # the corpus is too small for the vocabulary: the driver says so in one line
         return {"user_error": str(e)}
     seconds = time.perf_counter() - start

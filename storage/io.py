@@ -35,6 +35,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from storage.errors import MissingInput
+
 PARQUET_COMPRESSION = "zstd"
 ROW_GROUP_SIZE = 10_000
 DATA_FOLDER = "data"
@@ -91,17 +93,25 @@ def exists(path: str) -> bool:
 
 
 def open_input(path: str) -> BinaryIO:
-    """The file's own bytes: no transparent gunzip (a .warc.gz keeps its per-record members)."""
+    """The file's own bytes: no transparent gunzip (a .warc.gz keeps its per-record members). A
+    file that is not there is a :class:`MissingInput` naming it (one line for the user)."""
     fs, p = filesystem(path)
-    return fs.open_input_stream(p, compression=None)
+    try:
+        return fs.open_input_stream(p, compression=None)
+    except FileNotFoundError:
+        raise MissingInput(f"{path}: no such file; check the path") from None
 
 
-def expand_inputs(specs: Iterable[str], suffixes: tuple[str, ...]) -> tuple[list[str], dict[str, str]]:
-    """Expand files, globs and folders into a sorted list of input files.
+def expand_inputs(specs: Iterable[str], suffixes: tuple[str, ...], missing_ok: bool = False) -> tuple[list[str], dict[str, str]]:
+    """The one input discovery of every stage: files, globs and folders, as a sorted list of files.
 
-    Folders are searched recursively for names ending in one of ``suffixes``. Returns the files
-    and ``{spec: error}`` for every spec that matched nothing, so the stage can name them and
-    still process the rest.
+    A file named as such is taken whatever its name. Folders are searched recursively for names
+    ending in one of ``suffixes``; there, and among the matches of a pattern, a name starting with
+    ``.`` or ``_`` (a temporary file, a stage's working folder such as ``_shuffle``, ``_stats``,
+    ``_markers``) is skipped at any depth below the folder searched. A spec that yields nothing (no
+    such path, no match, a folder without such files) is a user's mistake: a
+    :class:`MissingInput` naming every such spec, before any work starts. ``missing_ok`` returns
+    them as ``{spec: why}`` instead (a dry run lists them; a caller words its own message).
     """
     found: set[str] = set()
     missing: dict[str, str] = {}
@@ -114,9 +124,12 @@ def expand_inputs(specs: Iterable[str], suffixes: tuple[str, ...]) -> tuple[list
                 ffs, inner = fsspec.core.url_to_fs(spec)
                 scheme = spec.split("://", 1)[0]
                 matches = [f"{scheme}://{m}" for m in ffs.glob(inner)]
+                root = spec
             else:
                 matches = _glob.glob(os.path.abspath(spec), recursive=True)
-            matches = [m for m in matches if not _is_dir(m)]
+                root = os.path.abspath(spec)
+            root = root[: min(root.index(c) for c in "*?[" if c in root)].rsplit("/", 1)[0]
+            matches = [m for m in matches if not _skipped(m, root) and not _is_dir(m)]
             if not matches:
                 missing[spec] = "no file matches this pattern"
             found.update(matches)
@@ -129,14 +142,23 @@ def expand_inputs(specs: Iterable[str], suffixes: tuple[str, ...]) -> tuple[list
             hits = [
                 _rebuild(spec, p, i.path)
                 for i in fs.get_file_info(selector)
-                if i.type == pafs.FileType.File and i.path.endswith(suffixes)
+                if i.type == pafs.FileType.File and i.path.endswith(suffixes) and not _skipped(i.path, p)
             ]
             if not hits:
                 missing[spec] = f"folder holds no {'/'.join(suffixes)} files"
             found.update(hits)
         else:
             found.add(p if not is_uri(spec) else spec)
+    if missing and not missing_ok:
+        raise MissingInput("input not found: " + "; ".join(f"{spec} ({why})" for spec, why in sorted(missing.items()))
+                           + f"; name files, folders or patterns holding {'/'.join(suffixes)} files")
     return sorted(found), missing
+
+
+def _skipped(path: str, root: str) -> bool:
+    """A name below ``root`` starting with ``.`` or ``_``: not an input (see :func:`expand_inputs`)."""
+    rel = path[len(root.rstrip("/")) + 1 :] if path.startswith(root.rstrip("/") + "/") else posixpath.basename(path)
+    return any(part.startswith((".", "_")) for part in rel.replace(os.sep, "/").split("/"))
 
 
 def _is_dir(path: str) -> bool:
@@ -368,7 +390,10 @@ def json_digest(obj: Any) -> str:
 
 def read_parquet(path: str, columns: list[str] | None = None) -> pa.Table:
     fs, p = filesystem(path)
-    return pq.read_table(p, filesystem=fs, columns=columns)
+    try:
+        return pq.read_table(p, filesystem=fs, columns=columns)
+    except FileNotFoundError:
+        raise MissingInput(f"{path}: no such file; check the path") from None
 
 
 def data_folder(output: str) -> str:
@@ -398,9 +423,9 @@ def write_dataset_card(output: str, title: str, lines: Iterable[str] = ()) -> No
 
 
 def list_shards(folder: str, suffix: str = ".parquet") -> list[str]:
-    """Complete shards under a folder, sorted by path (temporary files are skipped)."""
-    files, _ = expand_inputs([folder], (suffix,))
-    return [f for f in files if not os.path.basename(f).startswith(".")]
+    """Complete shards under a folder, sorted by path (temporary files and working folders are
+    skipped); [] when there are none."""
+    return expand_inputs([folder], (suffix,), missing_ok=True)[0]
 
 
 def makedirs(path: str) -> None:

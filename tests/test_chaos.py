@@ -183,7 +183,7 @@ class Watch:
             except OSError:  # no such raylet any more, or a kernel without the children list
                 self._raylet = None
         if time.monotonic() - self._scanned > 0.05:
-            table = tp._proc_table()
+            table = tp.proc_table()
             mine = {pid: title for pid, (_, sid, title) in table.items() if sid == self.proc.pid}
             raylets = [pid for pid, title in mine.items() if title.endswith("/raylet")]
             if raylets and os.path.exists(f"/proc/{raylets[0]}/task/{raylets[0]}/children"):

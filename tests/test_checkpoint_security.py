@@ -1,4 +1,4 @@
-"""Checkpoints load as weights only: a crafted one cannot run code (issue 8, security)."""
+"""Checkpoints load as weights only: a crafted one cannot run code."""
 
 from __future__ import annotations
 

@@ -108,10 +108,9 @@ def test_demo_sft_data_against_gsm8k_test(index):
 
 
 def test_sft_preparation_drops_contaminated_records(index, tmp_path):
-    from pipelines.finetune import prepare_chat_file
-    from pipelines.sft import sft_examples
     from tokenizer import TokenizerConfig, save, train
-    from training.sft import examples_table
+    from training.prepare import prepare_chat_file
+    from training.sft import examples_table, record_examples
 
     train_recs = read_records((SAMPLE / "sft" / "gsm8k-chat-train.jsonl").read_bytes())[:30]
     test_rec = read_records(GSM8K_TEST.read_bytes())[5]
@@ -121,7 +120,7 @@ def test_sft_preparation_drops_contaminated_records(index, tmp_path):
     tok = train([strings_of(r) for r in train_recs], TokenizerConfig(vocab_size=400))
     save(tok, str(tmp_path / "tok"))
     stats = prepare_chat_file(str(data), str(tmp_path / "run" / "data"), str(tmp_path / "tok" / "tokenizer.json"), 4096, 0.0, 0,
-                              sft_examples, examples_table, index)
+                              record_examples, examples_table, index)
     # record 20 of the train file (test problem 632's template) and the planted test problem
     assert stats["input"] == 31 and stats["dropped"] == {"contamination": 2} and stats["output"] == 29
     assert stats["counters"]["contamination.gsm8k-test"] == 2
@@ -132,7 +131,7 @@ def test_sft_preparation_drops_contaminated_records(index, tmp_path):
     assert json.loads((tmp_path / "run" / "_stats" / "mixed.json").read_text()) == stats
     # switched off: nothing dropped
     off = prepare_chat_file(str(data), str(tmp_path / "off" / "data"), str(tmp_path / "tok" / "tokenizer.json"), 4096, 0.0, 0,
-                            sft_examples, examples_table, None)
+                            record_examples, examples_table, None)
     assert off["output"] == 31 and not off["dropped"]
 
 

@@ -548,3 +548,32 @@ def test_quality_cut_names_a_failed_task_and_honours_workers(ray_session, stage_
     assert stats["failed_files"][str(root / "a" / "text-1.parquet")].startswith("quality cut:")
     assert stats["counters"]["failed_tasks.quality_cut"] == 1
     assert stats["input"] == 350 == stats["output"] + sum(stats["dropped"].values()) and stats["dropped"]["quality_score"] > 0
+
+
+def test_top_fraction_cut_over_shards_equals_the_exact_cut(monkeypatch):
+    """The cut found in rounds of 256 counts per shard is the score of the k-th best candidate,
+    as sorting every score gives it: ties, negative scores, zeros, one value, none; with the
+    last bucket gathered, and narrowed down bit by bit to the end."""
+    import numpy as np
+
+    from curation.filter import cut as qcut
+
+    rng = np.random.default_rng(0)
+    cases = [rng.random(5000), np.round(rng.random(30000), 2),
+             np.concatenate([rng.normal(0, 1e-3, 2000), [0.0, -0.0] * 50, rng.normal(5, 100, 300)]),
+             np.full(4000, 0.73), np.array([0.5]), np.zeros(0)]
+    for x in (0.0, -1.5, 0.999, 1e-300, -1e300):
+        assert qcut.score_of(int(qcut.order_keys(np.array([x]))[0])) == x
+    rounds = []
+    for gather in (qcut.GATHER, 0):
+        monkeypatch.setattr(qcut, "GATHER", gather)
+        for scores in cases:
+            for fraction in (0.001, 0.1, 0.5, 0.9, 0.999, 1.0):
+                keys = [np.sort(qcut.order_keys(s)) for s in np.array_split(rng.permutation(scores), 7)]
+                select, n = qcut.TopFractionCut(fraction), 0
+                while (q := select.query()) is not None:
+                    select.add([qcut.answer(k, q) for k in keys])
+                    n += 1
+                assert select.cut == qcut.exact_cut(scores, fraction), (gather, len(scores), fraction)
+                rounds.append(n)
+    assert max(rounds) <= 8 + 1

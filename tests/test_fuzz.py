@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import SAMPLE
+from warcs import warc_response
 
 FUZZ = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
@@ -85,14 +86,6 @@ _TAGS = st.sampled_from(["<html>", "<body>", "<p>", "</p>", "<div>", "</div>", "
 _HTML = st.lists(st.one_of(_TAGS, st.text(max_size=60)), max_size=80).map("".join)
 
 
-def _warc_response(body: bytes, content_type: bytes) -> bytes:
-    http = b"HTTP/1.1 200 OK\r\nContent-Type: " + content_type + b"\r\n\r\n" + body
-    head = (b"WARC/1.0\r\nWARC-Type: response\r\nWARC-Target-URI: http://example.org/page\r\n"
-            b"WARC-Date: 2024-05-01T00:00:00Z\r\nWARC-Record-ID: <urn:uuid:12345678-1234-1234-1234-123456789abc>\r\n"
-            b"Content-Type: application/http; msgtype=response\r\nContent-Length: " + str(len(http)).encode() + b"\r\n\r\n")
-    return gzip.compress(head + http + b"\r\n\r\n", mtime=0)
-
-
 @FUZZ
 @given(html=_HTML, enc=st.sampled_from(["utf-8", "latin-1", "utf-16", "utf-7"]),
        ctype=st.sampled_from([b"text/html", b"text/html; charset=utf-8", b"text/html; charset=nonsense-42", b"text/html; charset=",
@@ -100,7 +93,7 @@ def _warc_response(body: bytes, content_type: bytes) -> bytes:
        prefilter=st.booleans())
 def test_malformed_html_in_a_response_record(tmp_path, html, enc, ctype, prefilter):
     body = html.encode(enc, errors="replace")
-    res = _extract(tmp_path, _warc_response(body, ctype), "page.warc.gz", *(["prefilter.enabled=true"] if prefilter else []))
+    res = _extract(tmp_path, warc_response(body, ctype), "page.warc.gz", *(["prefilter.enabled=true"] if prefilter else []))
     assert not res["failed_files"], res
     assert res["input"] == res["output"] + sum(res["dropped"].values()) and res["input"] >= 1
 
@@ -239,7 +232,7 @@ def test_shard_names_from_input_paths_stay_inside_the_output_folder(names):
 
     from pipelines.extract import shard_names
     from pipelines.import_jsonl import unique_names
-    from pipelines.finetune import shard_name
+    from training.prepare import shard_name
 
     out = "/srv/run/stage"
     paths = ["/in/" + n for n in names]

@@ -149,3 +149,34 @@ def test_cli_chain_sft_dpo_generate(tmp_path, ray_session):
     args = build_parser().parse_args(["chat", *model_args])
     assert Chat.run(args, stdin=_io.StringIO("Hello\n/reset\nHi again\n\n"), stdout=out) == 0
     assert out.getvalue().count("Assistant:") == 2
+
+
+def test_chat_loop_prompt_files_and_repetition_rows_without_ray(tmp_path):
+    """The library's chat loop and repetition evaluation in this process: prompts from a chat file
+    and a text file, rows that do not depend on how the prompt set is split, a conversation kept
+    until /reset."""
+    from storage.errors import MissingInput
+    from tokenizer import TokenizerConfig, train
+    from training.chat import special_ids
+    from training.generate import chat, read_prompts, repetition_rows
+
+    (tmp_path / "extra.txt").write_text("What is 2+3?\n\nName a colour.\n")
+    with pytest.raises(MissingInput, match="none.jsonl"):
+        read_prompts([str(tmp_path / "extra.txt"), str(tmp_path / "none.jsonl")])
+    prompts, missing, stats = read_prompts([str(SAMPLE / "sft" / "gsm8k-test.jsonl"), str(tmp_path / "extra.txt")])
+    assert not missing
+    assert len(prompts) == stats.input == stats.output == 1319 + 2 and {"What is 2+3?", "Name a colour."} <= set(prompts)
+    tok = train(prompts[:300], TokenizerConfig(vocab_size=400))
+    _, eos = special_ids(tok)
+    vocab = tok.get_vocab_size()
+    torch.manual_seed(0)
+    net = Transformer(model_config("tiny", vocab_size=vocab)).eval()
+    sampling = SamplingConfig(temperature=1.0, max_new_tokens=8, seed=3)
+    whole = repetition_rows(tok, net, eos, vocab, prompts[:4], 0, None, sampling, tail_tokens=4, max_period=2)
+    split = (repetition_rows(tok, net, eos, vocab, prompts[:2], 0, None, sampling, tail_tokens=4, max_period=2)
+             + repetition_rows(tok, net, eos, vocab, prompts[2:4], 2, None, sampling, tail_tokens=4, max_period=2))
+    assert whole == split and [r["index"] for r in whole] == [0, 1, 2, 3] and all(r["new_tokens"] <= 8 for r in whole)
+    out = _io.StringIO()
+    chat(tok, net, eos, SamplingConfig(max_new_tokens=4), vocab, "Be brief.", _io.StringIO("Hello\n/reset\nHi again\n\n"), out)
+    text = out.getvalue()
+    assert text.startswith("chat: ") and text.count("Assistant:") == 2 and text.endswith("User: ")

@@ -90,7 +90,7 @@ def kill_group(p: subprocess.Popen) -> None:
         os.killpg(p.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-    for pid, (_, sid, _) in _proc_table().items():
+    for pid, (_, sid, _) in proc_table().items():
         if sid == p.pid:
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -319,7 +319,7 @@ def test_demo_config_end_to_end(tmp_path):
 
 # ---- a Ray worker killed in the middle of a task ----
 
-def _proc_table() -> dict[int, tuple[int, int, str]]:
+def proc_table() -> dict[int, tuple[int, int, str]]:
     """pid -> (parent pid, session id, process title) from /proc."""
     table = {}
     for d in os.listdir("/proc"):
@@ -340,7 +340,7 @@ def workers_running(root: int, names: tuple[str, ...]) -> list[tuple[int, str]]:
     """(pid, title) of Ray workers of *this* pipeline process (its descendants or its session)
     executing one of the named tasks right now (Ray sets a worker's title to ``ray::<task>``
     while it runs the task, ``ray::IDLE`` otherwise)."""
-    table = _proc_table()
+    table = proc_table()
     kids: dict[int, list[int]] = {}
     for pid, (ppid, _, _) in table.items():
         kids.setdefault(ppid, []).append(pid)
@@ -570,7 +570,7 @@ def _kill_train_worker(cluster, job: subprocess.Popen, timeout: float) -> tuple[
 
 
 def _descendants_titled(root: int, prefix: str) -> list[tuple[int, str]]:
-    table = _proc_table()
+    table = proc_table()
     kids: dict[int, list[int]] = {}
     for pid, (ppid, _, _) in table.items():
         kids.setdefault(ppid, []).append(pid)

@@ -84,16 +84,33 @@ def _digests(folder: str) -> dict[str, str]:
     return {os.path.basename(p): hashlib.sha256(open(p, "rb").read()).hexdigest() for p in sorted(glob.glob(os.path.join(folder, "data", "shard-*.parquet")))}
 
 
+def _remix_in_process(folder, out, cfg: RemixConfig) -> str:
+    """The remix's library steps in this process, without Ray: scan, plan, sample, shuffle."""
+    from curation.remix.plan import make_plan, merge_scans
+    from curation.remix.shards import sample_shard, scan_shard, shuffle_bucket
+
+    files = sorted(glob.glob(os.path.join(folder, "*.parquet")))
+    plan = make_plan(merge_scans(DomainAssigner(cfg).names, [scan_shard(f, cfg) for f in files]), cfg)
+    pieces = os.path.join(out, "pieces")
+    stats = [sample_shard(f, i, cfg, plan.domains, plan.shards, pieces) for i, f in enumerate(files)]
+    for b in range(plan.shards):
+        shuffle_bucket(pieces, b, list(range(len(files))), os.path.join(out, "data", f"shard-{b:05d}.parquet"))
+    assert sum(s.input for s in stats) == 690 == sum(s.output + sum(s.dropped.values()) for s in stats)
+    return out
+
+
 @pytest.mark.parametrize("unit", ["documents", "bytes"])
 def test_remix_mixture_accounting_and_determinism(ray_session, inputs, tmp_path, unit):
-    from pipelines.remix import TEXT_SHARD_SCHEMA, remix
+    from curation.schema import TEXT_SHARD_SCHEMA
+    from pipelines.remix import remix
 
     cfg = RemixConfig(weights=dict(WEIGHTS), unit=unit, seed=7, shard_target_bytes=400_000)
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
     assert remix([str(inputs / "three")], a, cfg, workers=2) == 0
     assert remix([str(inputs / "one")], b, cfg, workers=1) == 0
-    # The same seed gives the same shards, however the input was split and run.
+    # The same seed gives the same shards, however the input was split and run, with Ray or without.
     assert _digests(a) == _digests(b) and len(_digests(a)) >= 5
+    assert _digests(_remix_in_process(str(inputs / "three"), str(tmp_path / "library"), cfg)) == _digests(a)
 
     m = json.load(open(os.path.join(a, "manifest.json")))
     for d, target in WEIGHTS.items():

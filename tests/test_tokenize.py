@@ -16,7 +16,8 @@ from curation.schema import documents_to_table
 from curation.sources import read_dolma_jsonl
 from pipelines import cli
 from storage import io
-from pipelines.tokenize import TokenizeConfig, tokenize
+from pipelines.tokenize import tokenize
+from tokenizer.shards import TokenizeConfig
 from tests.conftest import SAMPLE
 
 VOCAB = 2000
@@ -63,6 +64,25 @@ def test_train_tokenizer_stage_writes_a_loadable_folder_with_accounting(tok_fold
     assert fig["text_mb"] > 1.0 and fig["train_seconds"] > 0 and fig["peak_rss_mb"] > 0
     tok = T.load(str(tok_folder))
     assert tok.token_to_id(T.EOS) == VOCAB + 1
+
+
+def test_tokenize_file_writes_each_documents_ids_then_eos_without_ray(tok_folder, text_shards, tmp_path):
+    """The library's one-shard step in this process: the ids of each non-empty document then EOS,
+    in input order; the empty text dropped and counted; input, tokenizer and stats in the metadata."""
+    from tokenizer.shards import META_KEY, read_tokenizer, tokenize_file
+
+    folder, shards = text_shards
+    text, sha = read_tokenizer(str(tok_folder))
+    src = str(folder / "part-002.parquet")
+    stats = tokenize_file(src, str(tmp_path / "t.parquet"), text, sha, TokenizeConfig(batch_size=64))
+    t = pq.read_table(tmp_path / "t.parquet")
+    docs = [d for d in shards[2] if d["text"]]
+    assert stats["input"] == len(shards[2]) and stats["dropped"] == {"empty_text": 1} and t.num_rows == len(docs)
+    assert t.column("id").to_pylist() == [d["id"] for d in docs] and set(t.column("epoch").to_pylist()) == {0}
+    tok = T.load(str(tok_folder))
+    assert t.column("input_ids").to_pylist()[:25] == [T.encode_document(tok, d["text"]) for d in docs[:25]]
+    meta = json.loads(t.schema.metadata[META_KEY])
+    assert (meta["input"], meta["tokenizer_sha256"], meta["stats"]) == (src, sha, stats)
 
 
 def test_train_tokenizer_rerun_skips_and_sampling_changes_the_text(tok_folder, text_shards, tmp_path):

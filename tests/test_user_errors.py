@@ -1,7 +1,8 @@
-"""A user's mistake on the training side ends in one line naming the thing and the fix, exit 2;
-a real bug keeps its traceback. Each case runs the command line (``pipelines.cli.main``) as a
-new user would: an unknown setting, an impossible batch, a missing tokenizer, missing token
-data, a corpus too small for the vocabulary, and a missing, incomplete or unreadable checkpoint."""
+"""A user's mistake ends in one line naming the thing and the fix, exit 2; a real bug keeps its
+traceback. Each case runs the command line (``pipelines.cli.main``) as a new user would: a path
+that does not exist given to any stage, a config error inside ``pipelines run``, an unknown
+setting, an impossible batch, a missing tokenizer, missing token data, a corpus too small for the
+vocabulary, and a missing, incomplete or unreadable checkpoint."""
 
 from __future__ import annotations
 
@@ -119,3 +120,70 @@ def test_a_real_bug_keeps_its_traceback(tokens, tmp_path, monkeypatch):
     monkeypatch.setattr(pipelines.pretrain, "launch", broken)
     with pytest.raises(RuntimeError, match="a bug"):
         main(["pretrain", "--data", tokens, "--output", str(tmp_path / "run"), *SMALL])
+
+
+def _missing_path_commands(tmp_path) -> list[list[str]]:
+    """Every stage's command line with a path that is not there (``@`` marks it)."""
+    real = str(SAMPLE / "text")
+    out = str(tmp_path / "out")
+    return [
+        ["import", "--input", "@", "--output", out],
+        ["extract", "--input", "@", "--output", out],
+        ["dedup", "--input", "@", "--output", out],
+        ["dedup", "--input", str(SAMPLE / "warc"), "--output", out],  # a folder without document shards
+        ["dedup-stats", "@"],
+        ["dedup-explain", "@", "some-id"],
+        ["filter", "--input", "@", "--output", out],
+        ["filter", "--input", real, "--output", out, "--config", "@"],
+        ["remix", "--input", "@", "--output", out],
+        ["train-tokenizer", "--input", "@", "--output", out],
+        ["tokenize", "--tokenizer", "@", "--input", real, "--output", out],
+        ["tokenize", "--tokenizer", "@", "--input", "@", "--output", out],
+        ["train-quality", "--gold", "@", "--output", out],
+        ["pretrain", "--data", "@", "--output", out],
+        ["plot-run", "@"],
+        ["sft", "--checkpoint", "@", "--tokenizer", "@", "--output", out],
+        ["dpo", "--checkpoint", "@", "--tokenizer", "@", "--output", out],
+        ["eval", "--checkpoint", "@", "--output", out],
+        ["generate", "--checkpoint", "@", "--tokenizer", "@", "--prompt", "hi"],
+        ["chat", "--checkpoint", "@", "--tokenizer", "@"],
+        ["eval-repetition", "--checkpoint", "@", "--tokenizer", "@", "--output", out],
+        ["run", "--config", "@"],
+    ]
+
+
+def test_a_path_that_is_not_there_ends_in_one_line_in_every_stage(tmp_path, capsys):
+    """No stage starts work on a path that does not exist: one line naming it, exit 2."""
+    import shutil
+
+    from pipelines.cli import STAGES, _stage_modules
+
+    missing = str(tmp_path / "no-such-path")
+    commands = _missing_path_commands(tmp_path)
+    assert {m.NAME for m in _stage_modules()} == {c[0] for c in commands}, STAGES
+    for argv in commands:
+        rc = main([missing if a == "@" else a for a in argv])
+        err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+        assert rc == 2, (argv, err)
+        assert len(err) == 1 and "Traceback" not in err[0], (argv, err)
+        assert missing in err[0] or f"{SAMPLE / 'warc'} (folder holds no .parquet files)" in err[0], (argv, err)
+        if argv[0] == "dedup":  # dedup records its index settings before it reads its inputs
+            shutil.rmtree(tmp_path / "out", ignore_errors=True)
+        assert not (tmp_path / "out").exists(), argv
+
+
+def test_a_config_error_inside_a_pipeline_run_exits_2(ray_session, tmp_path, capsys):
+    """Settings that load but cannot run stop the run with one line and exit 2, as a single stage does."""
+    import yaml
+
+    cfg = {"output": str(tmp_path / "run"), "stages": ["extract"],
+           "extract": {"inputs": [str(SAMPLE / "warc" / "cc-main-2020-34-sample.warc.gz")], "config": {"prefilter": {"min_words": 5}}}}
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["run", "--config", str(tmp_path / "bad.yaml"), "--no-report"]) == 2
+    err = capsys.readouterr().err
+    assert "run: extract: error: extract.config gives prefilter.min_words" in err and "Traceback" not in err
+    cfg.update(stages=["dedup"], extract={"inputs": [str(tmp_path / "none.warc.gz")]})
+    (tmp_path / "missing.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["run", "--config", str(tmp_path / "missing.yaml"), "--no-report"]) == 2
+    err = capsys.readouterr().err
+    assert "run: dedup: error: input not found: " + str(tmp_path / "run" / "extracted") in err and "Traceback" not in err

@@ -44,6 +44,11 @@ Encoding
 - ``encode_document(tok, text) -> list[int]``: a pre-training document: ids + [EOS] (what the
   tokenize stage writes).
 
+Shards (``tokenizer.shards``)
+- ``text_shards(inputs)``, ``iter_documents(path, stats)``: the text shards under the inputs and
+  their documents in bounded batches; ``TokenizeConfig``; ``tokenize_file(src, dst, ...)``: one
+  text shard into one token shard (``id``, ``epoch``, ``input_ids``).
+
 Chat (the report's SFT format, as in DeepSeek LLM's released chat template)::
 
     <BOS>[{system}\\n\\n]User: {q1}\\n\\nAssistant: {a1}<EOS>User: {q2}\\n\\nAssistant: {a2}<EOS>

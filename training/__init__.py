@@ -1,4 +1,4 @@
-"""Compact trainer: a DeepSeek-LLM-style decoder, FSDP2, one training loop (issue 6).
+"""Compact trainer: a DeepSeek-LLM-style decoder, FSDP2, one training loop.
 
 Plain library code: nothing here imports ``ray`` or ``pipelines``. The launchers live in
 ``pipelines/pretrain.py``. Public API (kept stable; SFT/DPO build on it):
@@ -77,6 +77,14 @@ Fine-tuning (``training.finetune``, recipes ``training.sft.SFT`` and ``training.
     ``FinetuneConfig`` (the fields every fine-tune shares; ``SFTConfig``/``DPOConfig`` extend
     it), ``EpochLoader`` (``ChatLoader``/``PairLoader``), ``train_config``, ``finetune(recipe)``
     (held-out before, training, held-out after, ``<run>/<name>.json``) and ``main(recipe, config)``.
+    ``training.prepare.prepare_chat_file`` turns one chat file into a tokenised example shard (the
+    recipe's ``record_examples``, ``too_long`` and ``contamination`` drops, a hashed held-out share);
+    ``check_tokenizer`` checks the tokenizer against the starting checkpoint.
+
+Generation (``training.generate``)
+    ``generate`` (KV cache; greedy, temperature, top-p), ``stream_answer`` and ``chat`` (the report's
+    chat format, streamed); the repetition ratio: ``read_prompts``, ``repetition_rows``,
+    ``repetition_ratio``. ``training.evaluate``: GSM8K scoring, ``parameter_count(checkpoint)``.
 
 Paths
     Every path (token shards, tokenizer, run folder, ``init_from``, SFT/DPO data) is a local path

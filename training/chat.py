@@ -36,6 +36,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 from tokenizers import Tokenizer
 
+from storage import io
 from tokenizer import BOS, EOS, encode_chat, special_id
 
 ROLES = ("system", "user", "assistant")
@@ -213,6 +214,16 @@ def iter_jsonl_records(stream) -> Iterator[Any]:
             yield json.loads(line)
         except json.JSONDecodeError:
             yield None
+
+
+def read_file_records(path: str) -> Iterator[Any]:
+    """Records of a JSONL(.gz) or Parquet file (a local path or an object-store URI); a line
+    that is not JSON is ``None``."""
+    if path.endswith(".parquet"):
+        yield from io.read_parquet(path).to_pylist()
+        return
+    with io.open_input(path) as f:
+        yield from iter_jsonl_records(f)
 
 
 # --------------------------------------------------------------------------------------------

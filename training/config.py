@@ -125,7 +125,8 @@ class SFTConfig(FinetuneConfig):
 @dataclass
 class DPOConfig(FinetuneConfig):
     run_dir: str = "runs/dpo"
-    # DPO's usual temperature (Rafailov et al. 2023; the issue's default; the report gives none).
+    # DPO's usual temperature: the DPO paper's default (Rafailov et al. 2023, appendix B: "unless
+    # noted otherwise, we use beta = 0.1"), also TRL's; the DeepSeek LLM report gives none.
     beta: float = 0.1
     # Report section 5.2: one epoch, "learning rate of 5e-6 and batch size of 512",
     # "warm-up and cosine learning rate scheduler".

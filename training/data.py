@@ -46,12 +46,11 @@ class _Unit:
 
 def list_token_shards(specs: list[str]) -> list[str]:
     """Parquet files under files/folders ``specs`` (local paths or URIs), sorted; names starting
-    with ``.`` (temporary files) are skipped."""
-    files, missing = io.expand_inputs(specs, (".parquet",))
+    with ``.`` or ``_`` (temporary files, working folders) are skipped."""
+    files, missing = io.expand_inputs(specs, (".parquet",), missing_ok=True)
     if missing:
         spec, why = next(iter(missing.items()))
         raise MissingInput(f"token shards not found: {spec} ({why}); write them with `python -m pipelines tokenize` or fix --data")
-    files = [f for f in files if not io.basename(f).startswith(".")]
     if not files:
         raise MissingInput(f"no .parquet token shards under {specs}; write them with `python -m pipelines tokenize` or fix --data")
     return files

@@ -4,11 +4,11 @@
 
 with summed log-probabilities over the answer tokens only (the prompt is masked out) and the
 reference model frozen at the starting (SFT) checkpoint. The reference log-probabilities are
-either computed once up front (``pipelines.dpo`` writes them beside the tokenised pairs) or on
+either computed once up front (the ``dpo`` stage writes them beside the tokenised pairs) or on
 the fly with the frozen model; both go through :func:`pair_logps`, so they are the same numbers.
 
 Recipe (report section 5.2): 1 epoch, LR 5e-6, batch 512, warm-up then cosine decay, beta 0.1
-(the issue's default; the report does not state beta).
+(the DPO paper's default, Rafailov et al. 2023, appendix B; the report does not state beta).
 """
 
 from __future__ import annotations
@@ -50,6 +50,18 @@ def pairs_table(keys: Sequence[str], pairs: Sequence[Pair], held_out: Sequence[b
         "rejected_mask": col([r.loss_mask for _, r in pairs], pa.bool_()),
         "held_out": pa.array(list(held_out), pa.bool_()),
     }, schema=PAIR_SCHEMA)
+
+
+def record_examples(tok, rec: Any) -> tuple[list[tuple], str | None]:
+    """The chosen and rejected conversations of one preference record (the longer one counts for
+    ``too_long``): the ``examples`` of ``training.prepare.prepare_chat_file``."""
+    from training.chat import pair_from_record, tokenize_pair
+
+    pair, reason = pair_from_record(rec)
+    if pair is None:
+        return [], reason
+    c, r = tokenize_pair(tok, pair)
+    return [("", (c, r), max(len(c.input_ids), len(r.input_ids)), int(c.loss_mask.sum() + r.loss_mask.sum()))], None
 
 
 def read_pairs(path: str) -> tuple[list[str], list[Pair], list[bool]]:

@@ -200,6 +200,29 @@ def is_hf_folder(path: str) -> bool:
         return False
 
 
+def parameter_count(checkpoint: str) -> int | None:
+    """Parameters of the model of a checkpoint, run folder or Hugging Face folder, from its config
+    (built on the meta device: no weights are read); None when that config cannot be read."""
+    from storage.errors import UserError
+    from training.checkpoint import resolve_checkpoint
+    from training.export import model_config_from_hf
+    from training.model import build_on_meta, model_config, num_params
+
+    try:
+        if is_hf_folder(checkpoint):
+            with open(os.path.join(checkpoint, "config.json")) as f:
+                c = json.load(f)
+            if "hidden_size" not in c:
+                return None
+            cfg = model_config_from_hf(c)
+        else:
+            _, run_cfg = resolve_checkpoint(checkpoint)
+            cfg = model_config(run_cfg["model"], vocab_size=run_cfg["vocab_size"])
+        return num_params(build_on_meta(cfg))
+    except (OSError, KeyError, ValueError, UserError):
+        return None
+
+
 def load_generator(checkpoint: str, tokenizer: str | None, device: str = "cpu") -> Generator:
     """The generator for a checkpoint/run folder (needs ``tokenizer``) or a Hugging Face folder."""
     if is_hf_folder(checkpoint):

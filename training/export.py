@@ -77,6 +77,17 @@ def hf_config(cfg: ModelConfig, bos_id: int | None = None, eos_id: int | None = 
     }
 
 
+def model_config_from_hf(c: dict) -> ModelConfig:
+    """The model config a Hugging Face Llama ``config.json`` (as :func:`hf_config` writes it)
+    describes; its vocabulary is taken as already padded."""
+    return ModelConfig(
+        vocab_size=c["vocab_size"], vocab_multiple=1, dim=c["hidden_size"], n_layers=c["num_hidden_layers"],
+        n_heads=c["num_attention_heads"], n_kv_heads=c.get("num_key_value_heads", c["num_attention_heads"]),
+        ffn_dim=c["intermediate_size"], max_seq_len=c.get("max_position_embeddings", ModelConfig.max_seq_len),
+        rope_theta=c.get("rope_theta", ModelConfig.rope_theta), norm_eps=c.get("rms_norm_eps", ModelConfig.norm_eps),
+    )
+
+
 def _tokenizer_files(tokenizer_path: str, max_len: int, bos_id: int | None, eos_id: int | None) -> dict[str, bytes]:
     """The tokenizer's files for the export: its own ``tokenizer.json`` bytes, and for a project
     tokenizer the project's ``tokenizer_config.json`` (special tokens, the chat template, so

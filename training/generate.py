@@ -1,5 +1,6 @@
 """Talking to a checkpoint: greedy, temperature and top-p sampling with a KV cache, stopping at
-the end token, yielding tokens as they come; and the report's repetition ratio.
+the end token, yielding tokens as they come; answers streamed as text, the chat loop; and the
+report's repetition ratio.
 
 The cache is the model's own (``training.model.KVCache``, an optional argument of its
 forward pass): each new token costs O(T) instead of re-running the prefix, and its logits
@@ -14,11 +15,15 @@ runs to the token limit without emitting ``<end>`` and its tail is a loop: the l
 
 from __future__ import annotations
 
+import dataclasses
+import sys
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence, TextIO
 
 import torch
 
+from curation.stats import StageStats
+from storage import io
 from training.model import KVCache, Transformer
 
 
@@ -98,6 +103,133 @@ def generate_uncached(model: Transformer, prompt_ids: Sequence[int], end_id: int
     return out
 
 
+def response(model: Transformer, prompt_ids: Sequence[int], end_id: int, cfg: SamplingConfig, vocab_size: int | None = None) -> tuple[list[int], bool]:
+    """The new tokens for one prompt, and whether it stopped at ``end_id`` (not at
+    ``max_new_tokens`` nor at the end of the model's context)."""
+    out = list(generate(model, prompt_ids, end_id, cfg, vocab_size))
+    return out, len(out) < cfg.max_new_tokens and len(prompt_ids) + len(out) < model.cfg.max_seq_len
+
+
+# ---- talking to a model in the report's chat format ------------------------------------------------
+
+
+def load(checkpoint: str, tokenizer: str) -> tuple[Any, Transformer, int, int]:
+    """Tokenizer, model, end-of-answer id and vocabulary size of a checkpoint (or run folder) and
+    the project tokenizer (a folder or its ``tokenizer.json``)."""
+    from tokenizer import load as load_tokenizer
+    from tokenizer import tokenizer_json
+    from training.chat import special_ids
+    from training.checkpoint import load_model
+
+    tok = load_tokenizer(tokenizer_json(tokenizer))
+    model, run_cfg = load_model(checkpoint)
+    _, eos = special_ids(tok)
+    return tok, model, eos, run_cfg["vocab_size"]
+
+
+def with_system(system: str | None, history: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The conversation with the system prompt, if any, in front."""
+    return ([{"role": "system", "content": system}] if system else []) + history
+
+
+def stream_answer(tok, model: Transformer, eos: int, sampling: SamplingConfig, vocab: int, messages: list[dict[str, str]],
+                  out: TextIO | None = None) -> str:
+    """Generate an answer to ``messages``, printing text as it is decoded (to ``out``, default the
+    current ``sys.stdout``); returns the answer."""
+    from training.chat import tokenize_prompt
+
+    out = out or sys.stdout
+    ids: list[int] = []
+    shown = ""
+    for t in generate(model, tokenize_prompt(tok, messages), eos, sampling, vocab):
+        ids.append(t)
+        text = tok.decode(ids, skip_special_tokens=False)
+        # Print only whole characters: a byte-level token may end inside a UTF-8 sequence.
+        if not text.endswith("\ufffd"):
+            out.write(text[len(shown):])
+            out.flush()
+            shown = text
+    text = tok.decode(ids, skip_special_tokens=False)
+    out.write(text[len(shown):] + "\n")
+    out.flush()
+    return text.strip()
+
+
+def chat(tok, model: Transformer, eos: int, sampling: SamplingConfig, vocab: int, system: str | None, stdin: TextIO, stdout: TextIO) -> None:
+    """The interactive loop: a user line in, the answer streamed out, the conversation kept;
+    ``/reset`` forgets it, an empty line, ``/quit`` or the end of ``stdin`` ends."""
+    history: list[dict[str, str]] = []
+    stdout.write("chat: an empty line or /quit ends, /reset forgets the conversation\n")
+    while True:
+        stdout.write("User: ")
+        stdout.flush()
+        line = stdin.readline()
+        if not line or not line.strip() or line.strip() == "/quit":
+            return
+        if line.strip() == "/reset":
+            history = []
+            continue
+        history.append({"role": "user", "content": line.strip()})
+        stdout.write("Assistant:")
+        answer = stream_answer(tok, model, eos, sampling, vocab, with_system(system, history), stdout)
+        history.append({"role": "assistant", "content": answer or "..."})
+
+
+# ---- the repetition ratio ----------------------------------------------------------------------
+
+
+def read_prompts(specs: list[str]) -> tuple[list[str], dict[str, str], StageStats]:
+    """User prompts from chat/SFT/preference files (the first user turn) or plain-text files (one
+    a line); ``{spec: error}`` for inputs that matched nothing; the records counted (a record
+    without a user turn dropped as ``no_user_prompt``)."""
+    from training.chat import conversations_from_record, pair_from_record, read_file_records
+
+    files, missing = io.expand_inputs(specs, (".jsonl", ".jsonl.gz", ".parquet", ".txt"))
+    stats = StageStats()
+    prompts: list[str] = []
+    for f in files:
+        if f.endswith(".txt"):
+            with io.open_input(f) as fh:
+                lines = [ln.strip() for ln in fh.read().decode("utf-8").splitlines()]
+            for ln in lines:
+                if ln:
+                    stats.seen()
+                    stats.kept()
+                    prompts.append(ln)
+            continue
+        for rec in read_file_records(f):
+            stats.seen()
+            convs, _ = conversations_from_record(rec) if rec is not None else ([], None)
+            if convs:
+                user = next(m["content"] for m in convs[0] if m["role"] == "user")
+            else:
+                pair, _ = pair_from_record(rec) if rec is not None else (None, None)
+                user = pair.prompt[-1]["content"] if pair else None
+            if user is None:
+                stats.drop("no_user_prompt")
+                continue
+            stats.kept()
+            prompts.append(user)
+    return prompts, missing, stats
+
+
+def repetition_rows(tok, model: Transformer, eos: int, vocab: int, prompts: Sequence[str], start: int, system: str | None,
+                    sampling: SamplingConfig, tail_tokens: int = 64, max_period: int = 32) -> list[dict[str, Any]]:
+    """One row per prompt (prompts ``start``, ``start + 1``, ... of a prompt set): the response and
+    whether it stopped and whether it loops. Prompt ``i`` samples from seed ``sampling.seed + i``,
+    so the rows do not depend on how the set is split."""
+    from training.chat import tokenize_prompt
+
+    rows = []
+    for i, prompt in enumerate(prompts):
+        cfg = dataclasses.replace(sampling, seed=sampling.seed + start + i)
+        ids = tokenize_prompt(tok, with_system(system, [{"role": "user", "content": prompt}]))
+        out, stopped = response(model, ids, eos, cfg, vocab)
+        rows.append({"index": start + i, "prompt": prompt, "response": tok.decode(out, skip_special_tokens=False),
+                     "new_tokens": len(out), "stopped": stopped, "repetitive": bool(is_endless_repetition(out, stopped, tail_tokens, max_period))})
+    return rows
+
+
 def repeating_period(tokens: Sequence[int], tail_tokens: int = 64, max_period: int = 32) -> int | None:
     """The shortest period p <= ``max_period`` such that the last ``tail_tokens`` tokens repeat
     with period p (token t == token t-p throughout), or None."""
@@ -140,12 +272,7 @@ def repetition_ratio(
     """Generate a response per prompt and count those that fall into endless repetition."""
     rep = stopped_n = total_new = 0
     for i, p in enumerate(prompts):
-        out = []
-        stopped = False
-        for tok in generate(model, p, end_id, cfg, vocab_size):
-            out.append(tok)
-        # generate() returns early on <end>; it ran out of budget when it made max_new_tokens.
-        stopped = len(out) < cfg.max_new_tokens and len(p) + len(out) < model.cfg.max_seq_len
+        out, stopped = response(model, p, end_id, cfg, vocab_size)
         rep += is_endless_repetition(out, stopped, tail_tokens, max_period)
         stopped_n += stopped
         total_new += len(out)

@@ -116,6 +116,19 @@ def answer_loss(model: torch.nn.Module, examples: Sequence[TokenizedChat], pad_i
     return total / max(1, n), n
 
 
+def record_examples(tok, rec: Any) -> tuple[list[tuple], str | None]:
+    """Each conversation of an SFT record, tokenised with its answer mask (keys ``:<n>``): the
+    ``examples`` of ``training.prepare.prepare_chat_file``."""
+    from training.chat import conversations_from_record, tokenize_conversation
+
+    convs, reason = conversations_from_record(rec)
+    items = []
+    for k, conv in enumerate(convs):
+        ex = tokenize_conversation(tok, conv)
+        items.append((f":{k}", ex, len(ex.input_ids), int(ex.loss_mask.sum())))
+    return items, reason
+
+
 def split_held_out(keys: Sequence[str], fraction: float, seed: int = 0) -> np.ndarray:
     """Boolean mask of held-out items, decided per item by a hash of its key (stable whatever
     the order or number of files)."""

@@ -170,6 +170,25 @@ def write_summary(summary: dict[str, Any], path: str) -> None:
     io.write_json({k: v for k, v in summary.items() if k != "losses"} | {"last_loss": losses[-1] if losses else None}, path)
 
 
+def write_stats(run_dir: str, seconds: float) -> Any:
+    """``stats.json`` of a finished run (a ``curation.stats.StageStats``, returned): sequences
+    trained (in = out: training drops none), tokens, steps and seconds, beside ``summary.json``."""
+    from curation.stats import StageStats
+
+    summary = io.read_json(io.join(run_dir, "summary.json"))
+    resolved = io.read_json(io.join(run_dir, "config.json"))["resolved"]
+    stats = StageStats()
+    rows = summary["tokens"] // resolved["seq_len"]
+    stats.seen(rows)
+    stats.kept(rows)
+    stats.add("tokens", summary["tokens"])
+    stats.add("steps", summary["steps"])
+    stats.add("seconds", seconds)
+    stats.check()
+    io.write_json({**stats.to_dict(), "summary": summary}, io.join(run_dir, "stats.json"))
+    return stats
+
+
 class _Log:
     """``log.jsonl`` on rank 0 (appended locally; on an object store put again at most every
     10 s and at every checkpoint, so what a checkpoint covers is in the log)."""

@@ -18,6 +18,7 @@ from curation.extract.prefilter import PrefilterConfig
 from curation.extract.sandbox import CallTimedOut, Sandbox
 from curation.extract.warc import Record
 from curation.schema import document_id
+from curation.sources.commoncrawl import CCIndexConfig
 from curation.stats import StageStats
 
 
@@ -51,6 +52,9 @@ class ExtractConfig:
     keep_status: tuple[int, ...] = (200, 203)
     # Documents shorter than this after extraction count as empty.
     min_text_chars: int = 1
+    # With an index of Common Crawl (`extract --cc-index`): which records it selects and how their
+    # byte ranges are fetched (curation/sources/commoncrawl.py). Unused for whole-file reads.
+    cc_index: CCIndexConfig = field(default_factory=CCIndexConfig)
 
 
 _CRAWL = re.compile(r"CC-MAIN-\d{4}-\d{2}", re.I)

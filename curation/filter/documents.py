@@ -30,6 +30,7 @@ from curation.filter.reference_signals import kept_text
 from curation.filter.rules import first_failed_rule, rules_for
 from curation.filter.signals import compute_family, family_names
 from curation.stats import StageStats
+from curation.decontam import REASON as CONTAMINATION, count as count_contamination
 
 BASE_SCHEMA = pa.schema(
     [pa.field("id", pa.string()), pa.field("language", pa.string()), pa.field("language_score", pa.float32()),
@@ -187,3 +188,36 @@ def _with_signals(docs: pa.Table, signals: pa.Table, reasons: list[str | None], 
     if "metadata" in out.column_names:
         return out.set_column(out.column_names.index("metadata"), "metadata", metadata)
     return out.append_column("metadata", metadata)
+
+
+def decontaminate(kept: pa.Table, dropped: pa.Table, stats: StageStats, index, cfg: FilterConfig) -> tuple[pa.Table, pa.Table]:
+    """Move the kept documents that share an n-gram with an evaluation set (``index``: a
+    ``curation.decontam.ContaminationIndex``, or None) to the dropped ones (``filter_reason`` =
+    ``contamination``), counting them per set with an example match."""
+    if index is None or not kept.num_rows:
+        return kept, dropped
+    texts = kept.column("text").to_pylist()
+    matches = [index.find(t) for t in texts]
+    hit = [m is not None for m in matches]
+    if not any(hit):
+        return kept, dropped
+    ids, langs = kept.column("id").to_pylist(), kept.column("language").to_pylist()
+    urls = kept.column("url").to_pylist() if "url" in kept.column_names else [None] * kept.num_rows
+    for m, doc_id, lang, url, text in zip(matches, ids, langs, urls, texts):
+        if m is None:
+            continue
+        stats.output -= 1  # decide_table counted it kept
+        count_contamination(stats, m, id=doc_id, url=url)
+        stats.add(f"dropped.{_lang_bucket(lang, cfg)}.{CONTAMINATION}")
+        stats.add("bytes_out", -len(text.encode("utf-8")))
+    mask = pa.array(hit, pa.bool_())
+    moved = _with_reason(kept.filter(mask), CONTAMINATION)
+    return kept.filter(pc.invert(mask)), pa.concat_tables([dropped, moved.cast(dropped.schema)])
+
+
+def _with_reason(table: pa.Table, reason: str) -> pa.Table:
+    meta = table.column("metadata").combine_chunks()
+    fields = list(meta.type)
+    children = [meta.field(i) for i in range(meta.type.num_fields)]
+    children[meta.type.get_field_index("filter_reason")] = pa.array([reason] * table.num_rows, pa.string())
+    return table.set_column(table.column_names.index("metadata"), "metadata", pa.StructArray.from_arrays(children, fields=fields))

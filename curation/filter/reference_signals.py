@@ -24,7 +24,7 @@ import numpy as np
 
 from curation.filter import en_words
 from curation.filter.config import C4Config, FilterConfig
-from curation.filter.signals import _find_duplicates as _duplicates  # datatrove's find_duplicates is Gopher's
+from curation.filter.signals import find_duplicates  # datatrove's find_duplicates is Gopher's
 
 # C4QualityFilter (datatrove/pipeline/filters/c4_filters.py)
 CITATION = re.compile(r"\[\d*]|\[edit]|\[citation needed]")
@@ -71,9 +71,9 @@ def gopher_signals(text: str, cfg: FilterConfig) -> dict[str, float]:
     if not n_chars:
         return out
     paras = _PARAGRAPHS.split(text.strip())
-    p_dup, p_chars = _duplicates(paras)
+    p_dup, p_chars = find_duplicates(paras)
     lines = _LINE_RUNS.split(text)
-    l_dup, l_chars = _duplicates(lines)
+    l_dup, l_chars = find_duplicates(lines)
     out["gopher_dup_para_frac"] = p_dup / len(paras)
     out["gopher_dup_para_char_frac"] = p_chars / n_chars
     out["gopher_dup_line_frac"] = l_dup / len(lines)
@@ -256,7 +256,7 @@ def fineweb_signals(text: str, cfg: FilterConfig, n_words: int | None = None) ->
         "fineweb_lines": float(len(lines)),
         "fineweb_line_punct_ratio": sum(1 for ln in lines if ln.endswith(TERMINAL_PUNCTUATION)) / len(lines),
         "fineweb_short_line_ratio": sum(1 for ln in lines if len(ln) <= short) / len(lines),
-        "fineweb_char_dup_ratio": _duplicates(lines)[1] / len(text.replace("\n", "")),
+        "fineweb_char_dup_ratio": find_duplicates(lines)[1] / len(text.replace("\n", "")),
         "fineweb_list_ratio": text.count("\n") / n_words if n_words else float("inf"),
     }
 

@@ -55,15 +55,16 @@ def compute_signals(text: str, language: str | None, cfg: FilterConfig) -> dict[
     lines = [ln.strip() for ln in text.split("\n")]
     lines = [ln for ln in lines if ln]
     out: dict[str, float] = {}
-    out.update(_gopher_quality(text, words, lines, language, cfg))
-    line_dups = _find_duplicates(lines)  # Gopher and FineWeb count the same duplicate lines
-    out.update(_gopher_repetition(text, words, lines, language, cfg, line_dups))
-    out.update(_c4(text, lines, language, cfg))
-    out.update(_fineweb(text, words, lines, cfg, line_dups))
+    out.update(gopher_quality(text, words, lines, language, cfg))
+    line_dups = find_duplicates(lines)  # Gopher and FineWeb count the same duplicate lines
+    out.update(gopher_repetition(text, words, lines, language, cfg, line_dups))
+    out.update(c4_quality(text, lines, language, cfg))
+    out.update(fineweb_quality(text, words, lines, cfg, line_dups))
     return out
 
 
-def _gopher_quality(text: str, words: list[str], lines: list[str], language: str | None, cfg: FilterConfig) -> dict[str, float]:
+def gopher_quality(text: str, words: list[str], lines: list[str], language: str | None, cfg: FilterConfig) -> dict[str, float]:
+    """Gopher's quality signals of a document, given its words and non-empty stripped lines."""
     n_words = len(words)
     # Content words are datatrove's "non-symbol words" (a token of punctuation only, "-" or "|",
     # is not a word); their length counts word characters only ("word," is 4 long).
@@ -130,7 +131,7 @@ def _has_alpha(word: str) -> bool:
     return False
 
 
-def _find_duplicates(items: list[str]) -> tuple[int, int]:
+def find_duplicates(items: list[str]) -> tuple[int, int]:
     """(number of items equal to an earlier one, characters in them) - Gopher's definition."""
     seen: set[str] = set()
     dups = chars = 0
@@ -143,14 +144,16 @@ def _find_duplicates(items: list[str]) -> tuple[int, int]:
     return dups, chars
 
 
-def _gopher_repetition(
+def gopher_repetition(
     text: str, words: list[str], lines: list[str], language: str | None, cfg: FilterConfig, line_dups: tuple[int, int] | None = None
 ) -> dict[str, float]:
+    """Gopher's repetition signals (duplicate lines, paragraphs and n-grams); ``line_dups`` is
+    :func:`find_duplicates` of the lines when the caller has it already."""
     rep = cfg.gopher_repetition
     n_chars = max(len(text), 1)
     paras = [p for p in (p.strip() for p in _PARAGRAPHS.split(text.strip())) if p] if "\n\n" in text else [text.strip()]
-    p_dup, p_chars = _find_duplicates(paras)
-    l_dup, l_chars = line_dups or _find_duplicates(lines)
+    p_dup, p_chars = find_duplicates(paras)
+    l_dup, l_chars = line_dups or find_duplicates(lines)
     out = {
         "dup_line_frac": l_dup / len(lines) if lines else 0.0,
         "dup_para_frac": p_dup / len(paras) if paras else 0.0,
@@ -281,7 +284,8 @@ def _few_candidates(words: list[str], cum: np.ndarray, total: float, pos: list[i
         pos = sorted(p for g in repeated for p in g)
 
 
-def _c4(text: str, lines: list[str], language: str | None, cfg: FilterConfig) -> dict[str, float]:
+def c4_quality(text: str, lines: list[str], language: str | None, cfg: FilterConfig) -> dict[str, float]:
+    """C4's signals: lorem ipsum, curly brackets, javascript and policy lines, sentences kept."""
     lower = text.lower()
     n_lines = max(len(lines), 1)
     js = policy = sentences = 0
@@ -315,12 +319,13 @@ def _c4(text: str, lines: list[str], language: str | None, cfg: FilterConfig) ->
     }
 
 
-def _fineweb(text: str, words: list[str], lines: list[str], cfg: FilterConfig, line_dups: tuple[int, int] | None = None) -> dict[str, float]:
+def fineweb_quality(text: str, words: list[str], lines: list[str], cfg: FilterConfig, line_dups: tuple[int, int] | None = None) -> dict[str, float]:
+    """FineWeb's line signals: terminal punctuation, short lines, duplicate line characters."""
     n_lines = len(lines)
     if not n_lines:
         return {"line_punct_ratio": 0.0, "short_line_ratio": 0.0, "dup_line_char_ratio": 0.0, "newline_word_ratio": 0.0}
     short = cfg.fineweb.short_line_length
-    _, dup_chars = line_dups or _find_duplicates(lines)
+    _, dup_chars = line_dups or find_duplicates(lines)
     return {
         "line_punct_ratio": sum(1 for ln in lines if ln.endswith(TERMINAL_PUNCTUATION)) / n_lines,
         "short_line_ratio": sum(1 for ln in lines if len(ln) <= short) / n_lines,

@@ -1,5 +1,7 @@
 """Remixing: domains by URL patterns and keyword rules, quotas for a target mixture with an epoch
-cap, deterministic up/down-sampling and a global shuffle into training text shards."""
+cap, deterministic up/down-sampling and a global shuffle into training text shards
+(``curation.remix.plan``: the plan from the shards' scans; ``curation.remix.shards``: scan,
+sample and shuffle on files)."""
 
 from curation.remix.config import DomainRule, RemixConfig
 from curation.remix.domains import OTHER, DomainAssigner

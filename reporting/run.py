@@ -1,9 +1,9 @@
-"""The run's report: ``<run>/report.json`` (every figure) and ``<run>/report.html`` (one
+"""``pipelines run``'s report: ``<run>/report.json`` (every figure) and ``<run>/report.html`` (one
 self-contained page, PNG plots embedded as base64).
 
 It only reads what the stages wrote: each stage's ``stats.json`` (documents in/out, drops by
-reason, failed inputs), ``_run/<stage>.json`` (wall time and the Ray nodes of its tasks, from
-:mod:`pipelines.run`), dedup-stats' ``report.json`` and PNGs, the filter's drop table, remix's
+reason, failed inputs), ``_run/<stage>.json`` (wall time and the Ray nodes of its tasks, written
+by the run), dedup-stats' ``report.json``, PNGs and cluster samples, the filter's drop table, remix's
 ``manifest.json`` (with rehydration by cluster size), the tokenizer's and tokenize's counts
 (compression in bytes per token), the training runs' ``log.jsonl`` (loss curves), what
 decontamination removed (filter, SFT, DPO), the GSM8K score after each training stage
@@ -12,14 +12,14 @@ decontamination removed (filter, SFT, DPO), the GSM8K score after each training 
 
 from __future__ import annotations
 
-import base64
 import html
-import io as _bytes_io
 import json
 import math
-import os
 from typing import Any
 
+from reporting.html import img as _img
+from reporting.html import page, table as _table
+from reporting.plots import b64, png, pyplot
 from storage import io
 
 CURATION = ("import", "extract", "dedup", "filter", "remix", "train-tokenizer", "tokenize")
@@ -134,21 +134,8 @@ def _training(run_dir: str) -> dict[str, Any]:
 
 # ---- plots ----
 
-def _png(fig) -> str:
-    buf = _bytes_io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
 def _plots(rep: dict[str, Any], paths: dict[str, str]) -> dict[str, str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     out: dict[str, str] = {}
     curves = {k: v for k, v in (rep.get("training") or {}).items() if v["loss"]}
     if curves:
@@ -161,7 +148,7 @@ def _plots(rep: dict[str, Any], paths: dict[str, str]) -> dict[str, str]:
             ax.set_xlabel("step")
             ax.set_ylabel("loss")
             ax.legend()
-        out["loss"] = _png(fig)
+        out["loss"] = b64(png(fig, dpi=90))
     shares = _mixture_shares(rep.get("mixture") or {})
     if shares:
         names = sorted(shares)
@@ -173,21 +160,20 @@ def _plots(rep: dict[str, Any], paths: dict[str, str]) -> dict[str, str]:
         ax.set_xticks(list(xs), names, rotation=30, ha="right")
         ax.set_ylabel(f"share of {(rep.get('mixture') or {}).get('unit', 'bytes')}")
         ax.legend()
-        out["mixture"] = _png(fig)
+        out["mixture"] = b64(png(fig, dpi=90))
     stages = [r for r in rep["stages"] if r.get("complete") and r["stage"] in CURATION and r.get("documents_in")]
     if stages:
         fig, ax = plt.subplots(figsize=(6, 3.2))
         ax.bar([r["stage"] for r in stages], [r["documents_out"] for r in stages])
         ax.set_ylabel("documents out")
         ax.tick_params(axis="x", rotation=30)
-        out["documents"] = _png(fig)
+        out["documents"] = b64(png(fig, dpi=90))
     # dedup-stats' own PNGs (its k-dump curve and friends)
     folder = paths["dedup-stats"]
-    if os.path.isdir(folder):
-        for name in sorted(os.listdir(folder)):
-            if name.endswith(".png"):
-                with open(os.path.join(folder, name), "rb") as f:
-                    out["dedup: " + name[:-4]] = base64.b64encode(f.read()).decode("ascii")
+    for name in io.listdir(folder):
+        if name.endswith(".png"):
+            with io.open_input(io.join(folder, name)) as f:
+                out["dedup: " + name[:-4]] = b64(f.read())
     return out
 
 
@@ -205,25 +191,7 @@ def _mixture_shares(mix: dict[str, Any]) -> dict[str, dict[str, float | None]]:
 
 # ---- HTML ----
 
-def _table(header: list[str], rows: list[list[Any]]) -> str:
-    th = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><tr>{th}</tr>{body}</table>"
-
-
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "—"
-    if isinstance(v, float):
-        return f"{v:,.3f}" if abs(v) < 100 else f"{v:,.0f}"
-    if isinstance(v, int):
-        return f"{v:,}"
-    if isinstance(v, dict):
-        return ", ".join(f"{k}: {_fmt(x)}" for k, x in v.items())
-    return str(v)
-
-
-def render_html(rep: dict[str, Any], plots: dict[str, str]) -> str:
+def render_html(rep: dict[str, Any], plots: dict[str, str], dedup_samples: str = "") -> str:
     parts = [f"<h1>Pipeline run: {html.escape(rep['output'])}</h1>"]
     if rep.get("answer"):
         a = rep["answer"]
@@ -258,6 +226,7 @@ def render_html(rep: dict[str, Any], plots: dict[str, str]) -> str:
         for name, data in plots.items():
             if name.startswith("dedup: "):
                 parts.append(_img(data, name))
+        parts.append(dedup_samples)
     if rep.get("filter"):
         f = rep["filter"]
         rows = [[k, v, f"{100 * v / f['input']:.1f}%" if f.get("input") else ""] for k, v in sorted(f["dropped"].items(), key=lambda kv: -kv[1])]
@@ -294,9 +263,7 @@ def render_html(rep: dict[str, Any], plots: dict[str, str]) -> str:
     if rep.get("benchmark", {}).get("gsm8k"):
         parts.append(_benchmark_html(rep["benchmark"]["gsm8k"]))
     parts.append("<h2>Artifacts</h2>" + _table(["what", "where"], [[k, v] for k, v in rep["artifacts"].items()]))
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}table{border-collapse:collapse;margin:.5em 0}"
-             "td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;font-size:90%}pre{background:#f4f4f4;padding:.6em;white-space:pre-wrap}")
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>pipeline report</title><style>{style}</style></head><body>{''.join(parts)}</body></html>\n"
+    return page("pipeline report", parts)
 
 
 def _rehydration_html(r: dict[str, Any] | None) -> str:
@@ -346,15 +313,16 @@ def _benchmark_html(scores: dict[str, Any]) -> str:
     return "".join(parts)
 
 
-def _img(data: str, alt: str) -> str:
-    return f"<figure><img alt='{html.escape(alt)}' src='data:image/png;base64,{data}'><figcaption>{html.escape(alt)}</figcaption></figure>"
-
-
 def write_report(cfg: Any, paths: dict[str, str], stages: list[str]) -> dict[str, str]:
     rep = build(cfg, paths, stages)
     plots = _plots(rep, paths)
     rep["plots"] = sorted(plots)
     where = {"json": io.join(cfg.output, "report.json"), "html": io.join(cfg.output, "report.html")}
+    dedup_samples = ""
+    samples = io.join(paths["dedup-stats"], "samples.html")  # dedup-stats' clusters, side by side
+    if io.exists(samples):
+        with io.open_input(samples) as f:
+            dedup_samples = f.read().decode("utf-8")
     io.write_json(json.loads(json.dumps(rep, default=str)), where["json"])
-    io.write_bytes(render_html(rep, plots).encode("utf-8"), where["html"])
+    io.write_bytes(render_html(rep, plots, dedup_samples).encode("utf-8"), where["html"])
     return {**where, "stages": rep["stages"], "answer": (rep.get("answer") or {}).get("answer")}
