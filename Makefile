@@ -218,3 +218,15 @@ bench-decontam: install
 # answer loss before/after SFT, reward accuracy and margin before/after DPO.
 bench-align: install
 	$(PY) benchmarks/bench_align.py
+
+## ---- benchmark figures ----
+.PHONY: bench-check bench-table
+# A quick regression check (about 5 minutes on 2 cores; not part of `make test`): exact counts of
+# every curation stage on the bundled sample, and throughput ratios against peers measured side by
+# side (extraction, MinHash, tokenizer, filter presets, trainer) against benchmarks/check.yaml.
+bench-check: install
+	$(PY) benchmarks/bench_check.py
+
+# The README's headline table from benchmarks/results/*.json (each bench-* target writes its file).
+bench-table: install
+	$(PY) benchmarks/readme_table.py

@@ -106,7 +106,7 @@ def step_time(model, opt, loss_fn, batch) -> float:
     return time.perf_counter() - t
 
 
-def throughput(args, tok, exs, pairs) -> None:
+def throughput(args, tok, exs, pairs) -> dict:
     _, eos = special_ids(tok)
     vocab = tok.get_vocab_size()
     mcfg = model_config(args.model, vocab_size=vocab)
@@ -151,20 +151,24 @@ def throughput(args, tok, exs, pairs) -> None:
           f"{args.micro_batch} rows x {args.seq_len} tokens per step, {args.steps} timed steps each, torch threads {torch.get_num_threads()}")
     print(f"{'kind':<11} {'step s (median)':>15} {'real tokens/step':>17} {'tokens/s':>10} {'vs pretrain':>12}")
     base_tps = None
+    out: dict = {"model": args.model, "seq_len": args.seq_len, "rows_per_step": args.micro_batch, "timed_steps": args.steps, "kinds": {}}
     for k in kinds:
         med = statistics.median(times[k])
         per = statistics.mean(toks[k])
         tps = per / med
         base_tps = base_tps or tps
+        out["kinds"][k] = {"median_step_s": med, "real_tokens_per_step": per, "tokens_per_s": tps, "vs_pretrain": tps / base_tps}
         print(f"{k:<11} {med:>15.4f} {per:>17.0f} {tps:>10,.0f} {tps / base_tps:>11.2f}x")
     pairs_per_step = max(1, args.micro_batch // 2)
     fly, pre, fwd = (statistics.median(times[k]) for k in ("dpo-fly", "dpo-pre", "ref-forward"))
     print(f"DPO, per pair: a step with the reference on the fly costs {fly / pre:.2f}x one with it precomputed; "
           f"the precomputation is a forward-only pass costing {fwd / pre:.2f}x a precomputed step, once per pair and epoch "
           f"({pairs_per_step / fwd:,.1f} pairs/s here, one Ray task per shard)")
+    out.update(dpo_on_the_fly_vs_precomputed_step=fly / pre, reference_forward_vs_precomputed_step=fwd / pre)
+    return out
 
 
-def quality(args, tok, exs, pairs) -> None:
+def quality(args, tok, exs, pairs) -> dict:
     import pyarrow.parquet as pq
 
     from training.dpo import DPOConfig, pairs_table, train_dpo
@@ -197,8 +201,10 @@ def quality(args, tok, exs, pairs) -> None:
     print(f"DPO ({len(tr)} pairs, {d['steps']} steps, beta 0.1, lr {args.dpo_lr}) on {len(ho)} held-out hh-rlhf pairs:")
     for k in ("loss", "reward_accuracy", "reward_margin", "chosen_logps", "rejected_logps", "logps_accuracy"):
         print(f"  {k:<16} {b[k]:>10.4f} -> {a[k]:>10.4f}")
-    print(json.dumps({"sft": {k: s[k] for k in ("held_out_answer_loss_before", "held_out_answer_loss_after", "steps")},
-                      "dpo": {"before": b, "after": a, "steps": d["steps"]}}))
+    out = {"sft": {k: s[k] for k in ("held_out_answer_loss_before", "held_out_answer_loss_after", "steps")},
+           "dpo": {"before": b, "after": a, "steps": d["steps"]}}
+    print(json.dumps(out))
+    return out
 
 
 def main() -> int:
@@ -215,16 +221,30 @@ def main() -> int:
     ap.add_argument("--pretrain-steps", type=int, default=30)
     ap.add_argument("--sft-epochs", type=int, default=2)
     ap.add_argument("--dpo-lr", type=float, default=3e-4)
+    ap.add_argument("--record", help="name of the figures file in benchmarks/results/ (default: align, or gpu-<device>-align on a GPU)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     t = time.perf_counter()
     tok, exs, pairs = load_data(args.seq_len, args.vocab)
     print(f"data: {len(exs)} conversations and {len(pairs)} hh-rlhf pairs within {args.seq_len} tokens "
           f"(tokenizer of {tok.get_vocab_size()} tokens, {time.perf_counter() - t:.0f} s)")
+    from benchmarks.results import accelerator, record
+
+    gpu = accelerator()
+    figures: dict = {"device": gpu.get("gpu", "cpu")}
     if args.throughput:
-        throughput(args, tok, exs, pairs)
+        figures["throughput"] = throughput(args, tok, exs, pairs)
     if args.quality:
-        quality(args, tok, exs, pairs)
+        figures["quality"] = quality(args, tok, exs, pairs)
+    rows = []
+    if args.throughput:
+        k = figures["throughput"]["kinds"]
+        for kind, label in (("sft-packed", "SFT step (packed conversations)"), ("dpo-pre", "DPO step (reference precomputed)")):
+            rows.append({"stage": label, "figure": k[kind]["tokens_per_s"],
+                         "peer": {"name": "pre-training step, same model", "figure": k["pretrain"]["tokens_per_s"]},
+                         "ratio": k[kind]["vs_pretrain"], "unit": "tokens per second"})
+    slug = gpu.pop("slug", None)
+    record(args.record or (f"gpu-{slug}-align" if slug else "align"), figures, headline=rows or None, device=gpu or None)
     return 0
 
 

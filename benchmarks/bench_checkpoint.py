@@ -93,6 +93,8 @@ def main() -> int:
               f"{args.seq_len} x {args.micro_batch} tokens per step, {args.threads} thread(s); best of {args.repeat}\n")
         print("| store | mode | s/step incl. checkpoints | overhead per save | final loss |")
         print("|---|---|---|---|---|")
+        figures: dict = {"steps": args.steps, "every": args.every, "seq_len": args.seq_len, "micro_batch": args.micro_batch,
+                         "threads": args.threads, "repeat": args.repeat, "checkpoint_mb": ckpt_mb, "stores": {}}
         for store in roots:
             base = min(x["wall"] for x in results[(store, "none")])
             for mode in ("none", "sync", "async"):
@@ -105,8 +107,21 @@ def main() -> int:
             hidden = (f"{1 - (asyn - base) / (sync - base):.0%} of the save time hidden" if sync - base > 0.05 * base
                       else "saves cost no measurable time here")
             print(f"| {store} | async vs sync | {sync / asyn:.2f}x the speed of the sync run | {hidden} | |")
+            figures["stores"][store] = {
+                "s_per_step": {m: min(x["wall"] for x in results[(store, m)]) / args.steps for m in ("none", "sync", "async")},
+                "save_s": {m: (min(x["wall"] for x in results[(store, m)]) - base) / max(1, results[(store, m)][0]["saves"]) for m in ("sync", "async")},
+                "async_vs_sync": sync / asyn, "hidden_share": 1 - (asyn - base) / (sync - base) if sync > base else None}
         losses = {round(x["last_loss"], 6) for v in results.values() for x in v}
         print(f"\nfinal losses identical in every mode and store: {len(losses) == 1}")
+        figures["final_losses_identical"] = len(losses) == 1
+        from benchmarks.results import record
+
+        store = "s3" if "s3" in figures["stores"] else next(iter(figures["stores"]))
+        f = figures["stores"][store]
+        record("checkpoint", figures, headline={
+            "stage": f"pretrain with asynchronous checkpoints ({'S3 on loopback' if store == 's3' else 'local disk'})",
+            "figure": f["s_per_step"]["async"], "peer": {"name": "synchronous DCP checkpoints", "figure": f["s_per_step"]["sync"]},
+            "ratio": f["async_vs_sync"], "unit": "seconds per step incl. saves (lower is better)"})
     finally:  # (SIGTERM/SIGKILL skip this: stop the moto_server process group by hand then)
         if server is not None:
             server.stop()

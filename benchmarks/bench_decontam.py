@@ -48,18 +48,27 @@ def main() -> int:
                 "8-grams": DecontaminationConfig(ngram=8)}
     indexes = {k: ContaminationIndex.from_files(c) for k, c in settings.items()}
     print(f"\n{'training set':<48} {'records':>8} " + " ".join(f"{k:>30}" for k in settings))
+    matches: dict[str, dict] = {}
     for rel in TRAIN_SETS:
         with open(os.path.join(SAMPLE, rel), "rb") as f:
             recs = read_records(f.read())
         texts = [strings_of(r) for r in recs]
         counts = [sum(ix.find(t) is not None for t in texts) for ix in indexes.values()]
         print(f"{rel:<48} {len(recs):>8} " + " ".join(f"{c:>30}" for c in counts))
+        matches[rel] = {"records": len(recs), **dict(zip(settings, counts))}
     recs = read_records(open(os.path.join(SAMPLE, "sft", "gsm8k-chat-train.jsonl"), "rb").read())
     print("\nthe default's matches in gsm8k-chat-train:")
     for i, r in enumerate(recs):
         m = index.find(strings_of(r))
         if m:
             print(f"  record {i} ~ gsm8k-test #{m.record}: '{m.ngram}'")
+    from benchmarks.results import record
+
+    record("decontam", {"index_records": info["records"], "index_ngrams": len(index), "index_build_cpu_s": built,
+                        "documents": len(docs), "mb": mb, "docs_per_cpu_s": len(docs) / best, "mb_per_cpu_s": mb / best,
+                        "contaminated_documents": hits, "training_set_matches": matches},
+           headline={"stage": "decontamination check (GSM8K test 13-grams)", "figure": len(docs) / best, "peer": None, "ratio": None,
+                     "unit": "documents per CPU-second"})
     return 0
 
 

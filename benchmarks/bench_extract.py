@@ -191,31 +191,40 @@ def page_with_text(html: str, article: str, text: str) -> str:
     return lxml.html.tostring(tree, encoding="unicode")
 
 
-def build_sets() -> dict[str, list[str]]:
-    """The three input sets as lists of WARC files (built once into build/bench-extract/)."""
+def sample_modern() -> Path:
+    """The 61 HTML pages of the bundled WARC files not from archive.org, as one WARC (built once)."""
     from urllib.parse import urlsplit
 
     from curation.extract import ExtractConfig, Extractor, iter_records
+
+    path = BUILD / "sample-modern.warc.gz"
+    if not path.exists():
+        BUILD.mkdir(parents=True, exist_ok=True)
+        pages = []
+        with Extractor(ExtractConfig(sandbox=False)) as ex:
+            for name in _sample_files():
+                with open(name, "rb") as f:
+                    for rec, _ in ex.pages(iter_records(f)):
+                        if not (urlsplit(rec.uri or "").hostname or "").endswith("archive.org"):
+                            ctype = (rec.content_type or "text/html") + (f"; charset={rec.charset}" if rec.charset else "")
+                            pages.append((f"sample:{rec.record_id}", rec.uri, ctype, rec.body))
+        _warc(path, pages)
+    return path
+
+
+def build_sets() -> dict[str, list[str]]:
+    """The three input sets as lists of WARC files (built once into build/bench-extract/)."""
     from curation.extract.html import decode_html
     from curation.sources import read_dolma_jsonl
 
     BUILD.mkdir(parents=True, exist_ok=True)
-    gold, modern_sample, mixed = BUILD / "gold.warc.gz", BUILD / "sample-modern.warc.gz", BUILD / "cc-text-in-gold-pages.warc.gz"
+    gold, mixed = BUILD / "gold.warc.gz", BUILD / "cc-text-in-gold-pages.warc.gz"
+    modern_sample = sample_modern()
     one = BUILD / "one-record.warc.gz"
     truth = gold_truth() if GOLD.exists() else {}
     if truth and not gold.exists():
         _warc(gold, [("gold:" + k, truth[k].get("url") or f"https://gold.invalid/{k}", "text/html",
                       gzip.open(GOLD / "html" / f"{k}.html.gz").read()) for k in sorted(truth)])
-    if not modern_sample.exists():
-        pages = []
-        with Extractor(ExtractConfig(sandbox=False)) as ex:
-            for path in _sample_files():
-                with open(path, "rb") as f:
-                    for rec, _ in ex.pages(iter_records(f)):
-                        if not (urlsplit(rec.uri or "").hostname or "").endswith("archive.org"):
-                            ctype = (rec.content_type or "text/html") + (f"; charset={rec.charset}" if rec.charset else "")
-                            pages.append((f"sample:{rec.record_id}", rec.uri, ctype, rec.body))
-        _warc(modern_sample, pages)
     if truth and not mixed.exists():
         keys = sorted(truth)
         shells = {k: decode_html(gzip.open(GOLD / "html" / f"{k}.html.gz").read(), None)[0] for k in keys}
@@ -566,7 +575,7 @@ def part_speed(sets: dict[str, list[str]], repeat: int) -> dict:
     return {"best": best, "outputs": outputs, "method": meter.method, "cfg": cfg, "steady": steady}
 
 
-def report_speed(res: dict) -> dict:
+def report_speed(res: dict) -> tuple[dict, dict]:
     from curation import langid
 
     best, outputs = res["best"], res["outputs"]
@@ -595,6 +604,7 @@ def report_speed(res: dict) -> dict:
             f1_txt = f"{f1['held-out']['f1']:>12.3f} {f1['all']['f1']:>7.3f}" if f1 else f"{'':>12} {'':>7}"
             print(f"  {label:<44} {docs:>5} {gross:>7.2f} {net:>7.2f} {docs / gross:>11.1f} {docs / net:>8.1f} {f1_txt}")
     print()
+    summary: dict[str, dict] = {}  # the printed ratios, per set, as data
     for name in ("modern", "sample"):
         if (name, "stage") not in figures:
             continue
@@ -602,6 +612,10 @@ def report_speed(res: dict) -> dict:
         po, off = figures[(name, "plain loop, stage's options")], figures[(name, "stage, trafilatura_fix=false")]
         ratio = (p["net"] / p["docs"]) / (s["net"] / s["docs"])
         gross = (p["cpu"] / p["docs"]) / (s["cpu"] / s["docs"])
+        summary[name] = {"stage_docs_per_cpu_s": s["docs"] / s["net"], "plain_defaults_docs_per_cpu_s": p["docs"] / p["net"],
+                         "stage_vs_plain_defaults": ratio, "stage_vs_plain_defaults_with_startup": gross,
+                         "stage_vs_plain_stage_options": (po["net"] / po["docs"]) / (s["net"] / s["docs"]),
+                         "trafilatura_fix_on_vs_off": (off["net"] / off["docs"]) / (s["net"] / s["docs"])}
         print(f"{name}: stage vs plain loop (defaults), CPU per document: {ratio:.2f}x net, {gross:.2f}x with start-up"
               f" (target >= 1.5x on modern pages); vs plain loop with the stage's options {(po['net'] / po['docs']) / (s['net'] / s['docs']):.2f}x;"
               f" trafilatura_fix on/off {(off['net'] / off['docs']) / (s['net'] / s['docs']):.2f}x")
@@ -616,6 +630,7 @@ def report_speed(res: dict) -> dict:
             if not rounds:
                 continue
             shares = ", ".join(f"{1 - st['inside'] / st['cpu']:.1%}" for st in rounds)
+            summary[name]["cpu_outside_trafilatura_share" + ("" if label == "stage" else "_fix_off")] = [1 - st["inside"] / st["cpu"] for st in rounds]
             per_page = sorted(st["cpu"] / st["records"] * 1e3 for st in rounds)
             outside = sorted((st["cpu"] - st["inside"]) / st["records"] * 1e3 for st in rounds)
             print(f"  CPU outside trafilatura after the first pass{what} (passes 2-{PASSES[name]} of each run, {rounds[0]['records']} records,"
@@ -623,11 +638,14 @@ def report_speed(res: dict) -> dict:
                   + (" (target <= 10%)" if label == "stage" else "")
                   + f"; stage {per_page[0]:.2f}-{per_page[-1]:.2f} ms/page, of which outside {outside[0]:.2f}-{outside[-1]:.2f}")
         if s["f1"]:
+            summary[name]["f1_held_out"] = {"stage": s["f1"]["held-out"]["f1"], "plain_defaults": p["f1"]["held-out"]["f1"],
+                                            "resiliparse": figures[(name, "stage, extractor=resiliparse")]["f1"]["held-out"]["f1"]}
             print(f"  F1 on the held-out gold half: stage {s['f1']['held-out']['f1']:.3f}, plain loop defaults {p['f1']['held-out']['f1']:.3f}, "
                   f"resiliparse {figures[(name, 'stage, extractor=resiliparse')]['f1']['held-out']['f1']:.3f}"
                   f" (target: stage >= defaults)")
         rs = figures[(name, "stage, extractor=resiliparse")]
-        print(f"  resiliparse stage vs trafilatura stage, CPU per document: {(s['net'] / s['docs']) / (rs['net'] / rs['docs']):.2f}x")
+        summary[name]["resiliparse_vs_trafilatura_stage"] = (s["net"] / s["docs"]) / (rs["net"] / rs["docs"])
+        print(f"  resiliparse stage vs trafilatura stage, CPU per document: {summary[name]['resiliparse_vs_trafilatura_stage']:.2f}x")
     # The pre-pass: what it keeps of what the full path extracts, and what it saves.
     print("\n== the pre-pass (prefilter en/zh) ==")
     for name in ("sample", "modern", "mixed"):
@@ -662,7 +680,40 @@ def report_speed(res: dict) -> dict:
               + (" (target >= 3x)" if name == "mixed" else ""))
         full_cpu = figures[(name, "stage")]["net"]
         print(f"  pre-pass on vs off (stage): {full_cpu / s_cpu:.2f}x less CPU")
-    return figures
+        summary.setdefault(name, {})["prepass"] = {
+            "keepable": len(keepable), "kept": kept, "kept_share": kept / max(1, len(keepable)), "en_zh": len(target), "en_zh_kept": kept_any,
+            "cpu_ms_per_kept_en_zh_doc": s_cpu / max(1, s_kept) * 1e3, "plain_defaults_cpu_ms_per_kept_en_zh_doc": p_cpu / max(1, p_kept) * 1e3,
+            "vs_plain_defaults": (p_cpu / max(1, p_kept)) / (s_cpu / max(1, s_kept)), "on_vs_off": full_cpu / s_cpu}
+    return figures, summary
+
+
+def record_speed(res: dict, figures: dict, summary: dict, repeat: int) -> None:
+    """The speed part's figures as data (benchmarks/results/extract.json), with the README's rows."""
+    from benchmarks.results import record
+
+    runs: dict[str, dict] = {}
+    for (name, label), f in figures.items():
+        runs.setdefault(name, {})[label] = {"docs": f["docs"], "cpu_s": f["cpu"], "net_cpu_s": f["net"], "docs_per_cpu_s": f["docs"] / f["net"],
+                                            "f1_held_out": f["f1"]["held-out"]["f1"] if f["f1"] else None,
+                                            "f1_all": f["f1"]["all"]["f1"] if f["f1"] else None}
+    data = {"cpu_measured_by": res["method"], "rounds": repeat, "passes": PASSES, "runs": runs, "summary": summary}
+    rows = []
+    m = summary.get("modern")
+    if m:
+        rows.append({"stage": "extract (modern pages)", "figure": m["stage_docs_per_cpu_s"],
+                     "peer": {"name": "warcio + trafilatura.extract loop (defaults)", "figure": m["plain_defaults_docs_per_cpu_s"]},
+                     "ratio": m["stage_vs_plain_defaults"], "unit": "documents per CPU-second"})
+        if "f1_held_out" in m:
+            f1 = m["f1_held_out"]
+            rows.append({"stage": "extract quality (held-out gold pages)", "figure": f1["stage"],
+                         "peer": {"name": "trafilatura.extract (defaults)", "figure": f1["plain_defaults"]},
+                         "ratio": f1["stage"] / f1["plain_defaults"], "unit": "snippet F1"})
+    pre = summary.get("mixed", {}).get("prepass")
+    if pre:
+        rows.append({"stage": "extract with the en/zh pre-pass (mixed-language pages)", "figure": pre["cpu_ms_per_kept_en_zh_doc"],
+                     "peer": {"name": "warcio + trafilatura.extract loop (defaults)", "figure": pre["plain_defaults_cpu_ms_per_kept_en_zh_doc"]},
+                     "ratio": pre["vs_plain_defaults"], "unit": "CPU ms per kept en/zh document (lower is better)"})
+    record("extract", data, headline=rows or None)
 
 
 def _round_trip(body: bytes, charset, url, options) -> int:
@@ -832,7 +883,8 @@ def main() -> None:
             same = all(theirs.get(k) == v for k, v in chosen[name].items())
             print(f"  the stage's {name} options {'are the chosen ones' if same else f'DIFFER from the chosen ones: {theirs}'}")
     if "speed" in parts:
-        report_speed(part_speed(sets, args.repeat))
+        res = part_speed(sets, args.repeat)
+        record_speed(res, *report_speed(res), args.repeat)
     if "profile" in parts and "modern" in sets:
         part_profile(sets)
     if "perf" in parts and "modern" in sets:

@@ -147,7 +147,7 @@ def drop_table(docs: list[dict], cfg: FilterConfig) -> None:
                 print(f"  [{r} / {lang}] {ex}")
 
 
-def reference(docs: list[dict]) -> None:
+def reference(docs: list[dict]) -> dict:
     """Our presets and datatrove's filters on the same English documents: decisions and speed."""
     from curation.filter import en_words
     from curation.filter.compare import agreement, datatrove_decisions, our_decisions
@@ -159,6 +159,7 @@ def reference(docs: list[dict]) -> None:
     datatrove_decisions(english[:3], "fineweb")  # load spaCy and the filters
     header = f"  {'preset':<10}{'both keep':>10}{'both drop':>10}{'only ours':>10}{'only dt':>9}{'agree':>8}   {'ours':>8}{'datatrove':>11}{'ratio':>7}"
     print(header)
+    table: dict[str, dict] = {}
     theirs_fineweb = None
     for preset in ("fineweb", "gopher", "c4", "deepseek"):
         cfg = preset_config(preset)
@@ -180,12 +181,15 @@ def reference(docs: list[dict]) -> None:
         label = preset if preset != "deepseek" else "deepseek*"
         print(f"  {label:<10}{t['both keep']:>10}{t['both drop']:>10}{t['only ours keeps']:>10}{t['only datatrove keeps']:>9}"
               f"{agree:>8.1%}   {len(english) / ours_cpu:>8,.0f}{len(english) / theirs_cpu:>11,.0f}{theirs_cpu / ours_cpu:>6.1f}x")
+        table[preset] = {**t, "documents": len(english), "agreement": agree, "ours_docs_per_cpu_s": len(english) / ours_cpu,
+                         "datatrove_docs_per_cpu_s": len(english) / theirs_cpu, "reference": ref}
         if preset == "deepseek":
             pairs = Counter((a.reason or "keep", b.reason or "keep") for a, b in zip(ours, theirs) if a.kept != b.kept)
             print("  * deepseek (the default preset) against datatrove's FineWeb chain; its disagreements (ours, datatrove):")
             for (a, b), n in pairs.most_common():
                 print(f"      {n:>3}  {a:<26} {b}")
     print()
+    return table
 
 
 def _version(name: str) -> str:
@@ -210,9 +214,9 @@ def main() -> int:
     langs = Counter(d["language"] for d in docs)
     print(f"\n== bench-filter: {len(docs)} unique documents (mean {mean_chars:,.0f} characters; en {langs['en']}, zh {langs['zh']}) ==")
     print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores\n")
-    reference(docs)
+    ref = reference(docs)
     if args.only_reference:
-        return 0
+        return record_figures(docs, ref, [], [])
     print("-- per rule family, one process, documents per CPU-second --")
     rates = per_rule(docs, cfg, args.repeats)
     heuristic = dict(rates)["HEURISTIC SET (all four + words)"]
@@ -221,6 +225,7 @@ def main() -> int:
     target = 1000
     print(f"  heuristic set vs target {target:,} docs/s/core: {heuristic / target:.2f}x")
 
+    stage_rates: list[tuple[str, float, float]] = []
     if not args.skip_stage:
         from pipelines import runtime
         from pipelines.filter import filter_documents
@@ -229,7 +234,6 @@ def main() -> int:
         n = replicate(docs, args.docs, inp, args.shards)
         cores = os.cpu_count() or 1
         runtime.init_ray(num_cpus=cores)
-        stage_rates = []
         for label, c in (("heuristics + blocklist", FilterConfig(quality=QualityModelConfig(model=""), blocklist=BlocklistConfig(path=BLOCKLIST))),
                          ("+ quality model", FilterConfig(blocklist=BlocklistConfig(path=BLOCKLIST)))):
             if os.path.isdir(out):
@@ -248,6 +252,21 @@ def main() -> int:
         for label, per_cpu, per_core_wall in stage_rates:
             print(f"  whole stage, {label:<24} {per_cpu:>8,.0f} (CPU)  {per_core_wall:>8,.0f} (wall)  {per_cpu / target:5.2f}x target")
     drop_table(docs, cfg)
+    return record_figures(docs, ref, rates, stage_rates)
+
+
+def record_figures(docs: list[dict], ref: dict, rates: list, stage_rates: list) -> int:
+    """What the run printed, as data: benchmarks/results/filter.json."""
+    from benchmarks.results import record
+
+    fw = ref["fineweb"]
+    record("filter", {
+        "documents": len(docs), "datatrove": _version("datatrove"), "presets_vs_datatrove": ref,
+        "per_rule_docs_per_cpu_s": dict(rates),
+        "stage": {label: {"docs_per_cpu_s": per_cpu, "docs_per_s_per_core_wall": per_core} for label, per_cpu, per_core in stage_rates},
+    }, headline={"stage": "filter (fineweb preset, same decisions)", "figure": fw["ours_docs_per_cpu_s"],
+                 "peer": {"name": f"datatrove {_version('datatrove')} FineWeb chain", "figure": fw["datatrove_docs_per_cpu_s"]},
+                 "ratio": fw["ours_docs_per_cpu_s"] / fw["datatrove_docs_per_cpu_s"], "unit": "documents per CPU-second"})
     return 0
 
 

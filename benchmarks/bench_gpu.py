@@ -101,6 +101,7 @@ def main() -> int:
                   "steps": summary["steps"]}
         with open(os.path.join(args.out, "bench_gpu.json"), "w") as f:
             json.dump(result, f, indent=2)
+        record_figures(result, args.out)
         print()
         print(f"model {args.model}: {tokens_per_step:,} tokens/step ({args.micro_batch} x {args.seq_len} x accum {args.accum}), "
               f"compile {not args.no_compile}, AC {args.activation_checkpointing}")
@@ -113,6 +114,25 @@ def main() -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def record_figures(result: dict, out: str) -> None:
+    """benchmarks/results/gpu-<device>-<model>[-compile][-ac].json, and a copy in ``out`` (a GPU
+    machine hands back only that folder)."""
+    from benchmarks.results import accelerator, record
+
+    extra = accelerator()
+    gpu = bool(extra)
+    slug = extra.pop("slug", "cpu")
+    name = f"gpu-{slug}-{result['model']}" + ("-compile" if result["compile"] else "") + ("-ac" if result["activation_checkpointing"] else "")
+    headline = None
+    if gpu and result["mfu"]:
+        headline = {"stage": f"pretrain {result['model']} on one {extra['gpu']} (bf16"
+                             + (", torch.compile" if result["compile"] else "") + (", activation checkpointing" if result["activation_checkpointing"] else "") + ")",
+                    "figure": 100 * result["mfu"], "peer": None, "ratio": None,
+                    "unit": f"% MFU ({result['tokens_per_s']:,.0f} tokens/s; attention FLOPs counted in full)"}
+    for folder in ((None, out) if gpu else (out,)):  # a CPU path check is not a figure of the project
+        record(name, result, headline=headline, folder=folder, device=extra or {"gpu": None})
 
 
 if __name__ == "__main__":

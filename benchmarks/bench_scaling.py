@@ -110,6 +110,14 @@ def main() -> int:
         print(f"{stage:<10} {r[first]['documents']:>9,} {cells} {r[first]['seconds'] / r[last]['seconds']:>8.2f}x {str(same):>12}")
     tot = {w: sum(v["seconds"] for v in results[w].values()) for w in args.workers}
     print(f"{'total':<10} {'':>9} " + " ".join(f"{tot[w]:>14.1f} {'':>8}" for w in args.workers) + f" {tot[first] / tot[last]:>8.2f}x")
+    from benchmarks.results import record
+
+    record("scaling", {"corpus_docs": args.docs, "workers": args.workers, "stages": {
+        stage: {"documents": results[first][stage]["documents"],
+                "seconds": {str(w): results[w][stage]["seconds"] for w in args.workers},
+                "speed_up": results[first][stage]["seconds"] / results[last][stage]["seconds"],
+                "same_output": len({results[w][stage]["digest"] for w in args.workers}) == 1} for stage in results[first]},
+        "total_seconds": {str(w): tot[w] for w in args.workers}, "total_speed_up": tot[first] / tot[last]})
     return 0
 
 

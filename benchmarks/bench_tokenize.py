@@ -7,7 +7,7 @@ largest training text available here, and for the cl100k-equivalent reference in
 
 Throughput: MB of text per second per core of the tokenize stage (Ray, 1 and 2 workers, warm
 workers) and of a plain ``Tokenizer.encode_batch`` loop (and ``encode_batch_fast``) over the same
-shards, on one thread, measured in the same run.
+shards, on one thread, measured in the same run (the stage's CPU: its Ray workers' CPU time around each run).
 
 Training cost: the train-tokenizer stage on 1/4, 1/2 and all of the training text: seconds and
 peak memory per MB.
@@ -227,15 +227,21 @@ def training_cost(results: dict) -> None:
     results["training"] = rows
 
 
-def _cpu_timed(fn):
-    """Wrap a task function so its result also carries the CPU seconds it used in its worker."""
+def _ray_worker_cpu() -> float:
+    """CPU seconds so far of this driver's Ray workers (processes titled ``ray::...`` among its
+    descendants; the raylet and GCS are not workers): their difference around a stage run is what
+    its tasks cost, other users' Ray processes on the machine left out."""
+    import psutil
 
-    def timed(*args):
-        start = time.process_time()
-        out = fn(*args)
-        return {**out, "cpu_s": time.process_time() - start}
-
-    return timed
+    total = 0.0
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if (proc.cmdline() or [""])[0].startswith("ray::"):
+                t = proc.cpu_times()
+                total += t.user + t.system
+        except psutil.Error:  # a worker that exited in between
+            pass
+    return total
 
 
 def throughput(results: dict, copies: int, vocab: int, repeats: int) -> None:
@@ -244,7 +250,7 @@ def throughput(results: dict, copies: int, vocab: int, repeats: int) -> None:
     import ray
     from tokenizers import Tokenizer
 
-    from pipelines.runtime import TaskFailure, init_ray, run_tasks
+    from pipelines.runtime import init_ray
     from pipelines.tokenize import TokenizeConfig, tokenize
 
     folder, mb = _bench_shards(copies)
@@ -273,18 +279,11 @@ def throughput(results: dict, copies: int, vocab: int, repeats: int) -> None:
     def stage(workers: int) -> tuple[float, float]:
         out = BUILD / f"out-w{workers}"
         shutil.rmtree(out, ignore_errors=True)
-        cpu: list[float] = []
-
-        def timed_run_tasks(fn, items, **kw):
-            res = run_tasks(_cpu_timed(fn), items, **kw)
-            cpu.extend(r["cpu_s"] for r in res if isinstance(r, dict))
-            return res
-
-        wall = time.perf_counter()
-        stats, _ = tokenize(str(tok_dir), [str(folder)], str(out), TokenizeConfig(max_workers=workers), run_tasks=timed_run_tasks, failure_type=TaskFailure)
-        wall = time.perf_counter() - wall
+        cpu, wall = _ray_worker_cpu(), time.perf_counter()
+        stats, _ = tokenize(str(tok_dir), [str(folder)], str(out), TokenizeConfig(max_workers=workers))
+        wall, cpu = time.perf_counter() - wall, _ray_worker_cpu() - cpu
         assert not stats.failed_files and stats.input == stats.output
-        return wall, sum(cpu)
+        return wall, cpu
 
     plain(True)  # page cache
     stage(2)  # start both workers and load the tokenizer in each
@@ -318,6 +317,8 @@ def throughput(results: dict, copies: int, vocab: int, repeats: int) -> None:
     results["throughput"] = {
         "mb": round(mb, 2), "vocab": vocab, "repeats": repeats, "best_wall_cpu_s": best,
         "stage_vs_loop_wall": lw / w1, "stage_vs_loop_cpu": lc / c1, "scaling_2_workers_wall": w1 / w2, "identical_outputs": same,
+        "mb_per_cpu_s": {"stage_1_worker": mb / c1, "plain_encode_batch": mb / lc, "plain_encode_batch_fast": mb / fc, "stage_2_workers": mb / c2},
+        "mb_per_s_wall": {"stage_1_worker": mb / w1, "plain_encode_batch": mb / lw, "plain_encode_batch_fast": mb / fw, "stage_2_workers": mb / w2},
     }
 
 
@@ -335,9 +336,28 @@ def main() -> None:
         training_cost(results)
     if args.part in ("all", "throughput"):
         throughput(results, args.copies, args.vocab, args.repeats)
-    BUILD.mkdir(parents=True, exist_ok=True)
-    (BUILD / "results.json").write_text(json.dumps(results, indent=2, default=float) + "\n")
-    print(f"\nfigures also in {BUILD / 'results.json'}")
+    record_figures(results)
+
+
+def record_figures(results: dict) -> None:
+    """What the run printed, as data: benchmarks/results/tokenize.json (the parts that ran)."""
+    from benchmarks.results import record
+
+    rows = []
+    t = results.get("throughput")
+    if t:
+        rows.append({"stage": "tokenize (1 worker)", "figure": t["mb_per_cpu_s"]["stage_1_worker"],
+                     "peer": {"name": "plain tokenizers encode_batch loop", "figure": t["mb_per_cpu_s"]["plain_encode_batch"]},
+                     "ratio": t["stage_vs_loop_cpu"], "unit": "MB of text per CPU-second"})
+    c = results.get("compression")
+    if c and c["ours"]:
+        # The largest training text at the recipe's 100,000 tokens (else the largest that filled).
+        ours = max(c["ours"], key=lambda r: (r["train_mb"], r["vocab"]))
+        web, ref = ours["held_out"]["english web"][0], c["reference"]["english web"][0]
+        rows.append({"stage": f"tokenizer ({ours['vocab'] // 1000}k, {ours['train_mb']:.1f} MB of training text)", "figure": web,
+                     "peer": {"name": "cl100k (GPT-4's tokenizer)", "figure": ref}, "ratio": web / ref,
+                     "unit": "bytes per token, held-out English web text"})
+    record("tokenize", results, headline=rows or None)
 
 
 if __name__ == "__main__":

@@ -123,6 +123,17 @@ def main() -> int:
     print(f"{'ratio trainer / plain':<34}{best_t / best_p:>12.3f}   (target >= 0.9; median ratio {statistics.median(t / p for t, p in zip(trainer, plain)):.3f})")
     print(f"{'loader alone':<34}{load:>12,.0f}")
     print(f"{'ratio loader / trainer':<34}{load / best_t:>12.1f}   (target >= 10)")
+    from benchmarks.results import record
+
+    record("train", {
+        "model": args.model, "seq_len": args.seq_len, "micro_batch": args.micro_batch, "accum": args.accum, "timed_steps": args.steps,
+        "threads": args.threads, "rounds": {"trainer_tokens_per_s": trainer, "plain_tokens_per_s": plain},
+        "trainer_tokens_per_s": best_t, "plain_tokens_per_s": best_p, "ratio": best_t / best_p,
+        "median_ratio": statistics.median(t / p for t, p in zip(trainer, plain)),
+        "loader_tokens_per_s": load, "loader_vs_trainer": load / best_t,
+    }, headline={"stage": f"pretrain step ({args.model} model, CPU)", "figure": best_t,
+                 "peer": {"name": "minimal plain PyTorch loop, same model and batches", "figure": best_p},
+                 "ratio": best_t / best_p, "unit": "tokens per second"})
     return 0
 
 

@@ -5,12 +5,13 @@
 
 writes ``benchmarks/results/<name>.json``:
 
-    {"name", "command", "date", "machine": {"cores", "memory_gib", "cpu_model", "platform", "python"},
+    {"name", "command", "date", "machine": {"cores", "memory_gib", "cpu_model", "platform", "python", "load_average"},
      "figures": {...}, "headline": {...}}
 
-``figures`` is everything the run printed, as numbers; ``headline`` (optional) is the one row the
-README's table shows for it: ``{"stage", "figure", "peer", "ratio", "unit"}``. The README's table and
-``make bench-check`` read these files; nobody types a figure by hand.
+``figures`` is everything the run printed, as numbers; ``headline`` (optional) is the row the
+README's table shows for it, ``{"stage", "figure", "peer", "ratio", "unit"}`` (``peer``: the peer's
+name and its figure, ``None`` with ``ratio`` ``None`` for a stage measured against no peer), or a
+list of such rows. ``benchmarks/readme_table.py`` builds the README's table from these files.
 """
 
 from __future__ import annotations
@@ -39,8 +40,27 @@ def machine() -> dict[str, Any]:
         mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     except (ValueError, OSError, AttributeError):
         mem = 0.0
+    try:
+        load = round(os.getloadavg()[0], 1)  # a shared machine: the load the figures were taken under
+    except OSError:
+        load = None
     return {"cores": os.cpu_count(), "memory_gib": round(mem, 1), "cpu_model": model,
-            "platform": platform.platform(), "python": platform.python_version()}
+            "platform": platform.platform(), "python": platform.python_version(), "load_average": load}
+
+
+def accelerator() -> dict[str, Any]:
+    """The GPU torch sees (name, memory, torch and CUDA versions, and ``slug``, a short name for
+    file names: ``h200``), or ``{}`` without one."""
+    try:
+        import torch
+    except ImportError:
+        return {}
+    if not torch.cuda.is_available():
+        return {}
+    name = torch.cuda.get_device_name()
+    slug = name.split()[-1].lower() if name.startswith("NVIDIA") else name.replace(" ", "-").lower()
+    return {"gpu": name, "gpu_memory_gib": round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1),
+            "torch": torch.__version__, "cuda": torch.version.cuda, "slug": slug}
 
 
 def command() -> str:
@@ -50,14 +70,15 @@ def command() -> str:
     return "python " + " ".join(shlex.quote(a) for a in argv)
 
 
-def record(name: str, figures: dict[str, Any], headline: dict[str, Any] | None = None,
-           folder: Path | None = None) -> Path:
+def record(name: str, figures: dict[str, Any], headline: dict[str, Any] | list[dict[str, Any]] | None = None,
+           folder: Path | None = None, device: dict[str, Any] | None = None) -> Path:
     """Write ``<folder or benchmarks/results>/<name>.json`` (replacing an earlier run's) and
-    return its path."""
+    return its path. ``device``: what else the figures ran on (an accelerator's name, memory,
+    driver), added to ``machine``."""
     out = Path(folder or RESULTS) / f"{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     doc = {"name": name, "command": command(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-           "machine": machine(), "figures": figures}
+           "machine": {**machine(), **(device or {})}, "figures": figures}
     if headline:
         doc["headline"] = headline
     tmp = out.with_suffix(".json.tmp")
